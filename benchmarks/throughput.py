@@ -1,0 +1,136 @@
+"""Throughput of BYOL pretraining on this machine: views alone and the full training step.
+
+For each setting it measures, alternating repetitions and reporting medians:
+  - views/s: the two augmented views (the paper's T and T', or the preset's) for a uint8 batch;
+  - step/s: the whole optimizer step (views + online/target forward + backward + LARS + EMA);
+  - FLOPs per pair (torch.utils.flop_counter on forward+backward of one step), achieved GFLOP/s and
+    MFU against the fp32 matmul peak measured in the same run;
+  - the share of the step spent making views.
+
+    python benchmarks/throughput.py                 # demo preset + ResNet-18 (CIFAR stem, 32 px, batch 256)
+    python benchmarks/throughput.py --only demo --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from byol.augment import TwoViewAugment, paper_views
+from byol.cli.wiring import build_method, find_preset, view_specs
+from byol.config import PretrainConfig, build_config
+from byol.optim import build_optimizer
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    """fp32 matmul GFLOP/s (best of ``reps``) — the machine's practical limit for dense compute."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
+    """(config, channels, image size, batch)."""
+    if name == "demo":
+        cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")])
+        return cfg, 1, 28, cfg.optim.batch_size
+    if name == "resnet18-cifar":
+        cfg = build_config(PretrainConfig, extra={
+            "model": {"backbone": "resnet18", "small_stem": True, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
+            "method": {"target_init": "copy"}, "optim": {"batch_size": 256}})
+        return cfg, 3, 32, 256
+    raise SystemExit(f"unknown setting {name}")
+
+
+def bench(name: str, reps: int, steps: int, peak: float) -> dict:
+    cfg, ch, size, batch = setting(name)
+    torch.manual_seed(0)
+    s1, s2 = view_specs(cfg.views)
+    aug = TwoViewAugment(s1, s2, cfg.data.view_size or size, [0.5] * ch, [0.25] * ch)
+    method = build_method(cfg, ch).to(memory_format=torch.channels_last)
+    opt = build_optimizer("lars", method.trainable_modules(), lr=0.1, weight_decay=1e-6)
+    x = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+
+    def views():
+        v1, v2 = aug(x, g)
+        return v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+
+    def step(k=0):
+        v1, v2 = views()
+        out = method(v1, v2)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        method.after_step(k, 1000)
+
+    v1, v2 = views()
+    with FlopCounterMode(display=False) as fc:
+        out = method(v1, v2)
+        out["loss"].backward()
+    flops_per_pair = fc.get_total_flops() / batch
+    opt.zero_grad(set_to_none=True)
+    step()  # warm-up
+    view_rates, step_rates = [], []
+    for _ in range(reps):  # alternate the two measurements
+        t = time.perf_counter()
+        for _ in range(steps):
+            views()
+        view_rates.append(batch * steps / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for k in range(steps):
+            step(k)
+        step_rates.append(batch * steps / (time.perf_counter() - t))
+    vps, sps = statistics.median(view_rates), statistics.median(step_rates)
+    gflops = flops_per_pair * sps / 1e9
+    return {
+        "setting": name, "backbone": cfg.model.backbone, "batch": batch, "size": size, "channels": ch,
+        "views_pairs_per_s": round(vps, 1), "step_pairs_per_s": round(sps, 1),
+        "gflop_per_pair": round(flops_per_pair / 1e9, 4), "achieved_gflops": round(gflops, 1),
+        "mfu": round(gflops / peak, 3), "views_share_of_step": round(sps / vps, 3),
+        "spread_step": [round(min(step_rates), 1), round(max(step_rates), 1)],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar"])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+          f"fp32 matmul peak {peak:.1f} GFLOP/s")
+    rows = []
+    for name in a.only or ["demo", "resnet18-cifar"]:
+        steps = 10 if name == "demo" else 1
+        reps = a.reps if name == "demo" else max(2, a.reps // 2)
+        r = bench(name, reps, steps, peak)
+        rows.append(r)
+        print(f"{name:16s} views {r['views_pairs_per_s']:8.0f} pairs/s | step {r['step_pairs_per_s']:7.1f} pairs/s "
+              f"({r['spread_step'][0]}-{r['spread_step'][1]}) | {r['gflop_per_pair']:.4f} GFLOP/pair | "
+              f"{r['achieved_gflops']:.1f} GFLOP/s | MFU {r['mfu']:.2f} | views {100 * r['views_share_of_step']:.1f}% of step",
+              flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"peak_gflops": peak, "torch": torch.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The ``byol`` command line."""
+
+from byol.cli.main import main
+
+__all__ = ["main"]

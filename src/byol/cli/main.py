@@ -1,0 +1,169 @@
+"""``byol`` command line. The only place that reads argv and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from byol.errors import ByolError
+
+EPILOG = "Configs: presets in configs/ (fashion-mnist, cifar10, imagenet-paper, tiny) or a YAML path. "\
+         "Override any key with --set section.key=value (e.g. --set optim.base_lr=0.5)."
+
+
+def _add_common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="preset name or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--data", default=None, help="data set name (fashion-mnist, cifar10, ...) or image folder / .zip")
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (torchvision root or IDX files)")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this size when decoding")
+    p.add_argument("--download", action="store_true", help="let torchvision download the data set (needs internet)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+
+
+def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    extra: dict[str, Any] = {"data": {}, "train": {}, "optim": {}}
+    if a.data:
+        extra["data"]["source"] = a.data
+    if a.data_dir:
+        extra["data"]["data_dir"] = a.data_dir
+    if a.image_size:
+        extra["data"]["image_size"] = a.image_size
+    if a.download:
+        extra["data"]["download"] = True
+    if a.threads:
+        extra["train"]["threads"] = a.threads
+    if a.device:
+        extra["train"]["device"] = a.device
+    for key, section in (("batch_size", "optim"), ("epochs", "train"), ("budget", "train"), ("seed", "train")):
+        v = getattr(a, key, None)
+        if v is not None:
+            extra[section][key] = v
+    if getattr(a, "no_progress", False):
+        extra["train"]["progress"] = False
+    return {k: v for k, v in extra.items() if v}
+
+
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    from byol.cli.wiring import find_preset, load_run_config, run_pretrain
+    from byol.config import PretrainConfig, build_config, merge, to_dict, from_dict, parse_override
+
+    if a.resume:
+        run_dir = Path(a.resume)
+        cfg = load_run_config(run_dir)
+        if a.overrides or a.budget or a.epochs:
+            raise ByolError("--resume continues a run exactly as configured: drop --set/--budget/--epochs")
+        summary = run_pretrain(cfg, run_dir, resume=True)
+    else:
+        files = [find_preset(a.config)] if a.config else []
+        cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
+        run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
+        if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
+            raise ByolError(f"{run_dir} already holds a run: resume it with `byol pretrain --resume {run_dir}`, "
+                            "pick another --run-dir, or pass --overwrite")
+        summary = run_pretrain(cfg, run_dir)
+    knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
+    print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
+          f"({summary['stop_reason']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
+    return 0
+
+
+def _default_name(cfg) -> str:
+    import time
+
+    src = Path(cfg.data.source).stem if os.sep in cfg.data.source else cfg.data.source
+    return f"{src}-{cfg.model.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_show_views(a: argparse.Namespace) -> int:
+    import torch
+
+    from byol.augment import TwoViewAugment, save_view_grid
+    from byol.cli.wiring import find_preset, normalization, view_specs
+    from byol.config import PretrainConfig, build_config
+    from byol.data import load_images
+
+    files = [find_preset(a.config)] if a.config else []
+    cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
+    d = cfg.data
+    data = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
+                       download=d.download)
+    mean, std = normalization(d.mean, d.std, d.source, data)
+    size = d.view_size or data.image_size
+    s1, s2 = view_specs(cfg.views)
+    g = torch.Generator().manual_seed(a.seed)
+    idx = torch.randperm(len(data), generator=g)[: a.images]
+    out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, size, mean, std),
+                         a.out, n_views=a.views, generator=g)
+    print(f"wrote {out or a.out}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from byol.cli.demo import run_demo
+
+    run_demo(Path(a.run_dir), config=a.config, budget=a.budget, overrides=a.overrides, data_dir=a.data_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining and evaluation.",
+                                     epilog=EPILOG)
+    from byol import __version__
+
+    parser.add_argument("--version", action="version", version=f"byol {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL", epilog=EPILOG)
+    _add_common_data(p)
+    p.add_argument("--run-dir", default=None, help="run directory (default runs/<data>-<backbone>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all devices, accumulation)")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--budget", default=None, help="wall-clock budget, e.g. 10m or 1h30m: schedules fit it")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("show-views", help="write a PNG grid of images and their two augmented views")
+    _add_common_data(p)
+    p.add_argument("--out", default="views.png")
+    p.add_argument("--images", type=int, default=8, help="how many images (rows)")
+    p.add_argument("--views", type=int, default=8, help="views per image (alternating T and T')")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_show_views)
+
+    p = sub.add_parser("demo", help="BYOL on Fashion-MNIST on this CPU, then linear + kNN evaluation")
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--config", default="fashion-mnist")
+    p.add_argument("--budget", default=None, help="pretraining wall-clock budget (default: the preset's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("default", category=UserWarning, module="byol")
+    try:
+        return int(args.func(args) or 0)
+    except ByolError as exc:
+        print(f"byol: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nbyol: interrupted (a checkpoint was saved if a run had started; continue with "
+              "`byol pretrain --resume RUN_DIR`)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Typed configuration: dataclasses, YAML presets and dotted ``--set key=value`` overrides.
+
+No torch import here (config sits at the bottom of the import graph). Unknown keys and values of the
+wrong type are rejected with a :class:`~byol.errors.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from byol.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "fashion-mnist"  #: dataset name (fashion-mnist, cifar10, cifar100, stl10) or folder/zip path
+    split: str = "train"
+    data_dir: str | None = None
+    image_size: int | None = None  #: resize images (short side + center crop) when decoding; None = native
+    view_size: int | None = None  #: output size of the augmented views (and eval); None = image_size
+    cache_dir: str | None = None
+    download: bool = False
+    eval_split: str | None = "test"  #: labeled split for the online kNN monitor (None = hold out from train)
+    knn_bank: int = 10000  #: train images in the online kNN bank (0 = no online kNN)
+    knn_queries: int = 10000  #: eval images used as online kNN queries
+    mean: list[float] | None = None  #: normalization; None = the data set's known statistics or computed
+    std: list[float] | None = None
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    width: float = 1.0
+    small_stem: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  #: extra backbone options (e.g. convnet widths)
+    proj_hidden: int = 4096
+    proj_dim: int = 256
+    pred_hidden: int = 4096
+
+
+@dataclass
+class MethodConfig:
+    name: str = "byol"
+    tau_base: float = 0.996
+    target_init: str = "random"
+    use_predictor: bool = True
+
+
+@dataclass
+class ViewsConfig:
+    """Per-view overrides of the paper's T (``view1``) and T' (``view2``); keys are ViewSpec fields."""
+
+    view1: dict[str, Any] = field(default_factory=dict)
+    view2: dict[str, Any] = field(default_factory=dict)
+    both: dict[str, Any] = field(default_factory=dict)  #: applied to both views before view1/view2
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"
+    base_lr: float = 0.2  #: lr = base_lr * batch_size / 256
+    weight_decay: float = 1.5e-6
+    momentum: float = 0.9
+    eta: float = 1e-3  #: LARS trust coefficient
+    warmup_epochs: float = 10.0
+    batch_size: int = 4096  #: the *global* effective batch (all ranks, all accumulation steps)
+    accum_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1000.0
+    budget: str | None = None  #: wall-clock budget ("10m", "1h30m", "90s"); schedules fit the budget
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  #: auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
+    channels_last: bool = True
+    compile: bool = False
+    threads: int | None = None
+    log_every: int = 20
+    ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
+    ckpt_minutes: float = 5.0  #: refresh last.pt at least this often
+    knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
+    knn_k: int = 20
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass with validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value  # Any
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(prefix + n for n in names)}"
+        )
+    kwargs = {name: _coerce(data[name], hints[name], prefix + name) for name in names if name in data}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``update`` wins); nested dicts are merged, everything else replaced."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"optim.base_lr=0.5"`` -> ``{"optim": {"base_lr": 0.5}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"--set: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def build_config(
+    cls: type = PretrainConfig,
+    *,
+    files: list[str | Path] | tuple = (),
+    overrides: list[str] | tuple = (),
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """Defaults <- YAML files (in order) <- ``extra`` (e.g. CLI flags) <- ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    for f in files:
+        data = merge(data, load_yaml(f))
+    if extra:
+        data = merge(data, extra)
+    for o in overrides:
+        data = merge(data, parse_override(o))
+    return from_dict(cls, data)
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``"10m"`` -> 600.0, ``"1h30m"`` -> 5400.0, ``"90s"``/``"90"`` -> 90.0; None -> None."""
+    if text is None or text == "":
+        return None
+    t = str(text).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    m = _DURATION.match(t)
+    if not m or not any(m.groups()):
+        raise ConfigError(f"bad duration {text!r}: use e.g. 90s, 10m, 1h30m")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    total = h * 3600 + mi * 60 + s
+    if total <= 0:
+        raise ConfigError(f"duration must be positive, got {text!r}")
+    return total
+
+
+def validate_pretrain(cfg: PretrainConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    o, t = cfg.optim, cfg.train
+    if o.batch_size <= 0:
+        raise ConfigError(f"optim.batch_size must be positive, got {o.batch_size}")
+    if o.accum_steps <= 0 or o.batch_size % o.accum_steps:
+        raise ConfigError(f"optim.batch_size ({o.batch_size}) must be divisible by optim.accum_steps ({o.accum_steps})")
+    if o.base_lr <= 0:
+        raise ConfigError(f"optim.base_lr must be positive, got {o.base_lr}")
+    if not 0.0 <= cfg.method.tau_base <= 1.0:
+        raise ConfigError(f"method.tau_base must be in [0, 1], got {cfg.method.tau_base}")
+    if t.epochs <= 0:
+        raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
+    if t.amp not in ("auto", "off", "fp16", "bf16"):
+        raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
+    parse_duration(t.budget)

@@ -1,0 +1,44 @@
+"""Data: sources (Fashion-MNIST, CIFAR, STL-10, image folders and zips), the decode-once uint8 cache,
+and batch iteration. Everything downstream sees uint8 ``[N, C, H, W]`` tensors in an :class:`ImageSet`.
+
+The public names are imported on first use (PEP 562): decoding worker processes import
+``byol.data.workers`` and must not pay for importing torch, which every name here needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from byol.data.folder import SkippedImagesWarning
+    from byol.data.imageset import ImageSet
+    from byol.data.loader import BatchIterator, gather_batch
+    from byol.data.sources import DATASET_ALIASES, load_images
+    from byol.data.stats import DATASET_STATS, channel_stats
+
+_EXPORTS: dict[str, str] = {
+    "DATASET_ALIASES": "byol.data.sources",
+    "DATASET_STATS": "byol.data.stats",
+    "BatchIterator": "byol.data.loader",
+    "ImageSet": "byol.data.imageset",
+    "SkippedImagesWarning": "byol.data.folder",
+    "channel_stats": "byol.data.stats",
+    "gather_batch": "byol.data.loader",
+    "load_images": "byol.data.sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'byol.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

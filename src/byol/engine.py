@@ -1,0 +1,417 @@
+"""The one training loop every method uses.
+
+The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and
+a source of uint8 batches; it never imports a concrete method. It owns: lr and EMA schedules over
+*optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic) and exact resume,
+the wall-clock budget, progress bar, ``metrics.jsonl`` / TensorBoard, and the collapse monitor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from byol import dist
+from byol.data.loader import BatchIterator, gather_batch
+from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
+from byol.optim import set_lr
+from byol.schedules import warmup_cosine
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class LoopOptions:
+    """Everything about *how* to train (not what): explicit values, no config object."""
+
+    epochs: float
+    peak_lr: float
+    warmup_epochs: float = 10.0
+    accum_steps: int = 1
+    budget_seconds: float | None = None
+    amp: str = "auto"  # auto | off | fp16 | bf16
+    channels_last: bool = True
+    log_every: int = 20
+    ckpt_every: int = 1000
+    ckpt_seconds: float = 300.0
+    eval_every_epochs: float = 1.0
+    seed: int = 0
+    progress: bool = True
+    #: re-estimate the step budget at epoch ends until this fraction of the run is done
+    budget_reestimate_until: float = 0.3
+    budget_margin: float = 0.97
+
+
+@dataclass
+class TrainState:
+    step: int = 0  #: optimizer steps done
+    micro: int = 0  #: micro-batches consumed in the current epoch
+    epoch: int = 0
+    total_steps: int = 0  #: K
+    warmup_steps: int = 0
+    elapsed: float = 0.0  #: training seconds used so far (across resumes)
+    history: list[dict[str, Any]] = field(default_factory=list)  #: eval results per epoch
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    return ys[len(ys) // 2]
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, amp: str):
+    """AMP where the device benefits: fp16 on CUDA by default; off on CPU (no fast bf16 here)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return nullcontext(), None
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    if device.type == "cpu" and amp == "bf16":
+        warnings.warn("bf16 autocast on a CPU without native bf16 can be far slower than fp32", stacklevel=2)
+    scaler = torch.amp.GradScaler(device.type) if (dtype == torch.float16 and device.type == "cuda") else None
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path | None, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl" if run_dir else None
+        self.tb = None
+        if run_dir and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except Exception as exc:  # tensorboard missing or broken: metrics.jsonl still has everything
+                warnings.warn(f"TensorBoard logging disabled ({exc})", stacklevel=2)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self.tb:
+            step = int(record.get("step", 0))
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+class Trainer:
+    """Train ``method`` on uint8 ``images`` with views from ``augment``.
+
+    ``evaluate`` (optional) is called with the method's encoder every ``eval_every_epochs`` and at
+    the end; it returns scalars (e.g. online kNN accuracy) to log.
+    """
+
+    def __init__(
+        self,
+        method: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]],
+        images: Tensor,
+        *,
+        batch_size: int,
+        device: torch.device,
+        options: LoopOptions,
+        run_dir: Path | None = None,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.clock = clock  # injectable for tests of the budget logic
+        self.method = method
+        self.opt = optimizer
+        self.augment = augment
+        self.images = images
+        self.device = device
+        self.o = options
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.evaluate = evaluate
+        self.extra = checkpoint_extra or {}
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if batch_size % (options.accum_steps * self.world):
+            raise ValueError("batch size must be divisible by accum_steps * world_size")
+        self.micro_batch = batch_size // options.accum_steps  # global micro-batch
+        self.batch_size = batch_size
+        self.batches = BatchIterator(len(images), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)
+        self.micro_per_epoch = self.batches.steps_per_epoch
+        self.steps_per_epoch = self.micro_per_epoch / options.accum_steps
+        self.autocast, self.scaler = autocast_for(device, options.amp)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(options.seed * 1000 + self.rank)
+        self.state = TrainState()
+        self._collapse_warned = False
+        self._stop_requested = False
+        self.stop_reason = ""
+
+    def request_stop(self) -> None:
+        """Ask the loop to save and stop at the next step boundary (what SIGINT/SIGTERM do)."""
+        self._stop_requested = True
+
+    def _install_signal_handlers(self):
+        """First Ctrl-C / SIGTERM: stop cleanly at the step boundary; a second one: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):
+                pass
+        return previous
+
+    # -- schedules ---------------------------------------------------------------------------
+    def _plan(self, step_seconds: float | None = None, eval_seconds: float = 0.0) -> None:
+        """Set K (total optimizer steps) and warmup from epochs, or from the remaining budget."""
+        st = self.state
+        by_epochs = max(1, math.ceil(self.o.epochs * self.steps_per_epoch))
+        total = by_epochs
+        if self.o.budget_seconds is not None and step_seconds:
+            remaining = self.o.budget_seconds * self.o.budget_margin - st.elapsed
+            per_step = step_seconds
+            if self.o.eval_every_epochs and self.evaluate is not None:
+                # evaluation time spread over the steps between two evaluations
+                per_step += eval_seconds / (self.o.eval_every_epochs * self.steps_per_epoch)
+            # the final evaluation also has to fit in the budget
+            budget_steps = st.step + max(1, int((remaining - eval_seconds) / per_step))
+            total = min(by_epochs, budget_steps)
+        st.total_steps = max(total, st.step + 1)
+        # Warmup never takes more than a fifth of a (short, budgeted) run.
+        st.warmup_steps = min(int(round(self.o.warmup_epochs * self.steps_per_epoch)), st.total_steps // 5)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "version": CHECKPOINT_VERSION,
+            "method": self.method.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "state": st.__dict__.copy(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "augment": self.gen.get_state(),
+            },
+            **self.extra,
+        }
+
+    def save(self, numbered: bool = False) -> None:
+        if not self.run_dir or not dist.is_main():
+            return
+        ckpt = self.checkpoint()
+        atomic_save(ckpt, self.run_dir / "checkpoints" / "last.pt")
+        if numbered:
+            atomic_save(ckpt, self.run_dir / "checkpoints" / f"step{self.state.step:07d}.pt")
+        self._last_save = self.clock()
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        self.method.load_state_dict(ckpt["method"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.gen.set_state(rng["augment"].to(self.gen.get_state().device) if hasattr(rng["augment"], "to") else rng["augment"])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[Tensor]:
+        st = self.state
+        while True:
+            for idx in self.batches.indices(st.epoch, st.micro):
+                st.micro += 1
+                yield idx
+            st.epoch += 1
+            st.micro = 0
+
+    def _views(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        x = gather_batch(self.images, idx, self.device)
+        v1, v2 = self.augment(x, self.gen)
+        if self.o.channels_last and v1.dim() == 4:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+    def _run_eval(self, logger: JsonlLogger) -> float:
+        if self.evaluate is None:
+            return 0.0
+        t0 = self.clock()
+        result = self.evaluate(self.method.encoder)
+        dt = self.clock() - t0
+        rec = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch, **result, "eval_seconds": dt}
+        self.state.history.append(rec)
+        logger.log(rec)
+        return dt
+
+    def fit(self) -> dict[str, Any]:
+        o, st = self.o, self.state
+        main = dist.is_main()
+        logger = JsonlLogger(self.run_dir if main else None)
+        self.method.train()
+        if st.total_steps == 0:
+            self._plan()
+        calibrating = o.budget_seconds is not None and st.step == 0
+        step_times: list[float] = []
+        eval_seconds = 0.0
+        self._last_save = self.clock()
+        bar = None
+        if o.progress and main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=st.total_steps, initial=st.step, desc="pretrain", unit="step", dynamic_ncols=True)
+        micro_iter = self._micro_batches()
+        next_eval_epoch = (math.floor(st.step / self.steps_per_epoch / o.eval_every_epochs) + 1) * o.eval_every_epochs if o.eval_every_epochs else math.inf
+        window_t, window_pairs = self.clock(), 0
+        t_fit0, elapsed0 = self.clock(), st.elapsed
+        previous_handlers = self._install_signal_handlers()
+        try:
+            while st.step < st.total_steps:
+                if self._stop_requested:
+                    self.stop_reason = f"interrupted at step {st.step}"
+                    break
+                t_step = self.clock()
+                set_lr(self.opt, warmup_cosine(st.step, st.total_steps, o.peak_lr, st.warmup_steps))
+                out: dict[str, Tensor] = {}
+                for _ in range(o.accum_steps):
+                    v1, v2 = self._views(next(micro_iter))
+                    with self.autocast:
+                        out = self.method(v1, v2)
+                    loss = out["loss"] / o.accum_steps
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                if self.scaler:
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
+                else:
+                    self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                extra = self.method.after_step(st.step, st.total_steps)
+                st.step += 1
+                window_pairs += self.batch_size
+                dt = self.clock() - t_step
+                st.elapsed = elapsed0 + self.clock() - t_fit0
+                step_times = (step_times + [dt])[-50:]
+                if calibrating and len(step_times) == 8:  # the first steps pay warm-up costs: use the last 5
+                    self._plan(_median(step_times[3:]), eval_seconds)
+                    calibrating = False
+                    if bar:
+                        bar.total = st.total_steps
+                if st.step % o.log_every == 0 or st.step == st.total_steps:
+                    now = self.clock()
+                    rec = {
+                        "step": st.step,
+                        "epoch": st.step / self.steps_per_epoch,
+                        "loss": float(out["loss"].detach()),
+                        "lr": self.opt.param_groups[0]["lr"],
+                        **extra,
+                        "pairs_per_s": window_pairs / max(now - window_t, 1e-9),
+                    }
+                    if "proj" in out:
+                        rec.update(collapse_stats(out["proj"]))
+                        if st.step > st.warmup_steps and is_collapsed(rec) and not self._collapse_warned:
+                            warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=2)
+                            self._collapse_warned = True
+                    if not math.isfinite(rec["loss"]):
+                        raise FloatingPointError(
+                            f"loss became {rec['loss']} at step {st.step}: lower optim.base_lr or use amp=off"
+                        )
+                    if main:
+                        logger.log(rec)
+                    if bar:
+                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", tau=f"{extra.get('tau', 0):.4f}", pairs_s=f"{rec['pairs_per_s']:.0f}")
+                    window_t, window_pairs = now, 0
+                if bar:
+                    bar.update(1)
+                epoch_now = st.step / self.steps_per_epoch
+                if epoch_now >= next_eval_epoch and st.step < st.total_steps:
+                    next_eval_epoch += o.eval_every_epochs
+                    eval_seconds = self._run_eval(logger)
+                    self.method.train()
+                    st.elapsed = elapsed0 + self.clock() - t_fit0
+                    if o.budget_seconds is not None and epoch_now <= o.budget_reestimate_until * st.total_steps / self.steps_per_epoch:
+                        self._plan(_median(step_times[-20:]), eval_seconds)
+                        if bar:
+                            bar.total = st.total_steps
+                if o.budget_seconds is not None and st.elapsed >= o.budget_seconds and st.step < st.total_steps:
+                    self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
+                    warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=2)
+                    break
+                if main and self.run_dir and (st.step % o.ckpt_every == 0):
+                    self.save(numbered=True)
+                elif main and self.run_dir and self.clock() - self._last_save > o.ckpt_seconds:
+                    self.save()
+        finally:
+            for sig, h in previous_handlers.items():
+                signal.signal(sig, h)
+        if bar:
+            bar.close()
+        if self.stop_reason.startswith("interrupted"):
+            self.save()
+            logger.close()
+            return self._summary()
+        if not self.stop_reason:
+            self.stop_reason = "completed"
+        self._run_eval(logger)
+        st.elapsed = elapsed0 + self.clock() - t_fit0
+        self.save()
+        logger.close()
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "steps": st.step,
+            "total_steps": st.total_steps,
+            "epochs": st.step / self.steps_per_epoch,
+            "seconds": st.elapsed,
+            "stop_reason": self.stop_reason,
+            "history": st.history,
+        }

@@ -1,0 +1,27 @@
+"""The protocol every self-supervised method implements, so the engine never imports a concrete one."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor, nn
+
+
+class Method(Protocol):
+    """A method is an ``nn.Module`` over an injected backbone.
+
+    - ``forward(view1, view2)`` returns a dict with a scalar ``loss`` and detached diagnostics
+      (``proj``: the online projections of view 1, used by the collapse monitor).
+    - ``trainable_modules()`` names the modules the optimizer trains (never a target network).
+    - ``after_step(step, total_steps)`` runs once per *optimizer* step, after ``optimizer.step()``
+      (BYOL's EMA update goes here) and returns scalars to log.
+    - ``encoder`` is the backbone to evaluate and export.
+    """
+
+    encoder: nn.Module
+
+    def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]: ...
+
+    def trainable_modules(self) -> list[nn.Module]: ...
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]: ...

@@ -1,0 +1,36 @@
+"""Schedules as pure functions of the (0-based) optimizer step.
+
+``k`` counts optimizer steps (not micro-batches), ``total`` is K, the total number of optimizer
+steps of the run (BYOL_SPEC pitfall 4: a wrong K sends tau to 1 early).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def warmup_cosine(step: int, total: int, peak: float, warmup: int, final: float = 0.0) -> float:
+    """Linear warmup from 0 to ``peak`` over ``warmup`` steps, then cosine decay to ``final`` at ``total``.
+
+    As in the reference code, step 0 has lr 0 (``peak * k / warmup``).
+    """
+    if total <= 0:
+        raise ValueError("total steps must be positive")
+    if warmup > 0 and step < warmup:
+        return peak * step / warmup
+    decay_steps = max(1, total - warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / decay_steps))
+    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def target_tau(step: int, total: int, tau_base: float) -> float:
+    """The paper's EMA decay: ``tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2``."""
+    if total <= 0:
+        raise ValueError("total steps must be positive")
+    k = min(step, total)
+    return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
+
+
+def scaled_lr(base_lr: float, batch_size: int) -> float:
+    """The paper's linear scaling rule: ``lr = base * B / 256`` with B the global (effective) batch."""
+    return base_lr * batch_size / 256.0

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+# Deterministic, small-footprint tests on the 2-core CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def labeled_images():
+    """120 generated 16x16 grayscale images in 3 classes (bright square / dark square / stripes)."""
+    g = torch.Generator().manual_seed(0)
+    n, s = 40, 16
+    base = torch.randint(0, 60, (3 * n, 1, s, s), generator=g, dtype=torch.uint8)
+    base[:n, :, 4:12, 4:12] += 180
+    base[n : 2 * n, :, 2:14, 2:14] += 90
+    base[2 * n :, :, :, ::3] += 150
+    labels = torch.arange(3).repeat_interleave(n)
+    return base, labels

@@ -1,0 +1,67 @@
+"""LARS against an independent NumPy implementation of the reference update; parameter groups."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from byol.errors import ConfigError
+from byol.optim import LARS, build_optimizer, param_groups
+
+
+def _np_lars_step(w, g, m, lr, wd, eta, mom, exclude):
+    u = g + (0.0 if exclude else wd) * w
+    if not exclude:
+        wn, un = np.linalg.norm(w), np.linalg.norm(u)
+        trust = eta * wn / un if wn > 0 and un > 0 else 1.0
+        u = trust * u
+    m = mom * m + u
+    return w - lr * m, m
+
+
+def test_lars_matches_reference_update_over_steps():
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.normal(size=(5, 4)).astype(np.float64), rng.normal(size=5)
+    W = nn.Parameter(torch.tensor(w0))
+    B = nn.Parameter(torch.tensor(b0))
+    groups = [
+        {"params": [W], "weight_decay": 1e-2, "lars_exclude": False},
+        {"params": [B], "weight_decay": 0.0, "lars_exclude": True},
+    ]
+    opt = LARS(groups, lr=0.5, momentum=0.9, eta=1e-3)
+    w, b, mw, mb = w0.copy(), b0.copy(), np.zeros_like(w0), np.zeros_like(b0)
+    for step in range(5):
+        gw, gb = rng.normal(size=w0.shape), rng.normal(size=b0.shape)
+        W.grad, B.grad = torch.tensor(gw), torch.tensor(gb)
+        opt.step()
+        w, mw = _np_lars_step(w, gw, mw, 0.5, 1e-2, 1e-3, 0.9, False)
+        b, mb = _np_lars_step(b, gb, mb, 0.5, 0.0, 1e-3, 0.9, True)
+        np.testing.assert_allclose(W.detach().numpy(), w, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(B.detach().numpy(), b, rtol=1e-10, atol=1e-12)
+
+
+def test_lars_zero_weight_uses_trust_one():
+    W = nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
+    opt = LARS([{"params": [W], "weight_decay": 0.0, "lars_exclude": False}], lr=1.0, momentum=0.0)
+    W.grad = torch.ones(3, 3, dtype=torch.float64)
+    opt.step()
+    assert torch.allclose(W, -torch.ones(3, 3, dtype=torch.float64))
+
+
+def test_param_groups_exclude_bias_and_bn():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    decay, no_decay = param_groups([net], 1e-6)
+    assert {p.ndim for p in decay["params"]} == {4, 2}
+    assert all(p.ndim == 1 for p in no_decay["params"])
+    assert len(no_decay["params"]) == 4  # BN weight, BN bias, Linear bias... and conv has bias too
+    assert no_decay["weight_decay"] == 0.0 and no_decay["lars_exclude"] is True
+
+
+def test_build_optimizer_names():
+    net = nn.Linear(3, 2)
+    for name in ("lars", "sgd", "adamw"):
+        opt = build_optimizer(name, [net], lr=0.1, weight_decay=1e-4)
+        assert opt.param_groups[0]["weight_decay"] == 1e-4
+        assert opt.param_groups[1]["weight_decay"] == 0.0
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        build_optimizer("adam2", [net], lr=0.1, weight_decay=0)

@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+import torch
+
+from byol.errors import ConfigError, DataError
+from byol.eval import fit_logistic, linear_eval, paper_grid, predict_logits, standardize, stratified_split
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+
+def _gaussian(n: int, d: int, k: int, sep: float, seed: int, informative: int | None = None):
+    g = torch.Generator().manual_seed(seed)
+    informative = d if informative is None else informative
+    means = torch.zeros(k, d, dtype=torch.float64)
+    means[:, :informative] = torch.randn(k, informative, generator=g, dtype=torch.float64) * sep
+    y = torch.randint(0, k, (n,), generator=g)
+    x = means[y] + torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def _compare_with_sklearn(xtr, ytr, xte, yte, k, l2):
+    a, t = standardize(xtr, xte)
+    w, b = fit_logistic(a, ytr, k, l2, max_iter=3000, tol=1e-9)
+    n = a.shape[0]
+    clf = LogisticRegression(C=1.0 / (n * l2), tol=1e-10, max_iter=20000)  # lbfgs, multinomial
+    clf.fit(a.numpy(), ytr.numpy())
+    cw = torch.from_numpy(clf.coef_)
+    cb = torch.from_numpy(clf.intercept_)
+    scale = cw.abs().max().item()
+    assert (w - cw).abs().max().item() < 2e-3 * scale
+    # intercepts of a softmax model are defined up to a common shift (unpenalised)
+    assert ((b - b.mean()) - (cb - cb.mean())).abs().max().item() < 2e-3 * max(1.0, cb.abs().max().item())
+    ours = (predict_logits(t, w, b).argmax(1) == yte).double().mean().item() * 100
+    theirs = clf.score(t.numpy(), yte.numpy()) * 100
+    assert abs(ours - theirs) <= 0.5
+    return w, cw
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_fit_logistic_matches_sklearn_on_gaussians(k):
+    x, y = _gaussian(3000, 20, k, sep=0.6, seed=k)
+    l2 = 1e-3
+    w, cw = _compare_with_sklearn(x[:2000], y[:2000], x[2000:], y[2000:], k, l2)
+    # The C mapping matters: a wrong one (C = 1 / l2, i.e. ignoring n) gives other coefficients.
+    a, = standardize(x[:2000])
+    wrong = LogisticRegression(C=1.0 / l2, tol=1e-10, max_iter=20000).fit(a.numpy(), y[:2000].numpy())
+    assert (w - torch.from_numpy(wrong.coef_)).abs().max().item() > 0.05 * cw.abs().max().item()
+
+
+def test_fit_logistic_matches_sklearn_on_digits():
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.from_numpy(x).double(), torch.from_numpy(y)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    _compare_with_sklearn(x[:1300], y[:1300], x[1300:], y[1300:], 10, 1e-2)
+
+
+def test_fit_logistic_float32_and_warm_start_reach_the_same_optimum():
+    x, y = _gaussian(1500, 10, 4, sep=0.8, seed=1)
+    a, = standardize(x)
+    w64, b64 = fit_logistic(a, y, 4, 1e-2, tol=1e-10, max_iter=2000)
+    w32, b32 = fit_logistic(a.float(), y, 4, 1e-2)
+    assert w32.dtype == torch.float32
+    assert (w32.double() - w64).abs().max() < 5e-3  # default tol: accuracy-grade, not 1e-9
+    warm = fit_logistic(a, y, 4, 1e-3, tol=1e-10, max_iter=2000, init=(w64, b64))
+    cold = fit_logistic(a, y, 4, 1e-3, tol=1e-10, max_iter=2000)
+    assert (warm[0] - cold[0]).abs().max() < 1e-5
+
+
+def test_stratified_split_is_disjoint_stratified_and_seeded():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20 + [3] * 1)
+    tr, va = stratified_split(y, 0.2, seed=3)
+    assert set(tr.tolist()).isdisjoint(va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(len(y)))
+    assert torch.bincount(y[va], minlength=4).tolist() == [10, 6, 4, 0]
+    tr2, va2 = stratified_split(y, 0.2, seed=3)
+    assert torch.equal(va, va2)
+    assert not torch.equal(va, stratified_split(y, 0.2, seed=4)[1])
+    with pytest.raises(ConfigError):
+        stratified_split(y, 0.0)
+
+
+def test_linear_eval_picks_argmax_of_val_accuracy_with_ties_to_larger_l2():
+    x, y = _gaussian(600, 8, 3, sep=1.0, seed=2)
+    grid = [1e-5, 1e-3, 1e-1, 10.0]
+    res = linear_eval(x[:400], y[:400], x[400:], y[400:], l2_grid=grid, seed=1)
+    accs = res["val_top1_by_l2"]
+    assert set(accs) == set(grid)
+    best = max(accs.values())
+    assert res["l2"] == max(l for l, a in accs.items() if a == best)
+    assert res["n_train"] == 400 and res["n_test"] == 200 and "top5" not in res
+    assert 0.0 <= res["top1"] <= 100.0
+
+
+def test_noisy_few_sample_problem_selects_a_larger_penalty_than_a_clean_one():
+    """n < d with weak signal needs shrinkage; many samples in few clean dims do not. Compared by the
+    median over 5 seeds (a single validation split of ~60 samples is noisy)."""
+    grid = paper_grid()[::4]  # 12 values spanning [1e-6, 1e5]
+    noisy, clean = [], []
+    for seed in range(5):
+        nx, ny = _gaussian(300, 500, 3, sep=0.15, seed=seed)
+        cx, cy = _gaussian(4000, 4, 3, sep=1.5, seed=seed)
+        noisy.append(linear_eval(nx[:200], ny[:200], nx[200:], ny[200:], l2_grid=grid, val_fraction=0.3, seed=seed)["l2"])
+        clean.append(linear_eval(cx[:3000], cy[:3000], cx[3000:], cy[3000:], l2_grid=grid, val_fraction=0.3, seed=seed)["l2"])
+    assert np.median(noisy) >= 100 * np.median(clean), (noisy, clean)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_penalty_still_converges_the_unpenalised_bias(dtype):
+    """With l2 = 1e5, W ~ 0 and softmax(b) must equal the class frequencies. (Without
+    preconditioning, L-BFGS stopped on its step-size test with b still ~0.)"""
+    x, y = _gaussian(900, 50, 3, sep=0.5, seed=3)
+    y[:300] = 0  # imbalanced
+    a, = standardize(x.to(dtype))
+    w, b = fit_logistic(a, y, 3, 1e5)
+    freq = torch.bincount(y, minlength=3).double() / len(y)
+    assert w.abs().max() < 1e-4
+    torch.testing.assert_close(torch.softmax(b.double(), 0), freq, atol=1e-3, rtol=0)
+
+
+def test_paper_grid():
+    g = paper_grid()
+    assert len(g) == 45 and g[0] == pytest.approx(1e-6) and g[-1] == pytest.approx(1e5)
+    assert np.allclose(np.diff(np.log10(g)), 11 / 44)
+
+
+def test_top5_and_accepts_numpy_float32_and_inference_tensors():
+    x, y = _gaussian(1200, 16, 6, sep=1.0, seed=7)
+    with torch.inference_mode():
+        xi = x.float() * 1.0
+    res = linear_eval(xi[:900], y[:900].numpy(), x[900:].float().numpy(), y[900:], l2_grid=[1e-3, 1e-1])
+    assert {"top1", "top5", "l2", "val_top1_by_l2", "n_train", "n_test"} <= set(res)
+    assert res["top5"] >= res["top1"] > 100 / 6 + 20  # learnable problem: far above chance
+
+
+def test_uninformative_and_collapsed_features_give_chance_accuracy():
+    g = torch.Generator().manual_seed(0)
+    y = torch.multinomial(torch.tensor([0.5, 0.2, 0.2, 0.1]), 2000, replacement=True, generator=g)
+    share = 100 * torch.bincount(y[1500:], minlength=4).max().item() / 500
+    const = torch.ones(2000, 16)
+    res = linear_eval(const[:1500], y[:1500], const[1500:], y[1500:])
+    assert res["top1"] == pytest.approx(share)  # predicts the majority class everywhere
+    noise = torch.randn(2000, 16, generator=g)
+    res = linear_eval(noise[:1500], y[:1500], noise[1500:], y[1500:])
+    assert res["top1"] <= share + 3.0
+
+
+def test_errors():
+    x, y = torch.randn(20, 3), torch.arange(20) % 2
+    with pytest.raises(ConfigError):
+        fit_logistic(x, y, 2, -1.0)
+    with pytest.raises(DataError):
+        linear_eval(x, y, torch.randn(5, 4), y[:5])
+    with pytest.raises(DataError):
+        linear_eval(x, y, x, y[:5])
+    with pytest.raises(DataError):
+        linear_eval(x, y.float(), x, y)
+    with pytest.raises(ConfigError):
+        linear_eval(x, y, x, y, l2_grid=[])

@@ -1,0 +1,126 @@
+"""The training loop: checkpoints, exact resume, budget planning, logging."""
+
+import json
+
+import pytest
+import torch
+
+from byol.augment import TwoViewAugment, paper_views
+from byol.engine import LoopOptions, Trainer, atomic_save
+from byol.methods import BYOL
+from byol.models import build_backbone
+from byol.optim import build_optimizer
+
+
+def _trainer(images, run_dir, *, stop_after=None, **opts):
+    torch.manual_seed(0)
+    enc = build_backbone("convnet", in_channels=1, widths=[4, 8])
+    method = BYOL(enc, proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy")
+    opt = build_optimizer("lars", method.trainable_modules(), lr=0.2, weight_decay=1e-6)
+    t1, t2 = paper_views()
+    aug = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])
+    calls = {"n": 0}
+    holder = {}
+
+    def augment(x, g):
+        calls["n"] += 1
+        if stop_after is not None and calls["n"] == stop_after:
+            holder["t"].request_stop()
+        return aug(x, g)
+
+    options = LoopOptions(epochs=opts.pop("epochs", 3), peak_lr=0.2, warmup_epochs=1, log_every=1, progress=False,
+                          channels_last=False, **opts)
+    trainer = Trainer(method, opt, augment, images, batch_size=16, device=torch.device("cpu"), options=options,
+                      run_dir=run_dir, checkpoint_extra={"config": {"note": "test"}})
+    holder["t"] = trainer
+    return trainer
+
+
+def test_interrupt_then_resume_is_bitwise_identical(labeled_images, tmp_path):
+    images, _ = labeled_images
+    full = _trainer(images, tmp_path / "full")
+    res_full = full.fit()
+    assert res_full["stop_reason"] == "completed"
+    assert res_full["steps"] == res_full["total_steps"] == 3 * (len(images) // 16)
+
+    part = _trainer(images, tmp_path / "part", stop_after=5)
+    res_part = part.fit()
+    assert res_part["stop_reason"].startswith("interrupted") and res_part["steps"] == 5
+    ckpt_path = tmp_path / "part" / "checkpoints" / "last.pt"
+    assert ckpt_path.is_file()
+
+    resumed = _trainer(images, tmp_path / "part")
+    resumed.load(torch.load(ckpt_path, weights_only=False))
+    assert resumed.state.step == 5
+    res2 = resumed.fit()
+    assert res2["steps"] == res_full["steps"]
+    a, b = full.method.state_dict(), resumed.method.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the optimizer state matches too
+    sa, sb = full.opt.state_dict()["state"], resumed.opt.state_dict()["state"]
+    for k in sa:
+        assert torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"])
+
+
+def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
+    images, _ = labeled_images
+    t = _trainer(images, tmp_path, epochs=1)
+    t.fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == len(images) // 16
+    for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch"):
+        assert key in steps[-1]
+    assert steps[0]["lr"] == 0.0  # warmup starts at 0
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert {"method", "optimizer", "state", "rng", "config"} <= set(ckpt)
+    assert ckpt["state"]["step"] == len(images) // 16
+    assert list((tmp_path / "tb").iterdir())
+    assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
+
+
+def test_budget_sets_total_steps_from_measured_speed(labeled_images):
+    images, _ = labeled_images
+    now = {"t": 0.0}
+    t = _trainer(images, None, epochs=10_000, budget_seconds=10.0)
+    inner = t.augment
+
+    def slow_augment(x, g):  # every step "takes" 0.5 s on the injected clock
+        now["t"] += 0.5
+        return inner(x, g)
+
+    t.augment, t.clock = slow_augment, lambda: now["t"]
+    res = t.fit()
+    # calibration: 8 steps (4 s); the rest of 97% of 10 s at 0.5 s/step = int(5.7 / 0.5) = 11 more steps
+    assert res["total_steps"] == 19 and res["steps"] == 19
+    assert res["stop_reason"] == "completed"
+    assert res["seconds"] <= 10.0
+
+
+def test_budget_hard_stop_at_step_boundary(labeled_images):
+    images, _ = labeled_images
+    now = {"t": 0.0}
+    t = _trainer(images, None, epochs=10_000, budget_seconds=10.0)
+    inner, calls = t.augment, {"n": 0}
+
+    def slowing_augment(x, g):  # steps get 4x slower after calibration: the budget must still hold
+        calls["n"] += 1
+        now["t"] += 0.5 if calls["n"] <= 8 else 2.0
+        return inner(x, g)
+
+    t.augment, t.clock = slowing_augment, lambda: now["t"]
+    with pytest.warns(UserWarning, match="time budget reached"):
+        res = t.fit()
+    assert res["stop_reason"].startswith("budget") and res["steps"] < res["total_steps"]
+    assert res["seconds"] <= 10.0 + 2.0  # stops at the first step boundary past the budget
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "x.pt"
+    atomic_save({"a": torch.ones(3)}, target)
+    with pytest.raises(Exception):
+        atomic_save({"bad": lambda: 0}, target)  # unpicklable: the old file must survive intact
+    assert torch.equal(torch.load(target)["a"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
