@@ -307,7 +307,11 @@ class Trainer:
         if o.progress and main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=st.total_steps, initial=st.step, desc="pretrain", unit="step", dynamic_ncols=True)
+            import sys
+
+            interactive = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a redraw
+            bar = tqdm(total=st.total_steps, initial=st.step, desc="pretrain", unit="step", dynamic_ncols=True,
+                       mininterval=0.5 if interactive else 30.0)
         micro_iter = self._micro_batches()
         next_eval_epoch = (math.floor(st.step / self.steps_per_epoch / o.eval_every_epochs) + 1) * o.eval_every_epochs if o.eval_every_epochs else math.inf
         window_t, window_pairs = self.clock(), 0

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_demo)
+
+    from byol.cli.evaluate import add_subcommands  # eval linear|knn|finetune|transfer, embed, export, report
+
+    add_subcommands(sub)
     return parser
 
 

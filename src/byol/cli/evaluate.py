@@ -1,0 +1,751 @@
+"""``byol eval linear|knn|finetune|transfer``, ``byol embed``, ``byol export``, ``byol report``.
+
+This module turns command-line flags into explicit arguments for :mod:`byol.eval` and
+:mod:`byol.reports`; it is the only place that knows a run directory's config layout. Heavy imports
+(torch, torchvision) happen inside the command functions, so ``byol --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from byol.errors import ByolError, ConfigError, DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100", "stl10")
+TEST_HOLDOUT_SEED = 0  # the carved test split does not move with --seed
+
+
+# ----------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _encoder_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder (one of)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="RUN_DIR|FILE.pt",
+                     help="a run directory (uses checkpoints/last.pt) or a checkpoint file")
+    src.add_argument("--random-init", action="store_true",
+                     help="a randomly initialised byol backbone (the random baseline; see --backbone)")
+    src.add_argument("--torchvision", metavar="NAME",
+                     help="a torchvision model, e.g. resnet18 (random weights unless --weights FILE)")
+    g.add_argument("--backbone", default="resnet18", help="with --random-init: backbone name (default resnet18)")
+    g.add_argument("--width", type=float, default=1.0, help="with --random-init: width multiplier")
+    g.add_argument("--small-stem", action="store_true", help="with --random-init: 3x3 stride-1 stem, no max-pool")
+    g.add_argument("--in-channels", type=int, choices=(1, 3), default=None,
+                   help="with --random-init: input channels (default: the data set's)")
+    g.add_argument("--weights", default=None, metavar="FILE",
+                   help="with --torchvision: a local state_dict to load (e.g. from `byol export`)")
+
+
+def _common_args(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
+    _encoder_args(p)
+    if dataset:
+        p.add_argument("--dataset", default=None,
+                       help="data set name (fashion-mnist, cifar10, ...) or labeled image folder/.zip "
+                            "(default: the run's pretraining data)")
+    p.add_argument("--data-dir", default=None, help="where a named data set's files are")
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: the run's data.cache_dir)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="encoder input size (default: the run's view size, else the images' size)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default=None, help="where results go (default: RUN_DIR/eval/)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="for data sets without a test split: the stratified share of train held out as test")
+    p.add_argument("--batch-size", type=int, default=512, help="feature-extraction batch size")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+
+
+def _finetune_args(p: argparse.ArgumentParser, *, labels_default: list[str], steps_default: int | None) -> None:
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--labels", nargs="+", default=labels_default, metavar="SPEC",
+                   help="labeled share(s) of train: 1%%, 10%%, 100%% or a count like 500 "
+                        f"(default: {' '.join(labels_default).replace('%', '%%')})")
+    g.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.03, 0.1],
+                   help="learning-rate grid, chosen on the validation split (default 0.01 0.03 0.1)")
+    g.add_argument("--weight-decays", nargs="+", type=float, default=[0.0], help="weight-decay grid (default 0)")
+    g.add_argument("--epochs", type=float, default=30.0, help="epochs over the labeled subset (default 30)")
+    g.add_argument("--steps", type=int, default=steps_default,
+                   help="total optimizer steps; overrides --epochs" + (f" (default {steps_default})" if steps_default else ""))
+    g.add_argument("--ft-batch-size", type=int, default=128, help="fine-tuning batch size (default 128)")
+    g.add_argument("--val-per-class", type=int, default=None,
+                   help="validation images per class (default: labels per class, at least 10)")
+    g.add_argument("--no-augment", action="store_true", help="no random crop + flip while fine-tuning")
+    g.add_argument("--no-baseline", action="store_true", help="skip the supervised-from-scratch baseline")
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Register ``eval``, ``embed``, ``export`` and ``report`` on the top-level subparsers."""
+    ev = sub.add_parser("eval", help="evaluate an encoder: linear, knn, finetune, transfer")
+    esub = ev.add_subparsers(dest="protocol", required=True)
+
+    p = esub.add_parser("linear", help="frozen features, L-BFGS logistic regression (l2 chosen on a val split)")
+    _common_args(p)
+    p.add_argument("--l2-grid", choices=("default", "paper"), default="default",
+                   help="default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
+    p.set_defaults(func=cmd_linear)
+
+    p = esub.add_parser("knn", help="frozen features, weighted kNN (cosine)")
+    _common_args(p)
+    p.add_argument("--k", nargs="+", type=int, default=[20, 200])
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.set_defaults(func=cmd_knn)
+
+    p = esub.add_parser("finetune", help="semi-supervised: fine-tune on a class-balanced label subset (+ scratch baseline)")
+    _common_args(p)
+    _finetune_args(p, labels_default=["1%", "10%"], steps_default=None)
+    p.set_defaults(func=cmd_finetune)
+
+    p = esub.add_parser("transfer", help="evaluate on another data set: linear or fine-tune")
+    _common_args(p, dataset=False)
+    p.add_argument("--to", required=True, dest="dataset", metavar="DATASET", help="target data set or folder")
+    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
+    p.add_argument("--l2-grid", choices=("default", "paper"), default="default")
+    _finetune_args(p, labels_default=["100%"], steps_default=2000)
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("embed", help="write frozen features of a data set (.npy) + index,path,label (.csv)")
+    _common_args(p, dataset=False)
+    p.add_argument("--data", required=True, help="image folder / .zip, or a data set name")
+    p.add_argument("--split", default="train", help="split to embed (default train)")
+    p.add_argument("--out", required=True, help="output .npy (a .csv with the same stem goes next to it)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="export the backbone: torchvision state_dict, safetensors or ONNX")
+    _common_args(p, dataset=False)
+    p.add_argument("--format", choices=("torchvision", "safetensors", "onnx"), default="torchvision")
+    p.add_argument("--out", default=None, help="output file (default OUT_DIR/encoder.pt|.safetensors|.onnx)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="one Markdown table (+ PNG bar chart) of the eval results of run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="report.md", help="Markdown file (the chart goes next to it as .png)")
+    p.add_argument("--no-plot", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+
+# ----------------------------------------------------------------------------------------------
+# encoders
+
+
+@dataclass
+class EncoderSource:
+    """An encoder and everything known about how it was trained."""
+
+    encoder: Any  # nn.Module
+    kind: str  # checkpoint | random-init | torchvision
+    ident: str  # identity of the weights (feature-cache key)
+    in_channels: int
+    make_scratch: Callable[[], Any]  # same architecture, fresh random init
+    meta: dict[str, Any]  # backbone description (name, width, small_stem, in_channels, options)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    stats_from: str = ""
+    size: int | None = None  # training view size
+    run_dir: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source_dataset(self) -> str | None:
+        return (self.config.get("data") or {}).get("source")
+
+    def card_info(self) -> dict[str, Any]:
+        info = {"kind": self.kind, "id": self.ident, "backbone": self.meta}
+        if self.kind == "checkpoint":
+            info.update(path=self.config.get("_checkpoint_path"), sha256_1mb=self.ident,
+                        source_dataset=self.source_dataset)
+        return info
+
+
+def _seeded(seed: int, fn: Callable[[], Any]) -> Any:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def _run_dir_of(path: Path) -> Path:
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        return path.parent.parent
+    return path.parent
+
+
+def _strip_classifier(model, name: str):
+    from torch import nn
+
+    for attr in ("fc", "classifier", "heads", "head"):
+        if isinstance(getattr(model, attr, None), nn.Module):
+            setattr(model, attr, nn.Identity())
+            return model
+    raise ConfigError(f"torchvision model {name!r}: no fc/classifier/heads attribute to replace by Identity")
+
+
+def _torchvision_model(name: str, seed: int):
+    import torchvision
+
+    from byol.eval.export import TORCHVISION_RESNETS, torchvision_resnet
+
+    if name in TORCHVISION_RESNETS:
+        return _seeded(seed, lambda: torchvision_resnet(name))
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        raise ConfigError(f"unknown torchvision model {name!r} (e.g. resnet18, resnet50, mobilenet_v3_small)") from None
+    return _strip_classifier(_seeded(seed, lambda: builder(weights=None)), name)
+
+
+def load_source(a: argparse.Namespace, *, data_channels: int | None = None) -> EncoderSource:
+    """The encoder chosen by ``--checkpoint`` / ``--random-init`` / ``--torchvision``."""
+    from byol.cli.wiring import build_encoder, load_encoder
+    from byol.config import PretrainConfig, build_config
+    from byol.eval.cache import file_fingerprint
+    from byol.models import build_backbone
+
+    if a.checkpoint:
+        path = Path(a.checkpoint)
+        if not path.exists():
+            raise ByolError(f"no checkpoint at {path} (pass a run directory or a .pt file)")
+        ckpt = path / "checkpoints" / "last.pt" if path.is_dir() else path
+        try:
+            enc, cfg = load_encoder(path)
+        except ByolError:
+            raise
+        except KeyError as exc:  # a torch file, but not one written by `byol pretrain`
+            raise ByolError(f"{ckpt} is not a byol pretraining checkpoint (no {exc} entry)") from None
+        except Exception as exc:  # corrupt / foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ByolError(f"cannot read checkpoint {ckpt}: {first}") from None
+        pc = build_config(PretrainConfig, extra=cfg)
+        in_ch = _first_conv_channels(enc)
+        cfg = dict(cfg, _checkpoint_path=str(ckpt.resolve()))
+        d = cfg.get("data") or {}
+        return EncoderSource(
+            encoder=enc, kind="checkpoint", ident=file_fingerprint(ckpt), in_channels=in_ch,
+            make_scratch=lambda: _seeded(a.seed + 1, lambda: build_encoder(pc.model, in_ch)),
+            meta={"name": pc.model.backbone, "width": pc.model.width, "small_stem": pc.model.small_stem,
+                  "in_channels": in_ch, "options": dict(pc.model.options)},
+            mean=d.get("mean"), std=d.get("std"), stats_from="the source run's", size=d.get("view_size"),
+            run_dir=_run_dir_of(path), config=cfg,
+        )
+    if a.random_init:
+        in_ch = a.in_channels or data_channels or 3
+
+        def make(seed: int):
+            return _seeded(seed, lambda: build_backbone(a.backbone, width=a.width, small_stem=a.small_stem,
+                                                        in_channels=in_ch))
+
+        return EncoderSource(
+            encoder=make(a.seed), kind="random-init",
+            ident=f"random-init:{a.backbone}:w{a.width:g}:ss{int(a.small_stem)}:c{in_ch}:seed{a.seed}",
+            in_channels=in_ch, make_scratch=lambda: make(a.seed + 1),
+            meta={"name": a.backbone, "width": a.width, "small_stem": a.small_stem, "in_channels": in_ch, "options": {}},
+            stats_from="the data set's",
+        )
+    return _torchvision_source(a)
+
+
+def _torchvision_source(a: argparse.Namespace) -> EncoderSource:
+    """``--torchvision NAME [--weights FILE]``. A ``byol export`` sidecar next to the weights
+    (``FILE.json``) supplies the stem (small_stem, in_channels), mean/std and input size."""
+    import torch
+
+    from byol.eval.cache import file_fingerprint
+    from byol.eval.export import sidecar_path, torchvision_resnet
+
+    name = a.torchvision
+    side: dict[str, Any] = {}
+    wpath = Path(a.weights) if a.weights else None
+    if wpath is not None:
+        if not wpath.is_file():
+            raise ByolError(f"--weights: no file at {wpath}")
+        if sidecar_path(wpath).is_file():
+            try:
+                side = json.loads(sidecar_path(wpath).read_text())
+            except ValueError:
+                side = {}
+    bb = side.get("backbone") or {}
+    small, in_ch = bool(bb.get("small_stem", False)), int(bb.get("in_channels", 3))
+
+    def make(seed: int):
+        if small or in_ch != 3:
+            return _seeded(seed, lambda: torchvision_resnet(name, small_stem=small, in_channels=in_ch))
+        return _torchvision_model(name, seed)
+
+    enc = make(a.seed)
+    ident = f"torchvision:{name}:random-seed{a.seed}"
+    if wpath is not None:
+        if wpath.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(wpath))
+        else:
+            try:
+                state = torch.load(wpath, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise ByolError(f"--weights {wpath}: not a state_dict file ({type(exc).__name__})") from None
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "heads.", "head."))}
+        own = enc.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+        if missing or unexpected or shapes:
+            what = (f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else
+                    f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else
+                    f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})")
+            raise ByolError(f"--weights {wpath} does not fit torchvision {name}: {what}")
+        enc.load_state_dict(state, strict=True)
+        ident = f"torchvision:{name}:{file_fingerprint(wpath)}"
+    if side.get("mean") and side.get("std"):
+        mean, std, origin = list(side["mean"]), list(side["std"]), "the weights' sidecar"
+    else:
+        mean, std, origin = list(IMAGENET_MEAN), list(IMAGENET_STD), "ImageNet (torchvision convention)"
+    return EncoderSource(
+        encoder=enc, kind="torchvision", ident=ident, in_channels=in_ch,
+        make_scratch=lambda: make(a.seed + 1),
+        meta={"name": name, "width": 1.0, "small_stem": small, "in_channels": in_ch, "options": {}},
+        mean=mean, std=std, stats_from=origin, size=side.get("view_size"),
+    )
+
+
+def _first_conv_channels(model) -> int:
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return 3
+
+
+def _out_dir(a: argparse.Namespace, src: EncoderSource) -> Path:
+    if a.out_dir:
+        return Path(a.out_dir)
+    if src.run_dir is not None:
+        return src.run_dir / "eval"
+    name = src.ident.split(":")[0] + "-" + src.meta["name"] + ("" if src.meta.get("width", 1) == 1 else f"-w{src.meta['width']:g}")
+    return Path("runs") / "baselines" / name / "eval"
+
+
+def _feature_cache_dir(a: argparse.Namespace, src: EncoderSource, out_dir: Path) -> Path | None:
+    if a.no_cache:
+        return None
+    return (src.run_dir / "eval" / "features") if src.run_dir is not None else out_dir / "features"
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class EvalData:
+    name: str  # what the user passed (or the run's source)
+    key: str  # cache key: canonical name or resolved path
+    train: Any  # ImageSet (train minus the carved test, if any)
+    test: Any  # ImageSet
+    train_index: Any  # int64 tensor: positions of ``train`` in the data set's train split
+    test_index: Any  # positions of a carved test split in the train split (None: a real test split)
+    test_note: str  # how the test split was obtained
+    num_classes: int
+    decoded_size: int | None = None  # a foreign folder decoded at the encoder's size
+
+
+def _is_named(ds: str) -> bool:
+    from byol.data import DATASET_ALIASES
+
+    return ds.lower() in DATASET_ALIASES and "/" not in ds
+
+
+def _dataset_key(ds: str) -> str:
+    from byol.data import DATASET_ALIASES
+
+    if _is_named(ds):
+        return DATASET_ALIASES[ds.lower()]
+    return str(Path(ds).expanduser().resolve())
+
+
+def _same_source(src: EncoderSource, ds: str) -> bool:
+    return src.source_dataset is not None and _dataset_key(src.source_dataset) == _dataset_key(ds)
+
+
+def _load_kwargs(a: argparse.Namespace, src: EncoderSource, ds: str) -> dict[str, Any]:
+    """``load_images`` options for ``ds``: the run's own data set is decoded as in pretraining; another
+    image folder is decoded at the encoder's input size (shorter side resized, centre crop)."""
+    d = src.config.get("data") or {}
+    same = _same_source(src, ds)
+    size = None
+    if same:
+        size = d.get("image_size")
+    elif not _is_named(ds):
+        size = a.image_size or src.size  # folders of mixed sizes need a decode size
+    return dict(
+        image_size=size,
+        data_dir=a.data_dir or (d.get("data_dir") if same else None),
+        cache_dir=a.cache_dir or d.get("cache_dir"),
+        progress=False,
+    )
+
+
+def load_eval_data(a: argparse.Namespace, src: EncoderSource, ds: str | None) -> EvalData:
+    """Labeled train and test splits of ``ds``; a folder without a test split gets one carved from train."""
+    import torch
+
+    from byol.data import load_images
+    from byol.eval.subsets import holdout_split
+
+    ds = ds or src.source_dataset
+    if not ds:
+        raise ConfigError("--dataset is required (the encoder has no run config naming its data set)")
+    kw = _load_kwargs(a, src, ds)
+    decoded = kw["image_size"] if not _same_source(src, ds) else None
+    train = load_images(ds, "train", **kw)
+    if train.labels is None:
+        raise DataError(f"{ds} has no labels: evaluation needs a labeled data set (one subfolder per class)")
+    note = "the data set's test split"
+    try:
+        test = load_images(ds, "test", **kw)
+        index, hold = torch.arange(len(train)), None
+    except DataError:
+        if _is_named(ds):
+            raise
+        keep, hold = holdout_split(train.labels, a.test_fraction, seed=TEST_HOLDOUT_SEED)
+        test, train, index = train.subset(hold), train.subset(keep), keep
+        note = f"held out {a.test_fraction:.0%} of train (stratified, seed {TEST_HOLDOUT_SEED}): {ds} has no test split"
+        print(f"note: {note}", flush=True)
+    if test.labels is None:
+        raise DataError(f"{ds}: the test split has no labels")
+    k = train.num_classes or int(train.labels.max()) + 1
+    if test.classes is not None and train.classes is not None and test.classes != train.classes:
+        raise DataError(f"{ds}: train and test splits have different classes")
+    return EvalData(name=ds, key=_dataset_key(ds), train=train, test=test, train_index=index, test_index=hold,
+                    test_note=note, num_classes=int(k), decoded_size=decoded)
+
+
+def plan_for(a: argparse.Namespace, src: EncoderSource, data, decoded_size: int | None = None) -> Any:
+    """Channel / size / normalisation adaptation of ``data`` (an ImageSet) for ``src``'s encoder."""
+    from byol.cli.wiring import normalization
+    from byol.eval.transfer import plan_adaptation
+
+    if src.mean is not None and src.std is not None:
+        mean, std, origin = src.mean, src.std, src.stats_from
+    else:
+        mean, std = normalization(None, None, data.name, data)
+        origin = "the data set's"
+    return plan_adaptation(data_channels=data.num_channels, data_size=data.image_size,
+                           encoder_channels=src.in_channels, size=a.image_size or src.size,
+                           mean=mean, std=std, stats_from=origin, decoded_size=decoded_size)
+
+
+def _setup(a: argparse.Namespace):
+    import torch
+
+    from byol.engine import resolve_device
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return resolve_device(a.device)
+
+
+def _features(a, src, plan, data: EvalData, device, out_dir: Path):
+    from byol.eval.cache import features_for
+
+    cache = _feature_cache_dir(a, src, out_dir)
+    carved = "carved" if data.test_note.startswith("held out") else "native"
+    extra = {"channel_op": plan.channel_op, "test": carved, "test_fraction": a.test_fraction if carved == "carved" else None}
+    out, hits = [], 0
+    for split, ims in (("train", data.train), ("test", data.test)):
+        f, hit = features_for(src.encoder, plan.apply(ims.images), cache_dir=cache, encoder_id=src.ident,
+                              dataset=data.key, split=split, size=plan.size, mean=plan.mean, std=plan.std,
+                              extra=extra, batch_size=a.batch_size, device=device)
+        out.append(f)
+        hits += hit
+    return out[0], out[1], hits
+
+
+def _splits(data: EvalData, **more) -> dict[str, Any]:
+    return {"train": len(data.train), "test": len(data.test), "test_from": data.test_note, **more}
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+
+
+def _linear(a: argparse.Namespace, protocol: str) -> int:
+    from byol.eval import linear_eval, paper_grid
+    from byol.eval.cards import card_filename, make_card, write_card
+
+    device = _setup(a)
+    t0 = time.perf_counter()
+    probe = _probe_channels(a)
+    src = load_source(a, data_channels=probe)
+    data = load_eval_data(a, src, a.dataset)
+    plan = plan_for(a, src, data.train, data.decoded_size)
+    if protocol.startswith("transfer") or plan.changes:
+        _say(("transfer: " if protocol.startswith("transfer") else "input: ") + plan.message(data.name))
+    out_dir = _out_dir(a, src)
+    ftr, fte, hits = _features(a, src, plan, data, device, out_dir)
+    t1 = time.perf_counter()
+    res = linear_eval(ftr, data.train.labels, fte, data.test.labels, l2_grid=paper_grid() if a.l2_grid == "paper" else None,
+                      seed=a.seed, num_classes=data.num_classes)
+    t2 = time.perf_counter()
+    metrics = {k: res[k] for k in ("top1", "top5") if k in res}
+    card = make_card(
+        protocol=protocol, metrics=metrics, dataset=data.name,
+        splits=_splits(data, val_fraction_for_l2=0.1),
+        hyperparameters={"labels": "100%", "l2": res["l2"], "l2_grid": a.l2_grid,
+                         "val_top1_by_l2": {f"{k:g}": v for k, v in res["val_top1_by_l2"].items()},
+                         "size": plan.size, "feature_dim": res["dim"], "standardized": True},
+        encoder=src.card_info(), seed=a.seed,
+        timing={"features_seconds": t1 - t0, "fit_seconds": t2 - t1, "seconds": t2 - t0},
+        conversion=plan.message(data.name), source_dataset=src.source_dataset, feature_cache_hits=hits,
+    )
+    path = write_card(out_dir, card, card_filename(protocol, data.name))
+    top5 = f", top-5 {metrics['top5']:.2f}%" if "top5" in metrics else ""
+    _say(f"{protocol} on {data.name}: top-1 {metrics['top1']:.2f}%{top5} (l2={res['l2']:g}, "
+         f"{len(data.train)} train / {len(data.test)} test); card: {path}")
+    return 0
+
+
+def _probe_channels(a: argparse.Namespace) -> int | None:
+    """For --random-init without --in-channels: the data set's channel count (cheap for named sets)."""
+    if not getattr(a, "random_init", False) or a.in_channels:
+        return None
+    ds = getattr(a, "dataset", None) or getattr(a, "data", None)
+    if not ds:
+        return None
+    from byol.data import load_images
+
+    kw = dict(image_size=a.image_size if not _is_named(ds) else None, data_dir=a.data_dir, cache_dir=a.cache_dir,
+              progress=False)
+    return load_images(ds, getattr(a, "split", "train"), **kw).num_channels
+
+
+def cmd_linear(a: argparse.Namespace) -> int:
+    return _linear(a, "linear")
+
+
+def cmd_knn(a: argparse.Namespace) -> int:
+    from byol.eval import knn_eval
+    from byol.eval.cards import card_filename, make_card, write_card
+
+    if not a.k or min(a.k) < 1:
+        raise ConfigError(f"--k must be positive integers, got {a.k}")
+    device = _setup(a)
+    t0 = time.perf_counter()
+    src = load_source(a, data_channels=_probe_channels(a))
+    data = load_eval_data(a, src, a.dataset)
+    plan = plan_for(a, src, data.train, data.decoded_size)
+    if plan.changes:
+        _say("input: " + plan.message(data.name))
+    out_dir = _out_dir(a, src)
+    ftr, fte, hits = _features(a, src, plan, data, device, out_dir)
+    t1 = time.perf_counter()
+    res = knn_eval(ftr, data.train.labels, fte, data.test.labels, k=a.k, temperature=a.temperature,
+                   num_classes=data.num_classes)
+    t2 = time.perf_counter()
+    card = make_card(
+        protocol="knn", metrics=res, dataset=data.name, splits=_splits(data),
+        hyperparameters={"labels": "100%", "k": list(a.k), "temperature": a.temperature, "weighting": "exp",
+                         "similarity": "cosine", "size": plan.size},
+        encoder=src.card_info(), seed=a.seed,
+        timing={"features_seconds": t1 - t0, "fit_seconds": t2 - t1, "seconds": t2 - t0},
+        conversion=plan.message(data.name), source_dataset=src.source_dataset, feature_cache_hits=hits,
+    )
+    path = write_card(out_dir, card, card_filename("knn", data.name))
+    accs = ", ".join(f"k={k[1:]}: {v:.2f}%" for k, v in res.items())
+    _say(f"knn on {data.name}: {accs}; card: {path}")
+    return 0
+
+
+def _finetune(a: argparse.Namespace, protocol: str) -> int:
+    import torch
+
+    from byol.eval.cards import card_filename, make_card, write_card
+    from byol.eval.finetune import FinetuneSettings, finetune_eval
+    from byol.eval.subsets import make_label_split, parse_labels
+
+    specs = [parse_labels(s) for s in a.labels]  # fail fast on a bad --labels
+    settings = FinetuneSettings(lrs=tuple(a.lrs), weight_decays=tuple(a.weight_decays), epochs=a.epochs,
+                                steps=a.steps, batch_size=a.ft_batch_size, augment=not a.no_augment)
+    settings.validate()
+    device = _setup(a)
+    src = load_source(a, data_channels=_probe_channels(a))
+    data = load_eval_data(a, src, a.dataset)
+    plan = plan_for(a, src, data.train, data.decoded_size)
+    if protocol.startswith("transfer") or plan.changes:
+        _say(("transfer: " if protocol.startswith("transfer") else "input: ") + plan.message(data.name))
+    out_dir = _out_dir(a, src)
+    xall = plan.apply(torch.as_tensor(data.train.images))
+    yall = data.train.labels
+    test = (plan.apply(torch.as_tensor(data.test.images)), data.test.labels)
+    kw = dict(num_classes=data.num_classes, size=plan.size, mean=plan.mean, std=plan.std, settings=settings,
+              seed=a.seed, device=device)
+    for spec in specs:
+        t0 = time.perf_counter()
+        split = make_label_split(yall, spec, seed=a.seed, val_per_class=a.val_per_class)
+        sub_path = out_dir / f"labels-{Path(card_filename(protocol, data.name, spec.tag)).stem}-seed{a.seed}.json"
+        payload = split.to_json(dataset=data.name, test_from=data.test_note,
+                                indices="positions in the data set's train split")
+        payload["labeled"] = data.train_index[split.labeled].tolist()
+        payload["val"] = data.train_index[split.val].tolist()
+        if data.test_index is not None:
+            payload["test"] = data.test_index.tolist()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sub_path.write_text(json.dumps(payload))
+        tr_idx = split.select_train
+        train_t = (xall[tr_idx], yall[tr_idx])
+        val_t = (xall[split.val], yall[split.val])
+        _say(f"{protocol} on {data.name}, labels {spec.text}: {len(split.labeled)} labeled, {len(split.val)} val "
+             f"({'held out of the labeled set, refit' if split.refit else 'from the unlabeled rest'}), "
+             f"{len(test[0])} test; subset: {sub_path}")
+        who = "BYOL" if src.kind == "checkpoint" else src.kind
+        _say(f" {who} encoder:")
+        res = finetune_eval(src.encoder, train_t, val_t, test, refit=split.refit, log=_say, **kw)
+        baseline = None
+        if not a.no_baseline:
+            _say(" supervised from scratch (same architecture, random init):")
+            bres = finetune_eval(src.make_scratch, train_t, val_t, test, refit=split.refit, log=_say, **kw)
+            baseline = {"name": "scratch", "metrics": {k: bres[k] for k in ("top1", "top5") if k in bres},
+                        "lr": bres["lr"], "weight_decay": bres["weight_decay"],
+                        "val_top1_by_setting": bres["val_top1_by_setting"], "seconds": bres["seconds"]}
+        metrics = {k: res[k] for k in ("top1", "top5") if k in res}
+        card = make_card(
+            protocol=protocol, metrics=metrics, dataset=data.name,
+            splits=_splits(data, labeled=len(split.labeled), val=len(split.val), val_from=(
+                "labeled subset (refit on all of it)" if split.refit else "complement of the labeled subset in train"),
+                per_class=split.per_class),
+            hyperparameters={"labels": spec.text, "lr": res["lr"], "weight_decay": res["weight_decay"],
+                             "lr_grid": list(settings.lrs), "weight_decay_grid": list(settings.weight_decays),
+                             "val_top1_by_setting": res["val_top1_by_setting"], "epochs": settings.epochs,
+                             "steps": res["steps"], "batch_size": settings.batch_size, "optimizer": "sgd-nesterov",
+                             "momentum": settings.momentum, "schedule": "cosine", "augment": settings.augment,
+                             "bn": "train mode", "size": plan.size},
+            encoder=src.card_info(), seed=a.seed, label_subset=str(sub_path),
+            timing={"seconds": time.perf_counter() - t0, "byol_seconds": res["seconds"]},
+            baseline=baseline, conversion=plan.message(data.name), source_dataset=src.source_dataset,
+        )
+        path = write_card(out_dir, card, card_filename(protocol, data.name, spec.tag))
+        line = f" => labels {spec.text}: {who} top-1 {metrics['top1']:.2f}%"
+        if "top5" in metrics:
+            line += f" (top-5 {metrics['top5']:.2f}%)"
+        if baseline:
+            line += f"; scratch top-1 {baseline['metrics']['top1']:.2f}%"
+        _say(line + f"; card: {path}")
+    return 0
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    return _finetune(a, "finetune")
+
+
+def cmd_transfer(a: argparse.Namespace) -> int:
+    if a.mode == "linear":
+        return _linear(a, "transfer-linear")
+    return _finetune(a, "transfer-finetune")
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from byol.data import load_images
+    from byol.eval.cache import features_for
+
+    device = _setup(a)
+    src = load_source(a, data_channels=_probe_channels(a))
+    kw = _load_kwargs(a, src, a.data)
+    data = load_images(a.data, a.split, **kw)
+    plan = plan_for(a, src, data, kw["image_size"] if not _same_source(src, a.data) else None)
+    if plan.changes:
+        _say("input: " + plan.message(a.data))
+    feats, _ = features_for(src.encoder, plan.apply(torch.as_tensor(data.images)), cache_dir=None,
+                            encoder_id=src.ident, dataset=a.data, split=a.split, size=plan.size, mean=plan.mean,
+                            std=plan.std, batch_size=a.batch_size, device=device)
+    out = Path(a.out)
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, feats.numpy())
+    csv_path = out.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "label"])
+        for i in range(len(data)):
+            path = data.paths[i] if data.paths is not None else ""
+            label = ""
+            if data.labels is not None:
+                y = int(data.labels[i])
+                label = data.classes[y] if data.classes else str(y)
+            w.writerow([i, path, label])
+    _say(f"embedded {len(data)} images -> {out} {tuple(feats.shape)} and {csv_path}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from byol.eval.export import backbone_meta, export_onnx, save_safetensors, save_torchvision, torchvision_resnet
+
+    if a.format == "onnx":
+        from byol.eval.export import _onnx_modules
+
+        _onnx_modules()  # fail before loading anything if the extra is missing
+    src = load_source(a, data_channels=a.in_channels)
+    mean, std = src.mean, src.std
+    if mean is None or std is None:
+        _say("note: this encoder has no training statistics: the sidecar's mean/std are null")
+    size = a.image_size or src.size or 224
+    meta = backbone_meta(src.encoder, backbone=src.meta["name"], width=src.meta["width"],
+                         small_stem=src.meta["small_stem"], in_channels=src.in_channels,
+                         options=src.meta.get("options"), mean=mean, std=std, view_size=size,
+                         source=src.config.get("_checkpoint_path", src.ident))
+    ext = {"torchvision": ".pt", "safetensors": ".safetensors", "onnx": ".onnx"}[a.format]
+    out = Path(a.out) if a.out else _out_dir(a, src).parent / "export" / f"encoder{ext}"
+    src.encoder.cpu().eval()
+    if a.format == "torchvision":
+        path, side = save_torchvision(src.encoder, out, meta)
+        name = src.meta["name"]
+        if meta["torchvision_loadable"] and src.kind != "torchvision":
+            tv = torchvision_resnet(name, small_stem=src.meta["small_stem"], in_channels=src.in_channels)
+            tv.load_state_dict(src.encoder.state_dict(), strict=True)  # the claim below, checked
+            if src.meta["small_stem"] or src.in_channels != 3:
+                how = (f"byol.eval.export.torchvision_resnet('{name}', small_stem={src.meta['small_stem']}, "
+                       f"in_channels={src.in_channels}) (torchvision {name} with fc=Identity"
+                       + (", conv1 3x3 stride 1, maxpool=Identity" if src.meta["small_stem"] else "")
+                       + (f", conv1 with {src.in_channels} input channel(s)" if src.in_channels != 3 else "") + ")")
+            else:
+                how = f"torchvision.models.{name}() with fc = nn.Identity()"
+            _say(f"wrote {path} (+ {side.name}): loads with strict=True into {how}")
+        elif src.kind == "torchvision":
+            _say(f"wrote {path} (+ {side.name}): torchvision {name} state_dict without its classifier")
+        else:
+            _say(f"wrote {path} (+ {side.name}): not a torchvision architecture; rebuild with "
+                 f"byol.models.build_backbone(**sidecar['backbone']) and load_state_dict")
+    elif a.format == "safetensors":
+        path, side = save_safetensors(src.encoder, out, meta)
+        _say(f"wrote {path} (+ {side.name})")
+    else:
+        path, side, diff = export_onnx(src.encoder, out, meta, seed=a.seed)
+        _say(f"wrote {path} (+ {side.name}); onnxruntime output matches torch (max abs diff {diff:.2g})")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from byol.reports.cards import build_report
+
+    table, md, png = build_report(a.runs, a.out, png=not a.no_plot)
+    print(table)
+    _say(f"\nwrote {md}" + (f" and {png}" if png else ""))
+    return 0

@@ -1,0 +1,82 @@
+"""Results cards: one JSON file per evaluation, written into the evaluation's output directory.
+
+A card says what was measured and how, so a number can be traced afterwards and tables can be built
+from run directories (``byol report``). Fields (all written by :func:`make_card`)::
+
+    schema       "byol.eval-card/1"
+    protocol     "linear" | "knn" | "finetune" | "transfer-linear" | "transfer-finetune"
+    metrics      {"top1": .., "top5": .., ...}  (percent; kNN: {"k20": .., "k200": ..})
+    baseline     optional: {"name": "scratch", "metrics": {...}, ...}  (fine-tune: supervised from scratch)
+    dataset      evaluated data set (name or folder path); "source_dataset" the pretraining one
+    splits       sizes: {"train": n, "val": n, "test": n, ...} and how the test split was obtained
+    hyperparameters  what was chosen (e.g. l2, lr) and the grid it was chosen from
+    encoder      {"kind": "checkpoint" | "random-init" | "torchvision", "path", "sha256_1mb", "backbone"}
+    label_subset path of the label-subset JSON (fine-tune), else null
+    seed, timing {"seconds": .., ...}, conversion (the input-adaptation message), byol version, time
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CARD_SCHEMA", "make_card", "write_card", "card_filename"]
+
+CARD_SCHEMA = "byol.eval-card/1"
+
+
+def card_filename(protocol: str, dataset: str, tag: str = "") -> str:
+    name = Path(dataset.rstrip("/")).name if ("/" in dataset or os.sep in dataset) else dataset
+    parts = [protocol, name] + ([tag] if tag else [])
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", "-".join(parts)) + ".json"
+
+
+def make_card(
+    *,
+    protocol: str,
+    metrics: dict[str, float],
+    dataset: str,
+    splits: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    encoder: dict[str, Any],
+    seed: int,
+    timing: dict[str, float],
+    label_subset: str | None = None,
+    baseline: dict[str, Any] | None = None,
+    conversion: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    from byol import __version__
+
+    return {
+        "schema": CARD_SCHEMA,
+        "protocol": protocol,
+        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+        "baseline": baseline,
+        "dataset": dataset,
+        "splits": splits,
+        "hyperparameters": hyperparameters,
+        "encoder": encoder,
+        "label_subset": label_subset,
+        "seed": int(seed),
+        "timing": {k: round(float(v), 2) for k, v in timing.items()},
+        "conversion": conversion,
+        "byol_version": __version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    }
+
+
+def write_card(out_dir: str | Path, card: dict[str, Any], filename: str) -> Path:
+    """Write ``card`` as ``out_dir/filename`` (atomically: temp file + rename)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / filename
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
