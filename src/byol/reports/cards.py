@@ -100,12 +100,9 @@ def plot_rows(rows: Sequence[Row], out_png: str | Path, title: str = "BYOL evalu
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1.0), loc="upper left")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    from byol.reports.plots import save_figure
+
+    return save_figure(fig, out_png)
 
 
 def build_report(run_dirs: Sequence[str | Path], out_md: str | Path, *, png: bool = True) -> tuple[str, Path, Path | None]:

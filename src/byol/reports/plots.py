@@ -13,6 +13,18 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def save_figure(fig, out_png: Path | str) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
 def plot_training_curves(metrics_path: Path, out_png: Path, title: str = "") -> Path:
     """Loss (left axis) and online kNN accuracy (right axis) against epochs."""
     import matplotlib
@@ -33,9 +45,4 @@ def plot_training_curves(metrics_path: Path, out_png: Path, title: str = "") -> 
         ax2.plot(*zip(*knn), "o-", color="tab:red", label="online kNN top-1")
         ax2.set_ylabel("online kNN top-1 (%)", color="tab:red")
     ax.set_title(title or Path(metrics_path).parent.name)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
