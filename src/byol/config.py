@@ -28,6 +28,7 @@ class DataConfig:
     view_size: int | None = None  #: output size of the augmented views (and eval); None = image_size
     cache_dir: str | None = None
     download: bool = False
+    limit: int | None = None  #: pretrain on a seeded random subset of this many images (quick runs, tests)
     eval_split: str | None = "test"  #: labeled split for the online kNN monitor (None = hold out from train)
     knn_bank: int = 10000  #: train images in the online kNN bank (0 = no online kNN)
     knn_queries: int = 10000  #: eval images used as online kNN queries
@@ -265,6 +266,8 @@ def parse_duration(text: str | None) -> float | None:
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     o, t = cfg.optim, cfg.train
+    if cfg.data.limit is not None and cfg.data.limit <= 0:
+        raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}")
     if o.batch_size <= 0:
         raise ConfigError(f"optim.batch_size must be positive, got {o.batch_size}")
     if o.accum_steps <= 0 or o.batch_size % o.accum_steps:

@@ -31,7 +31,8 @@ from byol.models import build_backbone
 from byol.optim import build_optimizer
 from byol.schedules import scaled_lr
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+#: Presets ship inside the package (``byol/configs``); the repository's ``configs/`` is a symlink to it.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def find_preset(name_or_path: str) -> Path:
@@ -182,6 +183,9 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
     d = cfg.data
     train = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
                         download=d.download, progress=cfg.train.progress)
+    if d.limit is not None and d.limit < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.train.seed + 777))[: d.limit]
+        train = train.subset(keep.sort().values)
     if len(train) < cfg.optim.batch_size:
         raise DataError(f"{d.source}: {len(train)} images, fewer than one batch ({cfg.optim.batch_size}): lower optim.batch_size")
     mean, std = normalization(d.mean, d.std, d.source, train)

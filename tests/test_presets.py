@@ -1,0 +1,39 @@
+"""Every shipped preset parses, validates and is found by name; the paper preset keeps the paper's numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from byol.cli.wiring import CONFIG_DIR, find_preset
+from byol.config import PretrainConfig, build_config, validate_pretrain
+from byol.errors import ConfigError
+
+PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def test_presets_ship_inside_the_package():
+    # Installed (non-editable) copies must find them too: they live in byol/configs, not the repo root.
+    assert CONFIG_DIR.parent.name == "byol"
+    assert {"fashion-mnist", "cifar10", "imagenet-paper", "tiny"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_parses_and_validates(name):
+    cfg = build_config(PretrainConfig, files=[find_preset(name)])
+    validate_pretrain(cfg)
+    assert find_preset(name) == find_preset(f"{name}.yaml")
+
+
+def test_paper_preset_is_the_papers_recipe():
+    cfg = build_config(PretrainConfig, files=[find_preset("imagenet-paper")])
+    assert cfg.model.backbone == "resnet50" and not cfg.model.small_stem
+    assert (cfg.model.proj_hidden, cfg.model.proj_dim, cfg.model.pred_hidden) == (4096, 256, 4096)
+    assert cfg.method.tau_base == 0.996
+    o = cfg.optim
+    assert (o.name, o.base_lr, o.weight_decay, o.batch_size, o.warmup_epochs, o.eta) == ("lars", 0.2, 1.5e-6, 4096, 10, 0.001)
+    assert cfg.train.epochs == 1000
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="fashion-mnist"):
+        find_preset("no-such-preset")
