@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from byol.runtime import tune_malloc
+
+    tune_malloc()  # keep freed step buffers in the process (byol/runtime.py; BYOL_MALLOC=default opts out)
     warnings.filterwarnings("default", category=UserWarning, module="byol")
     try:
         return int(args.func(args) or 0)
