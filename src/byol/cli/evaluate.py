@@ -89,10 +89,27 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate an encoder: linear, knn, finetune, transfer")
     esub = ev.add_subparsers(dest="protocol", required=True)
 
-    p = esub.add_parser("linear", help="frozen features, L-BFGS logistic regression (l2 chosen on a val split)")
+    p = esub.add_parser("linear", help="frozen encoder + linear classifier: L-BFGS on features (default) "
+                                       "or SGD on augmented crops (--protocol sgd)")
     _common_args(p)
-    p.add_argument("--l2-grid", choices=("default", "paper"), default="default",
-                   help="default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
+    p.add_argument("--protocol", dest="linear_protocol", choices=("lbfgs", "sgd"), default="lbfgs",
+                   help="lbfgs (default): logistic regression on un-augmented features, l2 chosen on a val split "
+                        "(the paper's transfer protocol); sgd: a linear layer trained with SGD on random "
+                        "crop + flip views (the paper's ImageNet protocol)")
+    p.add_argument("--l2-grid", choices=("default", "paper"), default=None,
+                   help="--protocol lbfgs: default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
+    g = p.add_argument_group("--protocol sgd")
+    g.add_argument("--epochs", type=float, default=None, help="epochs over train (default 10; paper 80)")
+    g.add_argument("--sgd-batch-size", type=int, default=None, help="SGD batch size (default 256; paper 1024)")
+    g.add_argument("--lrs", nargs="+", type=float, default=None, metavar="LR",
+                   help="base learning-rate grid, lr = base * batch / 256, chosen on a val split "
+                        "(default: the paper's 0.4 0.3 0.2 0.1 0.05)")
+    g.add_argument("--crop-scale", nargs=2, type=float, default=None, metavar=("LO", "HI"),
+                   help="area range of the random resized crop (default 0.08 1)")
+    g.add_argument("--no-augment", action="store_true", help="train on the un-augmented view (no crop + flip)")
+    g.add_argument("--no-standardize", action="store_true",
+                   help="feed raw features to the layer (default: standardised with training statistics)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_linear)
 
     p = esub.add_parser("knn", help="frozen features, weighted kNN (cosine)")
@@ -499,14 +516,15 @@ def _linear(a: argparse.Namespace, protocol: str) -> int:
     out_dir = _out_dir(a, src)
     ftr, fte, hits = _features(a, src, plan, data, device, out_dir)
     t1 = time.perf_counter()
-    res = linear_eval(ftr, data.train.labels, fte, data.test.labels, l2_grid=paper_grid() if a.l2_grid == "paper" else None,
+    l2_grid = getattr(a, "l2_grid", None) or "default"
+    res = linear_eval(ftr, data.train.labels, fte, data.test.labels, l2_grid=paper_grid() if l2_grid == "paper" else None,
                       seed=a.seed, num_classes=data.num_classes)
     t2 = time.perf_counter()
     metrics = {k: res[k] for k in ("top1", "top5") if k in res}
     card = make_card(
         protocol=protocol, metrics=metrics, dataset=data.name,
         splits=_splits(data, val_fraction_for_l2=0.1),
-        hyperparameters={"labels": "100%", "l2": res["l2"], "l2_grid": a.l2_grid,
+        hyperparameters={"labels": "100%", "l2": res["l2"], "l2_grid": l2_grid,
                          "val_top1_by_l2": {f"{k:g}": v for k, v in res["val_top1_by_l2"].items()},
                          "size": plan.size, "feature_dim": res["dim"], "standardized": True},
         encoder=src.card_info(), seed=a.seed,
@@ -534,8 +552,82 @@ def _probe_channels(a: argparse.Namespace) -> int | None:
     return load_images(ds, getattr(a, "split", "train"), **kw).num_channels
 
 
+_SGD_ONLY = (("epochs", "--epochs"), ("sgd_batch_size", "--sgd-batch-size"), ("lrs", "--lrs"),
+             ("crop_scale", "--crop-scale"), ("no_augment", "--no-augment"), ("no_standardize", "--no-standardize"))
+
+
 def cmd_linear(a: argparse.Namespace) -> int:
+    if getattr(a, "linear_protocol", "lbfgs") == "sgd":
+        return _linear_sgd(a, "linear-sgd")
+    given = [flag for attr, flag in _SGD_ONLY if getattr(a, attr, None) not in (None, False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply to `--protocol sgd` (this is --protocol lbfgs)")
     return _linear(a, "linear")
+
+
+def _linear_sgd(a: argparse.Namespace, protocol: str) -> int:
+    """``eval linear --protocol sgd``: the paper's ImageNet linear protocol (see byol.eval.linear_sgd)."""
+    import torch
+
+    from byol.eval.cards import card_filename, make_card, write_card
+    from byol.eval.linear_sgd import LinearSGDSettings, linear_sgd_eval
+
+    if a.l2_grid is not None:
+        raise ConfigError("--l2-grid only applies to --protocol lbfgs; --protocol sgd chooses among --lrs")
+    d = LinearSGDSettings()
+    settings = LinearSGDSettings(
+        lrs=tuple(a.lrs) if a.lrs else d.lrs,
+        epochs=a.epochs if a.epochs is not None else d.epochs,
+        batch_size=a.sgd_batch_size if a.sgd_batch_size is not None else d.batch_size,
+        crop_scale=tuple(a.crop_scale) if a.crop_scale else d.crop_scale,
+        augment=not a.no_augment, standardize=not a.no_standardize,
+        eval_batch_size=max(1, a.batch_size),
+    )
+    settings.validate()  # before loading anything
+    device = _setup(a)
+    t0 = time.perf_counter()
+    src = load_source(a, data_channels=_probe_channels(a))
+    data = load_eval_data(a, src, a.dataset)
+    plan = plan_for(a, src, data.train, data.decoded_size)
+    if plan.changes:
+        _say("input: " + plan.message(data.name))
+    out_dir = _out_dir(a, src)
+    train = (plan.apply(torch.as_tensor(data.train.images)), torch.as_tensor(data.train.labels))
+    test = (plan.apply(torch.as_tensor(data.test.images)), torch.as_tensor(data.test.labels))
+    aug = (f"random resized crop (area {settings.crop_scale[0]:g}-{settings.crop_scale[1]:g}) + flip"
+           if settings.augment else "none")
+    grid = " ".join(f"{v:g}" for v in settings.lrs)
+    _say(f"{protocol} on {data.name}: {len(data.train)} train, {len(data.test)} test; {settings.epochs:g} epochs, "
+         f"batch {settings.batch_size}, base lrs {grid}"
+         + (f" (chosen on a stratified {settings.val_fraction:.0%} of train, then refit on all of it)"
+            if len(settings.lrs) > 1 else "") + f"; train augmentation: {aug}")
+    res = linear_sgd_eval(src.encoder, train, test, num_classes=data.num_classes, size=plan.size, mean=plan.mean,
+                          std=plan.std, settings=settings, seed=a.seed, device=device,
+                          progress=not a.no_progress, log=_say)
+    metrics = {k: res[k] for k in ("top1", "top5") if k in res}
+    splits = _splits(data, val=res["n_val"])
+    if res["n_val"]:
+        splits["val_from"] = (f"stratified {settings.val_fraction:.0%} of train (seed {a.seed}), "
+                              + ("then refit on all of train" if res["refit"] else "not refitted"))
+    card = make_card(
+        protocol=protocol, metrics=metrics, dataset=data.name, splits=splits,
+        hyperparameters={"labels": "100%", "lr": res["lr"], "lr_effective": res["lr_effective"],
+                         "lr_grid": list(settings.lrs), "lr_scaling": "base * batch_size / 256",
+                         "val_top1_by_lr": {f"{k:g}": v for k, v in res["val_top1_by_lr"].items()},
+                         "epochs": settings.epochs, "steps": res["steps"], "batch_size": settings.batch_size,
+                         "optimizer": "sgd-nesterov", "momentum": settings.momentum, "schedule": "cosine",
+                         "weight_decay": settings.weight_decay, "augment": aug, "test_view": "whole image resized",
+                         "standardized": settings.standardize, "bn": "eval mode (frozen encoder)",
+                         "size": plan.size, "feature_dim": res["dim"], "final_loss": res["final_loss"]},
+        encoder=src.card_info(), seed=a.seed,
+        timing={"seconds": time.perf_counter() - t0, "fit_seconds": res["seconds"]},
+        conversion=plan.message(data.name), source_dataset=src.source_dataset,
+    )
+    path = write_card(out_dir, card, card_filename(protocol, data.name))
+    top5 = f", top-5 {metrics['top5']:.2f}%" if "top5" in metrics else ""
+    _say(f"{protocol} on {data.name}: top-1 {metrics['top1']:.2f}%{top5} (base lr {res['lr']:g}, {res['steps']} steps; "
+         f"{len(data.train)} train / {len(data.test)} test); card: {path}")
+    return 0
 
 
 def cmd_knn(a: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
-"""Evaluation of backbones: feature extraction (+ a disk cache), L-BFGS linear probe, weighted kNN,
-fine-tuning on class-balanced label subsets, transfer input adaptation, export, results cards.
+"""Evaluation of backbones: feature extraction (+ a disk cache), L-BFGS linear probe, SGD linear
+probe on augmented images, weighted kNN, fine-tuning on class-balanced label subsets, transfer
+input adaptation, export, results cards.
 
 Works with any backbone (``nn.Module``: float ``[B, C, H, W]`` -> ``[B, D]``); depends only on
-``torch``/``numpy``, ``byol.errors`` and ``byol.augment.eval_transform`` (not on ``byol.methods`` or ``byol.engine``).
+``torch``/``numpy``, ``byol.errors`` and ``byol.augment`` (``eval_transform``; ``apply_view`` for
+the SGD probe's crop + flip), not on ``byol.methods`` or ``byol.engine``.
 """
 
 from byol.eval.cache import features_for, file_fingerprint
@@ -18,6 +20,7 @@ from byol.eval.linear import (
     standardize,
     stratified_split,
 )
+from byol.eval.linear_sgd import PAPER_LR_GRID, LinearHeads, LinearSGDSettings, linear_sgd_eval, train_linear_heads
 from byol.eval.subsets import LabelSplit, make_label_split, parse_labels
 from byol.eval.transfer import adapt_channels, convert_stats, plan_adaptation
 
@@ -25,6 +28,9 @@ __all__ = [
     "DEFAULT_L2_GRID",
     "FinetuneSettings",
     "LabelSplit",
+    "LinearHeads",
+    "LinearSGDSettings",
+    "PAPER_LR_GRID",
     "adapt_channels",
     "convert_stats",
     "extract_features",
@@ -35,6 +41,7 @@ __all__ = [
     "knn_eval",
     "knn_predict",
     "linear_eval",
+    "linear_sgd_eval",
     "make_label_split",
     "paper_grid",
     "parse_labels",
@@ -42,4 +49,5 @@ __all__ = [
     "predict_logits",
     "standardize",
     "stratified_split",
+    "train_linear_heads",
 ]

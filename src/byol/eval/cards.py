@@ -4,7 +4,7 @@ A card says what was measured and how, so a number can be traced afterwards and 
 from run directories (``byol report``). Fields (all written by :func:`make_card`)::
 
     schema       "byol.eval-card/1"
-    protocol     "linear" | "knn" | "finetune" | "transfer-linear" | "transfer-finetune"
+    protocol     "linear" | "linear-sgd" | "knn" | "finetune" | "transfer-linear" | "transfer-finetune"
     metrics      {"top1": .., "top5": .., ...}  (percent; kNN: {"k20": .., "k200": ..})
     baseline     optional: {"name": "scratch", "metrics": {...}, ...}  (fine-tune: supervised from scratch)
     dataset      evaluated data set (name or folder path); "source_dataset" the pretraining one
