@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import byol.eval.cache as cache_mod
 from byol.cli.main import main
@@ -151,3 +152,18 @@ def test_cli_user_mistakes_exit_2_with_one_line(args, message, tiny_run, tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_random_init_with_a_runs_architecture(tiny_run, tmp_path):
+    """``--random-init RUN_DIR`` is the run's backbone (options included) with fresh weights."""
+    run, folder, _ = tiny_run
+    out = tmp_path / "out"
+    assert main(["eval", "knn", "--random-init", str(run), "--dataset", str(folder), "--out-dir", str(out),
+                 "--k", "5"]) == 0
+    card = json.loads((out / "knn-imgs.json").read_text())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert card["encoder"]["kind"] == "random-init"
+    assert card["encoder"]["backbone"]["name"] == cfg["model"]["backbone"] == "convnet"
+    assert card["encoder"]["backbone"]["options"] == cfg["model"]["options"]
+    # a different run architecture gives a different cache identity (no stale features reused)
+    assert "widths=[4,8]" in card["encoder"]["id"]

@@ -33,8 +33,9 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="RUN_DIR|FILE.pt",
                      help="a run directory (uses checkpoints/last.pt) or a checkpoint file")
-    src.add_argument("--random-init", action="store_true",
-                     help="a randomly initialised byol backbone (the random baseline; see --backbone)")
+    src.add_argument("--random-init", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                     help="a randomly initialised byol backbone (the random baseline): the architecture of RUN_DIR "
+                          "when given, else --backbone/--width/--small-stem")
     src.add_argument("--torchvision", metavar="NAME",
                      help="a torchvision model, e.g. resnet18 (random weights unless --weights FILE)")
     g.add_argument("--backbone", default="resnet18", help="with --random-init: backbone name (default resnet18)")
@@ -259,16 +260,24 @@ def load_source(a: argparse.Namespace, *, data_channels: int | None = None) -> E
         )
     if a.random_init:
         in_ch = a.in_channels or data_channels or 3
+        if a.random_init is True:
+            name, width, small_stem, options = a.backbone, a.width, a.small_stem, {}
+        else:  # the architecture of a run: the baseline every BYOL number of that run needs
+            from byol.cli.wiring import load_run_config
+
+            m = load_run_config(Path(a.random_init)).model
+            name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
 
         def make(seed: int):
-            return _seeded(seed, lambda: build_backbone(a.backbone, width=a.width, small_stem=a.small_stem,
-                                                        in_channels=in_ch))
+            return _seeded(seed, lambda: build_backbone(name, width=width, small_stem=small_stem,
+                                                        in_channels=in_ch, **options))
 
+        opt_tag = ",".join(f"{k}={v}" for k, v in sorted(options.items())).replace(" ", "")
         return EncoderSource(
             encoder=make(a.seed), kind="random-init",
-            ident=f"random-init:{a.backbone}:w{a.width:g}:ss{int(a.small_stem)}:c{in_ch}:seed{a.seed}",
+            ident=f"random-init:{name}:w{width:g}:ss{int(small_stem)}:c{in_ch}:{opt_tag}:seed{a.seed}",
             in_channels=in_ch, make_scratch=lambda: make(a.seed + 1),
-            meta={"name": a.backbone, "width": a.width, "small_stem": a.small_stem, "in_channels": in_ch, "options": {}},
+            meta={"name": name, "width": width, "small_stem": small_stem, "in_channels": in_ch, "options": options},
             stats_from="the data set's",
         )
     return _torchvision_source(a)
