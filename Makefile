@@ -7,7 +7,7 @@ STAMP := $(VENV)/.byol-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv data bench clean
+.PHONY: demo test test-fast venv data bench bench-peers clean
 
 venv: $(STAMP)
 
@@ -45,5 +45,10 @@ test-fast: venv
 bench: venv
 	$(PY) benchmarks/throughput.py
 
+# Side by side with lightly, kornia and byol-pytorch, installed only into .venv-peers (never our dependencies).
+bench-peers:
+	bash benchmarks/setup_peers.sh
+	.venv-peers/bin/python benchmarks/peers.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .venv-peers .pytest_cache build src/*.egg-info

@@ -5,10 +5,13 @@ For each setting it measures, alternating repetitions and reporting medians:
   - step/s: the whole optimizer step (views + online/target forward + backward + LARS + EMA);
   - FLOPs per pair (torch.utils.flop_counter on forward+backward of one step), achieved GFLOP/s and
     MFU against the fp32 matmul peak measured in the same run;
-  - the share of the step spent making views.
+  - the share of the step spent making views;
+  - the paper's two views alone at 32 px RGB, batch 256 (issue 4's views target);
+  - feature extraction (eval mode, no grad) with the demo backbone on 10k 28 px images (issue 3's target).
 
-    python benchmarks/throughput.py                 # demo preset + ResNet-18 (CIFAR stem, 32 px, batch 256)
+    python benchmarks/throughput.py                 # everything
     python benchmarks/throughput.py --only demo --reps 5
+    BYOL_MALLOC=default python benchmarks/throughput.py   # glibc's default allocator thresholds
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from byol.augment import TwoViewAugment, paper_views
-from byol.cli.wiring import build_method, find_preset, view_specs
+from byol.cli.wiring import build_encoder, build_method, find_preset, view_specs
 from byol.config import PretrainConfig, build_config
+from byol.eval import extract_features
 from byol.optim import build_optimizer
+from byol.runtime import tune_malloc
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -62,7 +67,9 @@ def bench(name: str, reps: int, steps: int, peak: float) -> dict:
     s1, s2 = view_specs(cfg.views)
     aug = TwoViewAugment(s1, s2, cfg.data.view_size or size, [0.5] * ch, [0.25] * ch)
     method = build_method(cfg, ch).to(memory_format=torch.channels_last)
-    opt = build_optimizer("lars", method.trainable_modules(), lr=0.1, weight_decay=1e-6)
+    o = cfg.optim
+    opt = build_optimizer(o.name, method.trainable_modules(), lr=0.1, weight_decay=o.weight_decay, momentum=o.momentum,
+                          eta=o.eta)
     x = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8)
     g = torch.Generator().manual_seed(0)
 
@@ -98,7 +105,7 @@ def bench(name: str, reps: int, steps: int, peak: float) -> dict:
     vps, sps = statistics.median(view_rates), statistics.median(step_rates)
     gflops = flops_per_pair * sps / 1e9
     return {
-        "setting": name, "backbone": cfg.model.backbone, "batch": batch, "size": size, "channels": ch,
+        "setting": name, "backbone": cfg.model.backbone, "optimizer": o.name, "batch": batch, "size": size, "channels": ch,
         "views_pairs_per_s": round(vps, 1), "step_pairs_per_s": round(sps, 1),
         "gflop_per_pair": round(flops_per_pair / 1e9, 4), "achieved_gflops": round(gflops, 1),
         "mfu": round(gflops / peak, 3), "views_share_of_step": round(sps / vps, 3),
@@ -106,20 +113,64 @@ def bench(name: str, reps: int, steps: int, peak: float) -> dict:
     }
 
 
+def bench_paper_views(reps: int, batch: int = 256, size: int = 32, steps: int = 10) -> dict:
+    """The paper's T and T' on a uint8 RGB batch (per-sample parameters), pairs/s."""
+    s1, s2 = paper_views()
+    aug = TwoViewAugment(s1, s2, size, [0.5] * 3, [0.25] * 3)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    aug(x, g)
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(steps):
+            aug(x, g)
+        rates.append(batch * steps / (time.perf_counter() - t))
+    return {"setting": "paper-views-rgb32", "batch": batch, "size": size, "views_pairs_per_s": round(statistics.median(rates), 1),
+            "spread": [round(min(rates), 1), round(max(rates), 1)]}
+
+
+def bench_features(reps: int, n: int = 10000) -> dict:
+    """Feature extraction (BN eval, no grad, batch 512) with the demo backbone on n 28 px grayscale images."""
+    cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")])
+    torch.manual_seed(0)
+    enc = build_encoder(cfg.model, 1)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+    kw = dict(size=28, mean=[0.286], std=[0.353], batch_size=512)
+    extract_features(enc, x[:1024], **kw)
+    rates = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        extract_features(enc, x, **kw)
+        rates.append(n / (time.perf_counter() - t))
+    return {"setting": "features-demo", "images": n, "images_per_s": round(statistics.median(rates), 1),
+            "spread": [round(min(rates), 1), round(max(rates), 1)]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar"])
+    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar", "views", "features"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    tuned = tune_malloc()  # as the CLI does (BYOL_MALLOC=default to compare with glibc's defaults)
     peak = matmul_peak()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"fp32 matmul peak {peak:.1f} GFLOP/s")
+          f"fp32 matmul peak {peak:.1f} GFLOP/s; malloc thresholds {'raised' if tuned else 'glibc default'}")
     rows = []
-    for name in a.only or ["demo", "resnet18-cifar"]:
+    only = a.only or ["views", "features", "demo", "resnet18-cifar"]
+    if "views" in only:
+        r = bench_paper_views(a.reps)
+        rows.append(r)
+        print(f"paper views 32 px RGB, batch 256: {r['views_pairs_per_s']:8.0f} pairs/s ({r['spread'][0]}-{r['spread'][1]})", flush=True)
+    if "features" in only:
+        r = bench_features(a.reps)
+        rows.append(r)
+        print(f"features, demo backbone, 10k x 28 px: {r['images_per_s']:8.0f} images/s ({r['spread'][0]}-{r['spread'][1]})", flush=True)
+    for name in [n for n in only if n in ("demo", "resnet18-cifar")]:
         steps = 10 if name == "demo" else 1
         reps = a.reps if name == "demo" else max(2, a.reps // 2)
         r = bench(name, reps, steps, peak)
@@ -129,7 +180,8 @@ def main() -> None:
               f"{r['achieved_gflops']:.1f} GFLOP/s | MFU {r['mfu']:.2f} | views {100 * r['views_share_of_step']:.1f}% of step",
               flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"peak_gflops": peak, "torch": torch.__version__, "rows": rows}, indent=2))
+        Path(a.json).write_text(json.dumps({"peak_gflops": peak, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                              "malloc_tuned": tuned, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
