@@ -1,0 +1,87 @@
+"""End to end on real Fashion-MNIST (slow; skipped where the Debian package is not installed).
+
+A slice of the training set is pretrained through the command line with the CPU demo preset for a few
+fixed epochs, then evaluated through the command line (kNN, linear) and exported. The accuracy floor is
+the same architecture at random init *plus a margin*: a broken BYOL (no EMA, collapse, wrong loss sign,
+views that ignore the image) ends at or below random init, so it cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from byol.cli import main
+from byol.data import torchvision_sets
+
+REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4  # 4 x 234 steps of batch 128 on 30,000 images: ~2 minutes here
+# Measured 2026-11-25 (this machine, seed 0): kNN 83.97 against 82.63 at random init, linear 86.50.
+# The same network at random init scores 83.8-84.6 linear and raw pixels 84.7 (docs/results.md), so a
+# run that learns nothing (lr 0, frozen encoder, collapse) stays below both floors.
+KNN_MARGIN = 0.5
+LINEAR_FLOOR = 85.5
+
+
+@pytest.fixture(scope="module")
+def real_fashion_mnist():
+    if not all((REAL_DIR / f"{stem}.gz").is_file() for stem in torchvision_sets.FASHION_MNIST_FILES):
+        pytest.skip(f"real Fashion-MNIST not installed in {REAL_DIR} (apt-get install dataset-fashion-mnist)")
+    return REAL_DIR
+
+
+def _run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
+    from byol.cli.wiring import build_encoder, load_encoder
+    from byol.config import PretrainConfig, build_config
+    from byol.data import load_images
+    from byol.eval import extract_features, knn_eval
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    assert _run("pretrain", "--config", "fashion-mnist", "--run-dir", run, "--no-progress",
+                "--set", "data.limit=30000", "--set", "train.budget=null", "--epochs", EPOCHS,
+                "--set", f"data.cache_dir={cache}", "--set", "data.knn_bank=2000", "--set", "data.knn_queries=1000") == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "completed"
+    assert summary["steps"] == EPOCHS * (30000 // 128)
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert losses[-1] < 0.6 * losses[0]  # the regression loss really went down (it starts near 2 x 2)
+
+    # kNN and linear through the CLI, on the full 60k / 10k
+    assert _run("eval", "knn", "--checkpoint", run, "--dataset", "fashion-mnist", "--k", 20, "--cache-dir", cache) == 0
+    assert _run("eval", "linear", "--checkpoint", run, "--dataset", "fashion-mnist", "--cache-dir", cache) == 0
+    knn = json.loads((run / "eval" / "knn-fashion-mnist.json").read_text())["metrics"]["k20"]
+    lin = json.loads((run / "eval" / "linear-fashion-mnist.json").read_text())["metrics"]["top1"]
+
+    # the same architecture at random init, the same protocol (library calls)
+    enc, cfg = load_encoder(run)
+    pc = build_config(PretrainConfig, extra=cfg)
+    torch.manual_seed(1)
+    rand = build_encoder(pc.model, 1)
+    train = load_images("fashion-mnist", "train", cache_dir=cache, progress=False)
+    test = load_images("fashion-mnist", "test", cache_dir=cache, progress=False)
+    kw = dict(size=28, mean=cfg["data"]["mean"], std=cfg["data"]["std"])
+    ftr = extract_features(rand, torch.as_tensor(train.images), **kw)
+    fte = extract_features(rand, torch.as_tensor(test.images), **kw)
+    knn_rand = next(iter(knn_eval(ftr, train.labels, fte, test.labels, k=(20,)).values()))
+    print(f"BYOL {EPOCHS} epochs on 30k: kNN {knn:.2f} (random init {knn_rand:.2f}), linear {lin:.2f}")
+    assert knn >= knn_rand + KNN_MARGIN
+    assert lin >= LINEAR_FLOOR
+
+    # export round trip: the torchvision-format file holds the same weights
+    out = tmp_path / "enc.safetensors"
+    assert _run("export", "--checkpoint", run, "--format", "safetensors", "--out", out) == 0
+    from safetensors.torch import load_file
+
+    sd = load_file(str(out))
+    ref = enc.state_dict()
+    assert set(sd) == set(ref) and all(torch.equal(sd[k], ref[k]) for k in ref)
