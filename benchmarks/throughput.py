@@ -11,7 +11,7 @@ For each setting it measures, alternating repetitions and reporting medians:
 
     python benchmarks/throughput.py                 # everything
     python benchmarks/throughput.py --only demo --reps 5
-    BYOL_MALLOC=default python benchmarks/throughput.py   # glibc's default allocator thresholds
+    BYOL_MALLOC=tuned python benchmarks/throughput.py     # raised glibc malloc thresholds (opt-in)
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    tuned = tune_malloc()  # as the CLI does (BYOL_MALLOC=default to compare with glibc's defaults)
+    tuned = tune_malloc()  # as the CLI does: only with BYOL_MALLOC=tuned
     peak = matmul_peak()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
           f"fp32 matmul peak {peak:.1f} GFLOP/s; malloc thresholds {'raised' if tuned else 'glibc default'}")

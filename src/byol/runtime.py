@@ -5,8 +5,10 @@ glibc's allocator returns freed memory to the OS eagerly: blocks above the mmap 
 ``M_TRIM_THRESHOLD`` is free. A BYOL step on CPU allocates and frees many same-sized multi-megabyte
 tensors (the views, activations, gradients), so with the defaults each step pays page faults and
 zeroing for memory it had a moment ago. Raising both thresholds keeps that memory in the process.
-Measured effect: benchmarks/RESULTS.md ("allocator"). The cost is a higher resident size that stays
-at the run's peak instead of shrinking between steps.
+
+It is **opt-in** (``BYOL_MALLOC=tuned``): alternating A/B runs on the development machine showed no
+gain within noise at 2 threads or 1 thread (benchmarks/RESULTS.md, "allocator"), so the default keeps
+glibc's behaviour and its smaller resident size.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ _done: bool | None = None
 def tune_malloc(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
     """Raise glibc's mmap and trim thresholds; True if applied (glibc only; once per process).
 
-    Set ``BYOL_MALLOC=default`` in the environment to leave the allocator alone.
+    Applied only when the environment has ``BYOL_MALLOC=tuned`` (opt-in: no measured gain, see the
+    module docstring); otherwise the allocator is left alone and False is returned.
     """
     global _done
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get("BYOL_MALLOC", "").lower() == "default" or not sys.platform.startswith("linux"):
+    if os.environ.get("BYOL_MALLOC", "").lower() != "tuned" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
