@@ -117,6 +117,42 @@ def test_budget_hard_stop_at_step_boundary(labeled_images):
     assert res["seconds"] <= 10.0 + 2.0  # stops at the first step boundary past the budget
 
 
+def test_budget_replans_when_steps_get_faster_without_schedule_jumps(labeled_images):
+    images, _ = labeled_images
+    now = {"t": 0.0}
+    t = _trainer(images, None, epochs=10_000, budget_seconds=30.0)
+    inner, calls = t.augment, {"n": 0}
+
+    def speeding_augment(x, g):  # steps get 2x faster after the calibration: the run must grow to use the time
+        calls["n"] += 1
+        now["t"] += 0.5 if calls["n"] <= 12 else 0.25
+        return inner(x, g)
+
+    seen: list[tuple[float, float, int]] = []  # (lr, tau, step) as the loop applied them
+    after = t.method.after_step
+
+    def record(position, total):
+        out = after(position, total)
+        seen.append((t.opt.param_groups[0]["lr"], out["tau"], t.state.step))
+        return out
+
+    t.augment, t.clock, t.method.after_step = speeding_augment, lambda: now["t"], record
+    res = t.fit()
+    # calibration alone plans 8 + int(26 * 0.97 / 0.5) = 58 steps (~16 s at the faster speed); the
+    # re-plans at epoch ends must use most of the 30 s instead
+    assert res["stop_reason"] == "completed"
+    assert res["steps"] > 80 and 0.9 * 30.0 <= res["seconds"] <= 30.0
+    warm = t.state.warmup_steps
+    lrs = [lr for lr, _, k in seen if k > warm]
+    taus = [tau for _, tau, _ in seen]
+    # continuous schedules: lr never rises after warmup, tau never falls, and both reach their ends
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+    assert all(b >= a - 1e-12 for a, b in zip(taus, taus[1:]))
+    assert max(a - b for a, b in zip(lrs, lrs[1:])) < 0.2 * 0.1  # no step drops lr by a tenth of peak
+    assert lrs[-1] < 0.01 * 0.2 and taus[-1] > 1 - 0.1 * 0.01
+    assert t.state.sched_total > 0  # the re-plan went through the re-mapping
+
+
 def test_atomic_save_leaves_no_partial_file(tmp_path):
     target = tmp_path / "x.pt"
     atomic_save({"a": torch.ones(3)}, target)

@@ -28,7 +28,7 @@ from byol import dist
 from byol.data.loader import BatchIterator, gather_batch
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
-from byol.schedules import warmup_cosine
+from byol.schedules import warmup_cosine, warped_step
 
 CHECKPOINT_VERSION = 1
 
@@ -50,8 +50,10 @@ class LoopOptions:
     eval_every_epochs: float = 1.0
     seed: int = 0
     progress: bool = True
-    #: re-estimate the step budget at epoch ends until this fraction of the run is done
-    budget_reestimate_until: float = 0.3
+    #: re-estimate the step budget at epoch ends until this fraction of the run is done (the schedules
+    #: are re-mapped continuously, see TrainState.sched_total)
+    budget_reestimate_until: float = 0.9
+    #: share of the remaining time planned for (the rest absorbs speed noise)
     budget_margin: float = 0.97
 
 
@@ -60,8 +62,14 @@ class TrainState:
     step: int = 0  #: optimizer steps done
     micro: int = 0  #: micro-batches consumed in the current epoch
     epoch: int = 0
-    total_steps: int = 0  #: K
+    total_steps: int = 0  #: optimizer steps the run will take (the loop's end)
     warmup_steps: int = 0
+    #: K of the lr/tau schedules when a budget re-plan changed ``total_steps`` after warmup (0: none).
+    #: Steps from ``anchor_step`` to ``total_steps`` then map linearly onto the schedule positions
+    #: ``anchor_value`` .. ``sched_total`` (schedules.warped_step), so lr and tau never jump.
+    sched_total: int = 0
+    anchor_step: int = 0
+    anchor_value: float = 0.0
     elapsed: float = 0.0  #: training seconds used so far (across resumes)
     history: list[dict[str, Any]] = field(default_factory=list)  #: eval results per epoch
 
@@ -207,13 +215,18 @@ class Trainer:
         return previous
 
     # -- schedules ---------------------------------------------------------------------------
-    def _plan(self, step_seconds: float | None = None, eval_seconds: float = 0.0) -> None:
-        """Set K (total optimizer steps) and warmup from epochs, or from the remaining budget."""
+    def _plan(self, step_seconds: float | None = None, eval_seconds: float = 0.0, *, remap: bool = False) -> None:
+        """Set K (total optimizer steps) and warmup from epochs, or from the remaining budget.
+
+        ``remap``: a re-estimate during training; after warmup it changes the run's length without
+        moving the schedules (see TrainState.sched_total). The first plans (from epochs, then from the
+        calibration steps) set K directly.
+        """
         st = self.state
         by_epochs = max(1, math.ceil(self.o.epochs * self.steps_per_epoch))
         total = by_epochs
         if self.o.budget_seconds is not None and step_seconds:
-            remaining = self.o.budget_seconds * self.o.budget_margin - st.elapsed
+            remaining = (self.o.budget_seconds - st.elapsed) * self.o.budget_margin
             per_step = step_seconds
             if self.o.eval_every_epochs and self.evaluate is not None:
                 # evaluation time spread over the steps between two evaluations
@@ -221,9 +234,25 @@ class Trainer:
             # the final evaluation also has to fit in the budget
             budget_steps = st.step + max(1, int((remaining - eval_seconds) / per_step))
             total = min(by_epochs, budget_steps)
-        st.total_steps = max(total, st.step + 1)
+        total = max(total, st.step + 1)
+        if remap and st.step >= st.warmup_steps:
+            # A re-plan after warmup: keep the schedules' K and re-map the remaining steps onto the
+            # remaining schedule, so lr and tau continue from where they are (no jump).
+            if total != st.total_steps:
+                position, sched_total = self.schedule_position()
+                st.sched_total, st.anchor_step, st.anchor_value = sched_total, st.step, position
+                st.total_steps = total
+            return
+        st.total_steps = total
         # Warmup never takes more than a fifth of a (short, budgeted) run.
         st.warmup_steps = min(int(round(self.o.warmup_epochs * self.steps_per_epoch)), st.total_steps // 5)
+
+    def schedule_position(self) -> tuple[float, int]:
+        """(position, K) at which the lr and tau schedules are read for the current step."""
+        st = self.state
+        if not st.sched_total:
+            return float(st.step), st.total_steps
+        return warped_step(st.step, st.total_steps, st.anchor_step, st.anchor_value, st.sched_total), st.sched_total
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
@@ -323,7 +352,8 @@ class Trainer:
                     self.stop_reason = f"interrupted at step {st.step}"
                     break
                 t_step = self.clock()
-                set_lr(self.opt, warmup_cosine(st.step, st.total_steps, o.peak_lr, st.warmup_steps))
+                position, sched_total = self.schedule_position()
+                set_lr(self.opt, warmup_cosine(position, sched_total, o.peak_lr, st.warmup_steps))
                 out: dict[str, Tensor] = {}
                 for _ in range(o.accum_steps):
                     v1, v2 = self._views(next(micro_iter))
@@ -337,7 +367,7 @@ class Trainer:
                 else:
                     self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
-                extra = self.method.after_step(st.step, st.total_steps)
+                extra = self.method.after_step(position, sched_total)
                 st.step += 1
                 window_pairs += self.batch_size
                 dt = self.clock() - t_step
@@ -381,7 +411,7 @@ class Trainer:
                     self.method.train()
                     st.elapsed = elapsed0 + self.clock() - t_fit0
                     if o.budget_seconds is not None and epoch_now <= o.budget_reestimate_until * st.total_steps / self.steps_per_epoch:
-                        self._plan(_median(step_times[-20:]), eval_seconds)
+                        self._plan(_median(step_times[-30:]), eval_seconds, remap=True)
                         if bar:
                             bar.total = st.total_steps
                 if o.budget_seconds is not None and st.elapsed >= o.budget_seconds and st.step < st.total_steps:

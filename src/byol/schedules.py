@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total: int, peak: float, warmup: int, final: float = 0.0) -> float:
+def warmup_cosine(step: float, total: int, peak: float, warmup: int, final: float = 0.0) -> float:
     """Linear warmup from 0 to ``peak`` over ``warmup`` steps, then cosine decay to ``final`` at ``total``.
 
     As in the reference code, step 0 has lr 0 (``peak * k / warmup``).
@@ -23,12 +23,27 @@ def warmup_cosine(step: int, total: int, peak: float, warmup: int, final: float 
     return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def target_tau(step: int, total: int, tau_base: float) -> float:
+def target_tau(step: float, total: int, tau_base: float) -> float:
     """The paper's EMA decay: ``tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2``."""
     if total <= 0:
         raise ValueError("total steps must be positive")
     k = min(step, total)
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
+
+
+def warped_step(step: int, end: int, anchor_step: int, anchor_value: float, total: int) -> float:
+    """The schedule position of ``step`` after the run's length changed mid-run.
+
+    A time budget re-estimates the run's length (``end`` real steps) while it trains. Re-reading the
+    schedules with a new K would make lr and tau jump; instead the remaining real steps
+    ``[anchor_step, end]`` are mapped linearly onto the remaining schedule ``[anchor_value, total]``,
+    so both stay continuous and still reach their final values exactly at ``end``. Without a change
+    (``anchor_step = anchor_value = 0``, ``end = total``) this is the identity.
+    """
+    if end <= anchor_step:
+        return float(total)
+    frac = min(1.0, max(0.0, (step - anchor_step) / (end - anchor_step)))
+    return anchor_value + (total - anchor_value) * frac
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:

@@ -72,3 +72,20 @@ def test_warmup_cosine():
 def test_scaled_lr():
     assert scaled_lr(0.2, 4096) == pytest.approx(3.2)
     assert scaled_lr(0.3, 256) == pytest.approx(0.3)
+
+
+def test_warped_step_is_identity_without_a_change_and_continuous_with_one():
+    from byol.schedules import warped_step
+
+    # no re-plan: position == step
+    assert [warped_step(k, 100, 0, 0.0, 100) for k in (0, 37, 100)] == [0.0, 37.0, 100.0]
+    # at step 40 of a 100-step schedule the run grows to 160 real steps: position 40 stays at step 40,
+    # the schedule's end (100) is reached exactly at step 160, linearly in between
+    assert warped_step(40, 160, 40, 40.0, 100) == 40.0
+    assert warped_step(100, 160, 40, 40.0, 100) == pytest.approx(40 + 60 * 60 / 120)
+    assert warped_step(160, 160, 40, 40.0, 100) == 100.0
+    assert warped_step(500, 160, 40, 40.0, 100) == 100.0  # clamped past the end
+    # lr and tau read at the warped position continue without a jump at the anchor
+    lr_before = warmup_cosine(40, 100, 1.0, 10)
+    lr_after = warmup_cosine(warped_step(41, 160, 40, 40.0, 100), 100, 1.0, 10)
+    assert 0 < lr_before - lr_after < 0.02

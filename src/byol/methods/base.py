@@ -14,7 +14,8 @@ class Method(Protocol):
       (``proj``: the online projections of view 1, used by the collapse monitor).
     - ``trainable_modules()`` names the modules the optimizer trains (never a target network).
     - ``after_step(step, total_steps)`` runs once per *optimizer* step, after ``optimizer.step()``
-      (BYOL's EMA update goes here) and returns scalars to log.
+      (BYOL's EMA update goes here) and returns scalars to log. ``step`` is the schedule position,
+      a float when a time budget re-mapped the run's remaining steps (engine.TrainState.sched_total).
     - ``encoder`` is the backbone to evaluate and export.
     """
 
@@ -24,4 +25,4 @@ class Method(Protocol):
 
     def trainable_modules(self) -> list[nn.Module]: ...
 
-    def after_step(self, step: int, total_steps: int) -> dict[str, float]: ...
+    def after_step(self, step: float, total_steps: int) -> dict[str, float]: ...

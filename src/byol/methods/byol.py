@@ -76,7 +76,7 @@ class BYOL(nn.Module):
         return {"loss": loss, "proj": z1.detach()}
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+    def after_step(self, step: float, total_steps: int) -> dict[str, float]:
         tau = target_tau(step, total_steps, self.tau_base)
         ema_update(self.target_encoder, self.encoder, tau)
         ema_update(self.target_projector, self.projector, tau)
