@@ -329,7 +329,7 @@ class Trainer:
         if st.total_steps == 0:
             self._plan()
         calibrating = o.budget_seconds is not None and st.step == 0
-        step_times: list[float] = []
+        step_times: list[float] = []  # compute time of the last steps (the calibration uses these)
         eval_seconds = 0.0
         self._last_save = self.clock()
         bar = None
@@ -344,6 +344,7 @@ class Trainer:
         micro_iter = self._micro_batches()
         next_eval_epoch = (math.floor(st.step / self.steps_per_epoch / o.eval_every_epochs) + 1) * o.eval_every_epochs if o.eval_every_epochs else math.inf
         window_t, window_pairs = self.clock(), 0
+        pace_t, pace_step = self.clock(), st.step
         t_fit0, elapsed0 = self.clock(), st.elapsed
         previous_handlers = self._install_signal_handlers()
         try:
@@ -407,13 +408,17 @@ class Trainer:
                 epoch_now = st.step / self.steps_per_epoch
                 if epoch_now >= next_eval_epoch and st.step < st.total_steps:
                     next_eval_epoch += o.eval_every_epochs
+                    # wall-clock pace since the last evaluation: every per-step cost (logging, progress
+                    # bar, checkpoints, a slow step now and then) included, unlike the steps' own times
+                    pace = (self.clock() - pace_t) / max(1, st.step - pace_step)
                     eval_seconds = self._run_eval(logger)
                     self.method.train()
                     st.elapsed = elapsed0 + self.clock() - t_fit0
                     if o.budget_seconds is not None and epoch_now <= o.budget_reestimate_until * st.total_steps / self.steps_per_epoch:
-                        self._plan(_median(step_times[-30:]), eval_seconds, remap=True)
+                        self._plan(pace, eval_seconds, remap=True)
                         if bar:
                             bar.total = st.total_steps
+                    pace_t, pace_step = self.clock(), st.step
                 if o.budget_seconds is not None and st.elapsed >= o.budget_seconds and st.step < st.total_steps:
                     self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
                     warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=2)
