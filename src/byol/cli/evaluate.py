@@ -11,17 +11,13 @@ import argparse
 import csv
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from byol.errors import ByolError, ConfigError, DataError
+from byol.errors import ConfigError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100", "stl10")
-TEST_HOLDOUT_SEED = 0  # the carved test split does not move with --seed
+from byol.cli.evaldata import EvalData, is_named_dataset, load_kwargs, same_source, load_eval_data, plan_for
+from byol.cli.sources import EncoderSource, load_source
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,205 +149,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# encoders
-
-
-@dataclass
-class EncoderSource:
-    """An encoder and everything known about how it was trained."""
-
-    encoder: Any  # nn.Module
-    kind: str  # checkpoint | random-init | torchvision
-    ident: str  # identity of the weights (feature-cache key)
-    in_channels: int
-    make_scratch: Callable[[], Any]  # same architecture, fresh random init
-    meta: dict[str, Any]  # backbone description (name, width, small_stem, in_channels, options)
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    stats_from: str = ""
-    size: int | None = None  # training view size
-    run_dir: Path | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def source_dataset(self) -> str | None:
-        return (self.config.get("data") or {}).get("source")
-
-    def card_info(self) -> dict[str, Any]:
-        info = {"kind": self.kind, "id": self.ident, "backbone": self.meta}
-        if self.kind == "checkpoint":
-            info.update(path=self.config.get("_checkpoint_path"), sha256_1mb=self.ident,
-                        source_dataset=self.source_dataset)
-        return info
-
-
-def _seeded(seed: int, fn: Callable[[], Any]) -> Any:
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn()
-
-
-def _run_dir_of(path: Path) -> Path:
-    if path.is_dir():
-        return path
-    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
-        return path.parent.parent
-    return path.parent
-
-
-def _strip_classifier(model, name: str):
-    from torch import nn
-
-    for attr in ("fc", "classifier", "heads", "head"):
-        if isinstance(getattr(model, attr, None), nn.Module):
-            setattr(model, attr, nn.Identity())
-            return model
-    raise ConfigError(f"torchvision model {name!r}: no fc/classifier/heads attribute to replace by Identity")
-
-
-def _torchvision_model(name: str, seed: int):
-    import torchvision
-
-    from byol.eval.export import TORCHVISION_RESNETS, torchvision_resnet
-
-    if name in TORCHVISION_RESNETS:
-        return _seeded(seed, lambda: torchvision_resnet(name))
-    try:
-        builder = torchvision.models.get_model_builder(name)
-    except ValueError:
-        raise ConfigError(f"unknown torchvision model {name!r} (e.g. resnet18, resnet50, mobilenet_v3_small)") from None
-    return _strip_classifier(_seeded(seed, lambda: builder(weights=None)), name)
-
-
-def load_source(a: argparse.Namespace, *, data_channels: int | None = None) -> EncoderSource:
-    """The encoder chosen by ``--checkpoint`` / ``--random-init`` / ``--torchvision``."""
-    from byol.cli.wiring import build_encoder, load_encoder
-    from byol.config import PretrainConfig, build_config
-    from byol.eval.cache import file_fingerprint
-    from byol.models import build_backbone
-
-    if a.checkpoint:
-        path = Path(a.checkpoint)
-        if not path.exists():
-            raise ByolError(f"no checkpoint at {path} (pass a run directory or a .pt file)")
-        ckpt = path / "checkpoints" / "last.pt" if path.is_dir() else path
-        try:
-            enc, cfg = load_encoder(path)
-        except ByolError:
-            raise
-        except KeyError as exc:  # a torch file, but not one written by `byol pretrain`
-            raise ByolError(f"{ckpt} is not a byol pretraining checkpoint (no {exc} entry)") from None
-        except Exception as exc:  # corrupt / foreign file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ByolError(f"cannot read checkpoint {ckpt}: {first}") from None
-        pc = build_config(PretrainConfig, extra=cfg)
-        in_ch = _first_conv_channels(enc)
-        cfg = dict(cfg, _checkpoint_path=str(ckpt.resolve()))
-        d = cfg.get("data") or {}
-        return EncoderSource(
-            encoder=enc, kind="checkpoint", ident=file_fingerprint(ckpt), in_channels=in_ch,
-            make_scratch=lambda: _seeded(a.seed + 1, lambda: build_encoder(pc.model, in_ch)),
-            meta={"name": pc.model.backbone, "width": pc.model.width, "small_stem": pc.model.small_stem,
-                  "in_channels": in_ch, "options": dict(pc.model.options)},
-            mean=d.get("mean"), std=d.get("std"), stats_from="the source run's", size=d.get("view_size"),
-            run_dir=_run_dir_of(path), config=cfg,
-        )
-    if a.random_init:
-        in_ch = a.in_channels or data_channels or 3
-        if a.random_init is True:
-            name, width, small_stem, options = a.backbone, a.width, a.small_stem, {}
-        else:  # the architecture of a run: the baseline every BYOL number of that run needs
-            from byol.cli.wiring import load_run_config
-
-            m = load_run_config(Path(a.random_init)).model
-            name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
-
-        def make(seed: int):
-            return _seeded(seed, lambda: build_backbone(name, width=width, small_stem=small_stem,
-                                                        in_channels=in_ch, **options))
-
-        opt_tag = ",".join(f"{k}={v}" for k, v in sorted(options.items())).replace(" ", "")
-        return EncoderSource(
-            encoder=make(a.seed), kind="random-init",
-            ident=f"random-init:{name}:w{width:g}:ss{int(small_stem)}:c{in_ch}:{opt_tag}:seed{a.seed}",
-            in_channels=in_ch, make_scratch=lambda: make(a.seed + 1),
-            meta={"name": name, "width": width, "small_stem": small_stem, "in_channels": in_ch, "options": options},
-            stats_from="the data set's",
-        )
-    return _torchvision_source(a)
-
-
-def _torchvision_source(a: argparse.Namespace) -> EncoderSource:
-    """``--torchvision NAME [--weights FILE]``. A ``byol export`` sidecar next to the weights
-    (``FILE.json``) supplies the stem (small_stem, in_channels), mean/std and input size."""
-    import torch
-
-    from byol.eval.cache import file_fingerprint
-    from byol.eval.export import sidecar_path, torchvision_resnet
-
-    name = a.torchvision
-    side: dict[str, Any] = {}
-    wpath = Path(a.weights) if a.weights else None
-    if wpath is not None:
-        if not wpath.is_file():
-            raise ByolError(f"--weights: no file at {wpath}")
-        if sidecar_path(wpath).is_file():
-            try:
-                side = json.loads(sidecar_path(wpath).read_text())
-            except ValueError:
-                side = {}
-    bb = side.get("backbone") or {}
-    small, in_ch = bool(bb.get("small_stem", False)), int(bb.get("in_channels", 3))
-
-    def make(seed: int):
-        if small or in_ch != 3:
-            return _seeded(seed, lambda: torchvision_resnet(name, small_stem=small, in_channels=in_ch))
-        return _torchvision_model(name, seed)
-
-    enc = make(a.seed)
-    ident = f"torchvision:{name}:random-seed{a.seed}"
-    if wpath is not None:
-        if wpath.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(wpath))
-        else:
-            try:
-                state = torch.load(wpath, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise ByolError(f"--weights {wpath}: not a state_dict file ({type(exc).__name__})") from None
-        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "heads.", "head."))}
-        own = enc.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-        if missing or unexpected or shapes:
-            what = (f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else
-                    f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else
-                    f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})")
-            raise ByolError(f"--weights {wpath} does not fit torchvision {name}: {what}")
-        enc.load_state_dict(state, strict=True)
-        ident = f"torchvision:{name}:{file_fingerprint(wpath)}"
-    if side.get("mean") and side.get("std"):
-        mean, std, origin = list(side["mean"]), list(side["std"]), "the weights' sidecar"
-    else:
-        mean, std, origin = list(IMAGENET_MEAN), list(IMAGENET_STD), "ImageNet (torchvision convention)"
-    return EncoderSource(
-        encoder=enc, kind="torchvision", ident=ident, in_channels=in_ch,
-        make_scratch=lambda: make(a.seed + 1),
-        meta={"name": name, "width": 1.0, "small_stem": small, "in_channels": in_ch, "options": {}},
-        mean=mean, std=std, stats_from=origin, size=side.get("view_size"),
-    )
-
-
-def _first_conv_channels(model) -> int:
-    from torch import nn
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return int(m.in_channels)
-    return 3
+# output layout
 
 
 def _out_dir(a: argparse.Namespace, src: EncoderSource) -> Path:
@@ -367,109 +165,6 @@ def _feature_cache_dir(a: argparse.Namespace, src: EncoderSource, out_dir: Path)
     if a.no_cache:
         return None
     return (src.run_dir / "eval" / "features") if src.run_dir is not None else out_dir / "features"
-
-
-# ----------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class EvalData:
-    name: str  # what the user passed (or the run's source)
-    key: str  # cache key: canonical name or resolved path
-    train: Any  # ImageSet (train minus the carved test, if any)
-    test: Any  # ImageSet
-    train_index: Any  # int64 tensor: positions of ``train`` in the data set's train split
-    test_index: Any  # positions of a carved test split in the train split (None: a real test split)
-    test_note: str  # how the test split was obtained
-    num_classes: int
-    decoded_size: int | None = None  # a foreign folder decoded at the encoder's size
-
-
-def _is_named(ds: str) -> bool:
-    from byol.data import DATASET_ALIASES
-
-    return ds.lower() in DATASET_ALIASES and "/" not in ds
-
-
-def _dataset_key(ds: str) -> str:
-    from byol.data import DATASET_ALIASES
-
-    if _is_named(ds):
-        return DATASET_ALIASES[ds.lower()]
-    return str(Path(ds).expanduser().resolve())
-
-
-def _same_source(src: EncoderSource, ds: str) -> bool:
-    return src.source_dataset is not None and _dataset_key(src.source_dataset) == _dataset_key(ds)
-
-
-def _load_kwargs(a: argparse.Namespace, src: EncoderSource, ds: str) -> dict[str, Any]:
-    """``load_images`` options for ``ds``: the run's own data set is decoded as in pretraining; another
-    image folder is decoded at the encoder's input size (shorter side resized, centre crop)."""
-    d = src.config.get("data") or {}
-    same = _same_source(src, ds)
-    size = None
-    if same:
-        size = d.get("image_size")
-    elif not _is_named(ds):
-        size = a.image_size or src.size  # folders of mixed sizes need a decode size
-    return dict(
-        image_size=size,
-        data_dir=a.data_dir or (d.get("data_dir") if same else None),
-        cache_dir=a.cache_dir or d.get("cache_dir"),
-        progress=False,
-    )
-
-
-def load_eval_data(a: argparse.Namespace, src: EncoderSource, ds: str | None) -> EvalData:
-    """Labeled train and test splits of ``ds``; a folder without a test split gets one carved from train."""
-    import torch
-
-    from byol.data import load_images
-    from byol.eval.subsets import holdout_split
-
-    ds = ds or src.source_dataset
-    if not ds:
-        raise ConfigError("--dataset is required (the encoder has no run config naming its data set)")
-    kw = _load_kwargs(a, src, ds)
-    decoded = kw["image_size"] if not _same_source(src, ds) else None
-    train = load_images(ds, "train", **kw)
-    if train.labels is None:
-        raise DataError(f"{ds} has no labels: evaluation needs a labeled data set (one subfolder per class)")
-    note = "the data set's test split"
-    try:
-        test = load_images(ds, "test", **kw)
-        index, hold = torch.arange(len(train)), None
-    except DataError:
-        if _is_named(ds):
-            raise
-        keep, hold = holdout_split(train.labels, a.test_fraction, seed=TEST_HOLDOUT_SEED)
-        test, train, index = train.subset(hold), train.subset(keep), keep
-        note = f"held out {a.test_fraction:.0%} of train (stratified, seed {TEST_HOLDOUT_SEED}): {ds} has no test split"
-        print(f"note: {note}", flush=True)
-    if test.labels is None:
-        raise DataError(f"{ds}: the test split has no labels")
-    k = train.num_classes or int(train.labels.max()) + 1
-    if test.classes is not None and train.classes is not None and test.classes != train.classes:
-        raise DataError(f"{ds}: train and test splits have different classes")
-    return EvalData(name=ds, key=_dataset_key(ds), train=train, test=test, train_index=index, test_index=hold,
-                    test_note=note, num_classes=int(k), decoded_size=decoded)
-
-
-def plan_for(a: argparse.Namespace, src: EncoderSource, data, decoded_size: int | None = None) -> Any:
-    """Channel / size / normalisation adaptation of ``data`` (an ImageSet) for ``src``'s encoder."""
-    from byol.cli.wiring import normalization
-    from byol.eval.transfer import plan_adaptation
-
-    if src.mean is not None and src.std is not None:
-        mean, std, origin = src.mean, src.std, src.stats_from
-    else:
-        mean, std = normalization(None, None, data.name, data)
-        origin = "the data set's"
-    return plan_adaptation(data_channels=data.num_channels, data_size=data.image_size,
-                           encoder_channels=src.in_channels, size=a.image_size or src.size,
-                           mean=mean, std=std, stats_from=origin, decoded_size=decoded_size)
 
 
 def _setup(a: argparse.Namespace):
@@ -556,7 +251,7 @@ def _probe_channels(a: argparse.Namespace) -> int | None:
         return None
     from byol.data import load_images
 
-    kw = dict(image_size=a.image_size if not _is_named(ds) else None, data_dir=a.data_dir, cache_dir=a.cache_dir,
+    kw = dict(image_size=a.image_size if not is_named_dataset(ds) else None, data_dir=a.data_dir, cache_dir=a.cache_dir,
               progress=False)
     return load_images(ds, getattr(a, "split", "train"), **kw).num_channels
 
@@ -768,9 +463,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
     device = _setup(a)
     src = load_source(a, data_channels=_probe_channels(a))
-    kw = _load_kwargs(a, src, a.data)
+    kw = load_kwargs(a, src, a.data)
     data = load_images(a.data, a.split, **kw)
-    plan = plan_for(a, src, data, kw["image_size"] if not _same_source(src, a.data) else None)
+    plan = plan_for(a, src, data, kw["image_size"] if not same_source(src, a.data) else None)
     if plan.changes:
         _say("input: " + plan.message(a.data))
     feats, _ = features_for(src.encoder, plan.apply(torch.as_tensor(data.images)), cache_dir=None,

@@ -52,7 +52,7 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from byol.cli.wiring import find_preset, load_run_config, run_pretrain
-    from byol.config import PretrainConfig, build_config, merge, to_dict, from_dict, parse_override
+    from byol.config import PretrainConfig, build_config
 
     if a.resume:
         run_dir = Path(a.resume)

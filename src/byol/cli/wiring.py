@@ -7,7 +7,6 @@ arguments.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
