@@ -61,36 +61,59 @@ def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
     raise SystemExit(f"unknown setting {name}")
 
 
-def bench(name: str, reps: int, steps: int, peak: float) -> dict:
-    cfg, ch, size, batch = setting(name)
-    torch.manual_seed(0)
-    s1, s2 = view_specs(cfg.views)
-    aug = TwoViewAugment(s1, s2, cfg.data.view_size or size, [0.5] * ch, [0.25] * ch)
-    method = build_method(cfg, ch).to(memory_format=torch.channels_last)
-    o = cfg.optim
-    opt = build_optimizer(o.name, method.trainable_modules(), lr=0.1, weight_decay=o.weight_decay, momentum=o.momentum,
-                          eta=o.eta)
-    x = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8)
-    g = torch.Generator().manual_seed(0)
+class StepParts:
+    """One setting's training step, split into its phases so that benchmarks can time them separately."""
 
-    def views():
-        v1, v2 = aug(x, g)
+    def __init__(self, name: str) -> None:
+        cfg, ch, size, batch = setting(name)
+        self.cfg, self.channels, self.size, self.batch = cfg, ch, size, batch
+        torch.manual_seed(0)
+        s1, s2 = view_specs(cfg.views)
+        self.aug = TwoViewAugment(s1, s2, cfg.data.view_size or size, [0.5] * ch, [0.25] * ch)
+        self.method = build_method(cfg, ch).to(memory_format=torch.channels_last)
+        o = cfg.optim
+        self.opt = build_optimizer(o.name, self.method.trainable_modules(), lr=0.1, weight_decay=o.weight_decay,
+                                   momentum=o.momentum, eta=o.eta)
+        self.x = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8)
+        self.g = torch.Generator().manual_seed(0)
+
+    def views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = self.aug(self.x, self.g)
         return v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
 
-    def step(k=0):
-        v1, v2 = views()
-        out = method(v1, v2)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        method.after_step(k, 1000)
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        return self.method(v1, v2)["loss"]
 
-    v1, v2 = views()
-    with FlopCounterMode(display=False) as fc:
-        out = method(v1, v2)
-        out["loss"].backward()
-    flops_per_pair = fc.get_total_flops() / batch
-    opt.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+
+    def optimizer(self) -> None:
+        self.opt.step()
+
+    def ema(self, k: int) -> None:
+        self.method.after_step(k, 1000)
+
+    def step(self, k: int = 0) -> None:
+        v1, v2 = self.views()
+        self.backward(self.forward(v1, v2))
+        self.optimizer()
+        self.ema(k)
+
+    def flops_per_pair(self) -> float:
+        """FLOPs of one forward+backward (EMA and optimizer not counted), per image pair."""
+        v1, v2 = self.views()
+        with FlopCounterMode(display=False) as fc:
+            self.method(v1, v2)["loss"].backward()
+        self.opt.zero_grad(set_to_none=True)
+        return fc.get_total_flops() / self.batch
+
+
+def bench(name: str, reps: int, steps: int, peak: float) -> dict:
+    sp = StepParts(name)
+    cfg, batch, size, ch, o = sp.cfg, sp.batch, sp.size, sp.channels, sp.cfg.optim
+    views, step = sp.views, sp.step
+    flops_per_pair = sp.flops_per_pair()
     step()  # warm-up
     view_rates, step_rates = [], []
     for _ in range(reps):  # alternate the two measurements

@@ -160,3 +160,37 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         atomic_save({"bad": lambda: 0}, target)  # unpicklable: the old file must survive intact
     assert torch.equal(torch.load(target)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_amp_auto_picks_bf16_only_on_cpus_with_amx(monkeypatch):
+    from byol import engine
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
+    assert engine.resolve_amp(cpu, "auto") == "bf16"
+    assert engine.resolve_amp(cpu, "off") == "off"
+    ctx, scaler = engine.autocast_for(cpu, "auto")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16 and scaler is None
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
+    assert engine.resolve_amp(cpu, "auto") == "off"
+    assert not isinstance(engine.autocast_for(cpu, "auto")[0], torch.autocast)
+    assert engine.resolve_amp(cuda, "auto") == "fp16"
+    with pytest.warns(UserWarning, match="AMX"):
+        engine.autocast_for(cpu, "bf16")
+
+
+def test_bf16_training_follows_fp32(labeled_images, tmp_path):
+    """bf16 autocast on CPU trains the same model to nearly the same losses (fp32 master weights, fp32 loss)."""
+    import warnings
+
+    losses = {}
+    for amp in ("off", "bf16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no AMX" on hosts without it: slower, still correct
+            tr = _trainer(labeled_images[0][:64], tmp_path / amp, epochs=2, amp=amp)
+            tr.fit()
+        rows = [json.loads(line) for line in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
+        losses[amp] = torch.tensor([r["loss"] for r in rows if "loss" in r])
+    assert len(losses["off"]) == len(losses["bf16"]) >= 6
+    assert not torch.equal(losses["off"], losses["bf16"])  # bf16 really ran
+    torch.testing.assert_close(losses["bf16"], losses["off"], atol=0.05, rtol=0.05)

@@ -37,3 +37,11 @@ def test_paper_preset_is_the_papers_recipe():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="fashion-mnist"):
         find_preset("no-such-preset")
+
+
+def test_amp_off_override_survives_yaml():
+    # YAML 1.1 reads a bare `off` as false; `--set train.amp=off` must still mean "off".
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["train.amp=off"])
+    assert cfg.train.amp == "off"
+    with pytest.raises(ConfigError):
+        build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["train.amp=true"])

@@ -82,7 +82,7 @@ class TrainConfig:
     budget: str | None = None  #: wall-clock budget ("10m", "1h30m", "90s"); schedules fit the budget
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  #: auto (fp16 on CUDA, off on CPU) | off | fp16 | bf16
+    amp: str = "auto"  #: auto (fp16 on CUDA, bf16 on CPUs with AMX, else off) | off | fp16 | bf16
     channels_last: bool = True
     compile: bool = False
     threads: int | None = None
@@ -148,6 +148,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool) and key.endswith(".amp") and not value:
+            return "off"  # YAML 1.1 reads a bare `off` as false: `--set train.amp=off` means "off"
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)

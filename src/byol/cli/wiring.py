@@ -227,7 +227,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
     summary = trainer.fit()
     summary.update(method=method, train=train, mean=mean, std=std, size=size, device=device, run_dir=run_dir)
     (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k in (
-        "steps", "total_steps", "epochs", "seconds", "stop_reason", "history")}, indent=2))
+        "steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history")}, indent=2))
     return summary
 
 
