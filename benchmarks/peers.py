@@ -69,10 +69,12 @@ def _cl(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=CL)
 
 
-def matmul_peak(n: int = 2048, reps: int = 15, max_other: float = float("inf"), retries: int = 0) -> dict[str, float]:
-    """fp32 ``n x n`` matmul GFLOP/s: median (used for MFU) and best of ``reps`` timed repeats, and the CPU
-    other processes used meanwhile (cores); repeated up to ``retries`` times while that exceeds ``max_other``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 15, max_other: float = float("inf"), retries: int = 0,
+                dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """``n x n`` matmul GFLOP/s (fp32 unless ``dtype``): median (used for MFU) and best of ``reps`` timed
+    repeats, and the CPU other processes used meanwhile (cores); repeated up to ``retries`` times while that
+    exceeds ``max_other``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best: dict[str, float] = {}
@@ -237,15 +239,18 @@ class ByolModel:
 
     name = "byol"
 
-    def __init__(self, cfg, ch: int) -> None:
+    def __init__(self, cfg, ch: int, amp: str = "off") -> None:
         from byol.cli.wiring import build_method
+        from byol.engine import autocast_for
 
         self.method = build_method(cfg, ch).to(memory_format=CL)
         self.method.train()
         self.opt = make_optimizer(cfg, self.method.trainable_modules())
+        self.autocast, _ = autocast_for(torch.device("cpu"), amp)  # what the engine does with train.amp
 
     def loss(self, v1, v2):
-        return self.method(v1, v2)["loss"]
+        with self.autocast:
+            return self.method(v1, v2)["loss"]
 
     def step(self, v1, v2, k: int, total: int) -> None:
         loss = self.loss(v1, v2)
@@ -391,12 +396,14 @@ class StepBench:
         cfg, ch, size = step_config(setting, batch)
         self.v1, self.v2 = fixed_views(cfg, ch, size, batch)
         torch.manual_seed(0)
-        self.model = {"byol": lambda: ByolModel(cfg, ch), "lightly": lambda: LightlyModel(cfg, ch),
+        self.model = {"byol": lambda: ByolModel(cfg, ch), "byol-bf16": lambda: ByolModel(cfg, ch, "bf16"),
+                      "lightly": lambda: LightlyModel(cfg, ch),
                       "byol-pytorch": lambda: LucidrainsModel(cfg, ch, size)}[impl]()
         self.batch, self.total, self.k = batch, total_steps, 0
         fb = min(flop_batch, batch)
         self.info: dict[str, Any] = {"flops_per_pair": count_flops_per_pair(self.model, self.v1, self.v2, fb),
-                                     "flop_count_batch": fb, "optimizer": cfg.optim.name}
+                                     "flop_count_batch": fb, "optimizer": cfg.optim.name,
+                                     "precision": "bf16" if impl.endswith("bf16") else "fp32"}
         t = time.perf_counter()
         self._step()  # warm-up (oneDNN primitives, optimizer state)
         self.info["warmup_s"] = time.perf_counter() - t
@@ -513,7 +520,7 @@ class ViewsBench:
 class ByolE2E:
     """byol's own pipeline: ``load_images`` (decode once into the uint8 cache) + the engine's ``Trainer``."""
 
-    def __init__(self, folder: str, batch: int, cache_dir: str, warmup_steps: int = 2) -> None:
+    def __init__(self, folder: str, batch: int, cache_dir: str, warmup_steps: int = 2, amp: str = "off") -> None:
         from byol.augment import TwoViewAugment
         from byol.cli.wiring import build_method, view_specs
         from byol.data import load_images
@@ -533,7 +540,8 @@ class ByolE2E:
         opt = make_optimizer(cfg, method.trainable_modules())
         aug = TwoViewAugment(*view_specs(cfg.views), size, CIFAR_MEAN, CIFAR_STD)
         opts = LoopOptions(epochs=1000.0, peak_lr=scaled_lr(cfg.optim.base_lr, batch), warmup_epochs=0.0,
-                           channels_last=True, log_every=cfg.train.log_every, eval_every_epochs=0.0, progress=False)
+                           channels_last=True, log_every=cfg.train.log_every, eval_every_epochs=0.0, progress=False,
+                           amp=amp)
         self.trainer = Trainer(method, opt, aug, train.images, batch_size=batch, device=torch.device("cpu"),
                                options=opts, run_dir=None)
         # The engine has no per-phase timing: wrap its (private) _views, which gathers the uint8 batch from
@@ -833,7 +841,8 @@ def _mem(c: Contender) -> tuple[float | None, float | None]:
     return c.memory.get("rss_peak_mb"), c.memory.get("tree_peak_mb")
 
 
-def summarize(cons: list[Contender], peak: float | None = None) -> list[dict]:
+def summarize(cons: list[Contender], peak: float | None = None, peak_bf16: float | None = None) -> list[dict]:
+    """One row per contender; MFU against the fp32 peak, or the bf16 peak for a bf16 contender."""
     base = _median(cons[0].rates())
     rows = []
     for c in cons:
@@ -846,8 +855,9 @@ def summarize(cons: list[Contender], peak: float | None = None) -> list[dict]:
         if fpp:
             row["gflop_per_pair"] = round(fpp / 1e9, 4)
             row["achieved_gflops"] = round(fpp * med / 1e9, 2)
-            if peak:
-                row["mfu"] = round(fpp * med / 1e9 / peak, 3)
+            pk = peak_bf16 if c.info.get("precision") == "bf16" else peak
+            if pk:
+                row["mfu"] = round(fpp * med / 1e9 / pk, 3)
         if c.runs and "data_views_s" in c.runs[0]:
             row["data_views_share"] = round(_median([r["data_views_s"] / r["seconds"] for r in c.runs]), 3)
         for k in ("per_sample_params", "decode_s", "cached_load_s", "images", "optimizer", "index_s", "flop_count_batch"):
@@ -951,7 +961,15 @@ def main() -> int:
     peak = peak0["median"]
     print(f"fp32 2048x2048 matmul: median {peak:.1f} GFLOP/s (best {peak0['best']:.1f}; other processes used "
           f"{peak0['other_load_cores']:.2f} cores meanwhile)", flush=True)
-    results: dict[str, Any] = {"env": env, "matmul_peak_gflops": {"start": peak0}, "sections": {}}
+    from byol.engine import cpu_has_fast_bf16
+
+    amx = cpu_has_fast_bf16()  # then byol's default (train.amp=auto) is bf16 autocast: measured as an extra row
+    peak_bf16 = matmul_peak(dtype=torch.bfloat16, **guard)["median"] if amx else None
+    if amx:
+        print(f"this CPU has AMX: bf16 2048x2048 matmul median {peak_bf16:.1f} GFLOP/s; byol's default precision "
+              f"here is bf16 autocast, measured as extra 'byol-bf16' rows (MFU against the bf16 peak)", flush=True)
+    env["amx_bf16"] = amx
+    results: dict[str, Any] = {"env": env, "matmul_peak_gflops": {"start": peak0, "bf16": peak_bf16}, "sections": {}}
     md: list[str] = []
 
     def log(msg: str) -> None:
@@ -967,15 +985,18 @@ def main() -> int:
         if key not in sections:
             continue
         log(f"\n(a) model step: {title}, batch {batch}")
+        impls = ("byol", "lightly", "byol-pytorch") + (("byol-bf16",) if amx else ())
         specs = [(impl, "step", {"impl": impl, "setting": setting, "batch": batch, "flop_batch": 8 if q else 16})
-                 for impl in ("byol", "lightly", "byol-pytorch")]
+                 for impl in impls]
         cons = alternate(specs, nrep, target, a.threads, fixed_units=1 if target == 0 else None, log=log, **guard)
-        rows = summarize(cons, peak)
+        rows = summarize(cons, peak, peak_bf16)
         results["sections"][key] = {"title": title, "batch": batch, "rows": rows}
         table = fmt_table(rows, STEP_COLS)
         log("\n".join(table))
         md += [f"**Model step, {title}, batch {batch}** (fp32, channels_last, the same pre-made views; "
-               f"FLOPs counted on forward+backward at batch {rows[0].get('flop_count_batch', 16)} per pair)", ""]
+               f"FLOPs counted on forward+backward at batch {rows[0].get('flop_count_batch', 16)} per pair"
+               + ("; byol-bf16: byol's default on this AMX CPU, bf16 autocast, MFU against the bf16 matmul peak"
+                  if amx else "") + ")", ""]
         md += table + [""]
 
     # ---------------------------------------------------------------------------------------- (b)
@@ -1005,13 +1026,18 @@ def main() -> int:
             log(f"\n(c) end to end on CIFAR-10 JPEG folder {folder} ({time.perf_counter() - t:.1f} s to extract)")
             cache = a.data_root / f"byol-cache-{os.getpid()}"  # fresh: byol's first load really decodes
             shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(str(cache) + "-bf16", ignore_errors=True)
             batch, steps = 128, 4 if q else 30
             specs = [("byol", "e2e-byol", {"folder": str(folder), "batch": batch, "cache_dir": str(cache)}),
                      ("lightly", "e2e-lightly", {"folder": str(folder), "batch": batch, "workers": 2})]
+            if amx:
+                specs.append(("byol-bf16", "e2e-byol", {"folder": str(folder), "batch": batch,
+                                                         "cache_dir": str(cache) + "-bf16", "amp": "bf16"}))
             try:
                 cons = alternate(specs, reps(3, 2), 0.0, a.threads, fixed_units=steps, log=log, **guard)
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
+                shutil.rmtree(str(cache) + "-bf16", ignore_errors=True)
             rows = summarize(cons)
             model = cons[0].info.get("model", "")
             results["sections"]["e2e"] = {"title": "end to end, CIFAR-10 JPEG folder", "batch": batch,

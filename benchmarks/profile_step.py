@@ -138,13 +138,15 @@ def main() -> None:
     ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off", help="autocast of the forward (default fp32)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    peak = matmul_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s")
+    dt = torch.bfloat16 if a.amp == "bf16" else torch.float32
+    peak = matmul_peak(dtype=dt)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {str(dt)[6:]} matmul peak {peak:.1f} GFLOP/s")
     for name in a.only or ["demo", "resnet18-cifar"]:
-        sp = StepParts(name)
+        sp = StepParts(name, a.amp)
         steps = 10 if name == "demo" else 1
         fpp = sp.flops_per_pair()
         ph = phases(sp, a.reps, steps)
@@ -161,6 +163,8 @@ def main() -> None:
         for k, v in sorted(groups.items(), key=lambda kv: -kv[1]):
             print(f"{k:35s} {1e3 * v:8.2f} {100 * v / gt:6.1f}%")
         print("top ops: " + "; ".join(f"{n} {1e3 * s:.1f} ms x{c}" for n, s, c in top))
+        if a.amp != "off":
+            continue  # the convolution ceiling is measured in fp32
         cc = conv_ceiling(sp, a.reps)
         ceil_mfu = cc["fwdbwd_gflops"] / peak
         print(f"convolutions alone ({cc['distinct']} distinct shapes, channels_last, batch {sp.batch}): "

@@ -30,14 +30,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from byol.augment import TwoViewAugment, paper_views
 from byol.cli.wiring import build_encoder, build_method, find_preset, view_specs
 from byol.config import PretrainConfig, build_config
+from byol.engine import autocast_for
 from byol.eval import extract_features
 from byol.optim import build_optimizer
 from byol.runtime import tune_malloc
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """fp32 matmul GFLOP/s (best of ``reps``) — the machine's practical limit for dense compute."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Matmul GFLOP/s (best of ``reps``; fp32 unless ``dtype``) — the machine's practical limit for dense compute."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = 0.0
@@ -64,8 +65,9 @@ def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
 class StepParts:
     """One setting's training step, split into its phases so that benchmarks can time them separately."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, amp: str = "off") -> None:
         cfg, ch, size, batch = setting(name)
+        self.autocast, _ = autocast_for(torch.device("cpu"), amp)  # as the engine applies train.amp
         self.cfg, self.channels, self.size, self.batch = cfg, ch, size, batch
         torch.manual_seed(0)
         s1, s2 = view_specs(cfg.views)
@@ -82,7 +84,8 @@ class StepParts:
         return v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-        return self.method(v1, v2)["loss"]
+        with self.autocast:
+            return self.method(v1, v2)["loss"]
 
     def backward(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -109,8 +112,8 @@ class StepParts:
         return fc.get_total_flops() / self.batch
 
 
-def bench(name: str, reps: int, steps: int, peak: float) -> dict:
-    sp = StepParts(name)
+def bench(name: str, reps: int, steps: int, peak: float, amp: str = "off") -> dict:
+    sp = StepParts(name, amp)
     cfg, batch, size, ch, o = sp.cfg, sp.batch, sp.size, sp.channels, sp.cfg.optim
     views, step = sp.views, sp.step
     flops_per_pair = sp.flops_per_pair()
@@ -128,7 +131,7 @@ def bench(name: str, reps: int, steps: int, peak: float) -> dict:
     vps, sps = statistics.median(view_rates), statistics.median(step_rates)
     gflops = flops_per_pair * sps / 1e9
     return {
-        "setting": name, "backbone": cfg.model.backbone, "optimizer": o.name, "batch": batch, "size": size, "channels": ch,
+        "setting": name, "amp": amp, "backbone": cfg.model.backbone, "optimizer": o.name, "batch": batch, "size": size, "channels": ch,
         "views_pairs_per_s": round(vps, 1), "step_pairs_per_s": round(sps, 1),
         "gflop_per_pair": round(flops_per_pair / 1e9, 4), "achieved_gflops": round(gflops, 1),
         "mfu": round(gflops / peak, 3), "views_share_of_step": round(sps / vps, 3),
@@ -176,13 +179,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off",
+                    help="autocast of the step's forward (bf16: MFU against the bf16 matmul peak); default fp32")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     tuned = tune_malloc()  # as the CLI does: only with BYOL_MALLOC=tuned
-    peak = matmul_peak()
+    peak = matmul_peak(dtype=torch.bfloat16 if a.amp == "bf16" else torch.float32)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"fp32 matmul peak {peak:.1f} GFLOP/s; malloc thresholds {'raised' if tuned else 'glibc default'}")
+          f"{'bf16' if a.amp == 'bf16' else 'fp32'} matmul peak {peak:.1f} GFLOP/s; malloc thresholds {'raised' if tuned else 'glibc default'}")
     rows = []
     only = a.only or ["views", "features", "demo", "resnet18-cifar"]
     if "views" in only:
@@ -196,7 +201,7 @@ def main() -> None:
     for name in [n for n in only if n in ("demo", "resnet18-cifar")]:
         steps = 10 if name == "demo" else 1
         reps = a.reps if name == "demo" else max(2, a.reps // 2)
-        r = bench(name, reps, steps, peak)
+        r = bench(name, reps, steps, peak, a.amp)
         rows.append(r)
         print(f"{name:16s} views {r['views_pairs_per_s']:8.0f} pairs/s | step {r['step_pairs_per_s']:7.1f} pairs/s "
               f"({r['spread_step'][0]}-{r['spread_step'][1]}) | {r['gflop_per_pair']:.4f} GFLOP/pair | "
