@@ -388,7 +388,22 @@ def count_flops_per_pair(model, v1, v2, batch: int) -> float:
     return fc.get_total_flops() / batch
 
 
-class StepBench:
+class _TimedUnits:
+    """``run(n)`` times ``n`` calls of ``_unit()``, each making ``batch`` pairs."""
+
+    batch: int
+
+    def _unit(self) -> None:
+        raise NotImplementedError
+
+    def run(self, n: int) -> dict[str, float]:
+        t = time.perf_counter()
+        for _ in range(n):
+            self._unit()
+        return {"seconds": time.perf_counter() - t, "pairs": n * self.batch}
+
+
+class StepBench(_TimedUnits):
     """One optimizer step of one implementation on fixed views; ``run(n)`` times ``n`` steps."""
 
     def __init__(self, impl: str, setting: str, batch: int, flop_batch: int = 16, total_steps: int = 1000) -> None:
@@ -405,23 +420,18 @@ class StepBench:
                                      "flop_count_batch": fb, "optimizer": cfg.optim.name,
                                      "precision": "bf16" if impl.endswith("bf16") else "fp32"}
         t = time.perf_counter()
-        self._step()  # warm-up (oneDNN primitives, optimizer state)
+        self._unit()  # warm-up (oneDNN primitives, optimizer state)
         self.info["warmup_s"] = time.perf_counter() - t
         self.info["unit_s"] = self.info["warmup_s"]
 
-    def _step(self) -> None:
+    def _unit(self) -> None:
         self.model.step(self.v1, self.v2, self.k, self.total)
         self.k += 1
 
-    def run(self, n: int) -> dict[str, float]:
-        t = time.perf_counter()
-        for _ in range(n):
-            self._step()
-        return {"seconds": time.perf_counter() - t, "pairs": n * self.batch}
 
 
 # ==================================================================================== (b) view contenders
-class ViewsBench:
+class ViewsBench(_TimedUnits):
     """The paper's two views (T, T') of a uint8 batch: ``run(n)`` makes ``n`` batches of view pairs."""
 
     def __init__(self, impl: str, batch: int = 256, size: int = 32) -> None:
@@ -509,11 +519,8 @@ class ViewsBench:
 
         return run
 
-    def run(self, n: int) -> dict[str, float]:
-        t = time.perf_counter()
-        for _ in range(n):
-            self.fn()
-        return {"seconds": time.perf_counter() - t, "pairs": n * self.batch}
+    def _unit(self) -> None:
+        self.fn()
 
 
 # ================================================================================ (c) end-to-end contenders

@@ -76,3 +76,11 @@ def test_report_cli(two_runs, tmp_path, capsys):
     assert "no evaluation results found" in capsys.readouterr().err
     with pytest.raises(ByolError):
         collect_cards([tmp_path / "missing"])
+
+
+def test_report_reads_the_schema_the_evaluators_write():
+    # reports/cards.py keeps its own copy of the constant so that `byol report` does not import torch
+    from byol.eval.cards import CARD_SCHEMA as written
+    from byol.reports.cards import CARD_SCHEMA as read
+
+    assert read == written

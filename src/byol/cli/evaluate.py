@@ -492,7 +492,8 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from byol.eval.export import backbone_meta, export_onnx, save_safetensors, save_torchvision, torchvision_resnet
+    from byol.eval.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
+    from byol.models import torchvision_resnet
 
     if a.format == "onnx":
         from byol.eval.export import _onnx_modules
@@ -517,7 +518,7 @@ def cmd_export(a: argparse.Namespace) -> int:
             tv = torchvision_resnet(name, small_stem=src.meta["small_stem"], in_channels=src.in_channels)
             tv.load_state_dict(src.encoder.state_dict(), strict=True)  # the claim below, checked
             if src.meta["small_stem"] or src.in_channels != 3:
-                how = (f"byol.eval.export.torchvision_resnet('{name}', small_stem={src.meta['small_stem']}, "
+                how = (f"byol.models.torchvision_resnet('{name}', small_stem={src.meta['small_stem']}, "
                        f"in_channels={src.in_channels}) (torchvision {name} with fc=Identity"
                        + (", conv1 3x3 stride 1, maxpool=Identity" if src.meta["small_stem"] else "")
                        + (f", conv1 with {src.in_channels} input channel(s)" if src.in_channels != 3 else "") + ")")

@@ -76,7 +76,7 @@ def _strip_classifier(model, name: str):
 def _torchvision_model(name: str, seed: int):
     import torchvision
 
-    from byol.eval.export import TORCHVISION_RESNETS, torchvision_resnet
+    from byol.models import TORCHVISION_RESNETS, torchvision_resnet
 
     if name in TORCHVISION_RESNETS:
         return _seeded(seed, lambda: torchvision_resnet(name))
@@ -151,7 +151,8 @@ def _torchvision_source(a: argparse.Namespace) -> EncoderSource:
     import torch
 
     from byol.eval.cache import file_fingerprint
-    from byol.eval.export import sidecar_path, torchvision_resnet
+    from byol.eval.export import sidecar_path
+    from byol.models import torchvision_resnet
 
     name = a.torchvision
     side: dict[str, Any] = {}

@@ -14,7 +14,7 @@ when::
 
     l2 = 1 / (C * n)        i.e.        C = 1 / (n * l2)
 
-(``tests/eval/test_linear.py`` checks coefficients and accuracy against scikit-learn.) Because the
+(``tests/eval/test_eval_linear.py`` checks coefficients and accuracy against scikit-learn.) Because the
 loss is a *mean*, a given ``l2`` means the same amount of regularisation whatever the data-set size.
 
 Features are standardised with the mean and standard deviation of the training features (test
