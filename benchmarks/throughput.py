@@ -65,8 +65,9 @@ def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
 class StepParts:
     """One setting's training step, split into its phases so that benchmarks can time them separately."""
 
-    def __init__(self, name: str, amp: str = "off") -> None:
-        cfg, ch, size, batch = setting(name)
+    def __init__(self, name: str, amp: str = "off", batch: int | None = None) -> None:
+        cfg, ch, size, batch0 = setting(name)
+        batch = batch or batch0
         self.autocast, _ = autocast_for(torch.device("cpu"), amp)  # as the engine applies train.amp
         self.cfg, self.channels, self.size, self.batch = cfg, ch, size, batch
         torch.manual_seed(0)
