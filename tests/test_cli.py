@@ -1,6 +1,7 @@
 """End to end through the command line on generated images: pretrain -> checkpoint -> resume -> evaluate."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -77,3 +78,22 @@ def test_show_views_writes_png(image_folder, tmp_path):
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
     img = np.asarray(Image.open(out))
     assert img.shape[0] > 16 * 3 and img.shape[1] > 16 * 5
+
+
+@pytest.mark.slow
+def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tmp_path):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    run = tmp_path / "run"
+    common = ["--config", "tiny", "--data", image_folder, "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert _run(["pretrain", *common, "--run-dir", run, "--set", "train.epochs=1", "--set", "train.compile=true",
+                 "--set", "train.knn_every=0"]) == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the forward really was compiled
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert not any("_orig_mod" in k for k in ckpt["method"])
+    enc, _ = load_encoder(run)  # loads into a plain (uncompiled) encoder
+    assert enc.feature_dim > 0

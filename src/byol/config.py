@@ -84,7 +84,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"  #: auto (fp16 on CUDA, bf16 on CPUs with AMX, else off) | off | fp16 | bf16
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False  #: torch.compile the method's forward (slower on the CPU demo; measure first)
     threads: int | None = None
     log_every: int = 20
     ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)

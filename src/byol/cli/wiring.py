@@ -194,6 +194,12 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
     method = build_method(cfg, train.num_channels).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        # Only the forward (online + target on both views, and the loss) is compiled, as an instance
+        # attribute: the state_dict keeps its keys, so checkpoints, resume and export are unchanged.
+        # Off by default: on the CPU demo preset it ran slower than eager after a 76 s compile
+        # (benchmarks/RESULTS.md section 7); it needs a C++ compiler on CPU.
+        method.forward = torch.compile(method.forward)
     peak_lr = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
