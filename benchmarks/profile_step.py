@@ -21,12 +21,13 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import StepParts, matmul_peak  # noqa: E402
 
 GROUPS = [  # (group, substrings of aten op names), first match wins

@@ -188,7 +188,8 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no AMX" on hosts without it: slower, still correct
             tr = _trainer(labeled_images[0][:64], tmp_path / amp, epochs=2, amp=amp)
-            tr.fit()
+            res = tr.fit()
+        assert res["precision"] == {"off": "fp32", "bf16": "bf16 autocast"}[amp]  # what ran is recorded
         rows = [json.loads(line) for line in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
         losses[amp] = torch.tensor([r["loss"] for r in rows if "loss" in r])
     assert len(losses["off"]) == len(losses["bf16"]) >= 6

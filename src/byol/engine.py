@@ -209,8 +209,9 @@ class Trainer:
         self.batches = BatchIterator(len(images), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)
         self.micro_per_epoch = self.batches.steps_per_epoch
         self.steps_per_epoch = self.micro_per_epoch / options.accum_steps
-        self.precision = {"off": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[resolve_amp(device, options.amp)]
-        self.autocast, self.scaler = autocast_for(device, options.amp)
+        amp = resolve_amp(device, options.amp)
+        self.precision = {"off": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
+        self.autocast, self.scaler = autocast_for(device, amp)
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(options.seed * 1000 + self.rank)
         self.state = TrainState()

@@ -64,7 +64,7 @@ def run_demo(run_dir: Path, *, config: str = "fashion-mnist", budget: str | None
     summary = run_pretrain(cfg, run_dir)
     pretrain_seconds = summary["seconds"]
     print(f"pretraining: {summary['epochs']:.2f} epochs, {summary['steps']} steps in {pretrain_seconds:.0f} s "
-          f"({summary['stop_reason']}, {summary.get('precision', 'fp32')}); evaluating...", flush=True)
+          f"({summary['stop_reason']}, {summary['precision']}); evaluating...", flush=True)
     t_eval = time.perf_counter()
     d = cfg.data
     train = summary["train"]
@@ -83,7 +83,7 @@ def run_demo(run_dir: Path, *, config: str = "fashion-mnist", budget: str | None
         "epochs": round(summary["epochs"], 3),
         "steps": summary["steps"],
         "batch_size": cfg.optim.batch_size,
-        "precision": summary.get("precision", "fp32"),
+        "precision": summary["precision"],
         "linear": {k: round(v, 2) for k, v in res["linear"].items()},
         "knn": {k: round(v, 2) for k, v in res["knn"].items()},
         "knn_k": 20,

@@ -70,7 +70,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         summary = run_pretrain(cfg, run_dir)
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
-          f"({summary['stop_reason']}, {summary.get('precision', 'fp32')})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
+          f"({summary['stop_reason']}, {summary['precision']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
     return 0
 
 
