@@ -97,3 +97,13 @@ def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tm
     assert not any("_orig_mod" in k for k in ckpt["method"])
     enc, _ = load_encoder(run)  # loads into a plain (uncompiled) encoder
     assert enc.feature_dim > 0
+
+
+def test_compile_without_a_compiler_is_a_clear_error(image_folder, tmp_path, capsys, monkeypatch):
+    import byol.cli.wiring as wiring
+
+    monkeypatch.setattr(wiring.shutil, "which", lambda name: None)
+    common = ["--config", "tiny", "--data", image_folder, "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert _run(["pretrain", *common, "--run-dir", tmp_path / "run", "--set", "train.compile=true",
+                 "--device", "cpu"]) == 2
+    assert "needs a C++ compiler" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -199,6 +200,9 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
         # attribute: the state_dict keeps its keys, so checkpoints, resume and export are unchanged.
         # Off by default: on the CPU demo preset it ran slower than eager after a 76 s compile
         # (benchmarks/RESULTS.md section 7); it needs a C++ compiler on CPU.
+        if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+            raise ConfigError("train.compile on CPU needs a C++ compiler (c++, g++ or clang++) on PATH: install one "
+                              "(e.g. apt-get install g++) or leave train.compile off")
         method.forward = torch.compile(method.forward)
     peak_lr = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=peak_lr,
