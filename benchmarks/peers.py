@@ -453,6 +453,11 @@ class ViewsBench(_TimedUnits):
         self.info["per_sample_params"] = "yes"
         return lambda: aug(self.x, g)
 
+    def _setup_byol_eager(self):
+        """byol without its fused CPU kernel: the batched eager torch ops (GPUs and machines with no compiler)."""
+        os.environ["BYOL_FUSED_VIEWS"] = "0"  # this contender has its own process
+        return self._setup_byol()
+
     def _setup_torchvision(self):
         from torchvision.transforms import v2
 
@@ -1010,7 +1015,7 @@ def main() -> int:
     if "views" in sections:
         log("\n(b) the paper's two views (T, T'), 32 px RGB, batch 256")
         specs = [(impl, "views", {"impl": impl, "batch": 256, "size": 32})
-                 for impl in ("byol", "torchvision", "lightly", "kornia")]
+                 for impl in ("byol", "byol-eager", "torchvision", "lightly", "kornia")]
         cons = alternate(specs, reps(5, 2), 0.6 if q else 2.0, a.threads, log=log, **guard)
         rows = summarize(cons)
         results["sections"]["views"] = {"title": "paper views T/T', 32 px RGB, batch 256", "rows": rows}

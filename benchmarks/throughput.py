@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -141,20 +142,39 @@ def bench(name: str, reps: int, steps: int, peak: float, amp: str = "off") -> di
 
 
 def bench_paper_views(reps: int, batch: int = 256, size: int = 32, steps: int = 10) -> dict:
-    """The paper's T and T' on a uint8 RGB batch (per-sample parameters), pairs/s."""
+    """The paper's T and T' on a uint8 RGB batch (per-sample parameters), pairs/s: the default path (the fused
+    CPU kernel when it builds) and the eager torch ops, alternating in one process."""
+    from byol.augment import fused
+
     s1, s2 = paper_views()
     aug = TwoViewAugment(s1, s2, size, [0.5] * 3, [0.25] * 3)
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     g = torch.Generator().manual_seed(0)
-    aug(x, g)
-    rates = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(steps):
-            aug(x, g)
-        rates.append(batch * steps / (time.perf_counter() - t))
-    return {"setting": "paper-views-rgb32", "batch": batch, "size": size, "views_pairs_per_s": round(statistics.median(rates), 1),
-            "spread": [round(min(rates), 1), round(max(rates), 1)]}
+    modes = {"default": "1", "eager": "0"}
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    old = os.environ.get("BYOL_FUSED_VIEWS")
+    try:
+        for _ in range(reps):
+            for mode, flag in modes.items():
+                os.environ["BYOL_FUSED_VIEWS"] = flag
+                aug(x, g)
+                t = time.perf_counter()
+                for _ in range(steps):
+                    aug(x, g)
+                rates[mode].append(batch * steps / (time.perf_counter() - t))
+    finally:
+        if old is None:
+            os.environ.pop("BYOL_FUSED_VIEWS", None)
+        else:
+            os.environ["BYOL_FUSED_VIEWS"] = old
+    med = {m: statistics.median(r) for m, r in rates.items()}
+    return {"setting": "paper-views-rgb32", "batch": batch, "size": size,
+            "fused_kernel": fused.available(),
+            "views_pairs_per_s": round(med["default"], 1),
+            "spread": [round(min(rates["default"]), 1), round(max(rates["default"]), 1)],
+            "eager_views_pairs_per_s": round(med["eager"], 1),
+            "eager_spread": [round(min(rates["eager"]), 1), round(max(rates["eager"]), 1)],
+            "fused_speedup": round(med["default"] / med["eager"], 2)}
 
 
 def bench_features(reps: int, n: int = 10000) -> dict:
@@ -194,7 +214,9 @@ def main() -> None:
     if "views" in only:
         r = bench_paper_views(a.reps)
         rows.append(r)
-        print(f"paper views 32 px RGB, batch 256: {r['views_pairs_per_s']:8.0f} pairs/s ({r['spread'][0]}-{r['spread'][1]})", flush=True)
+        print(f"paper views 32 px RGB, batch 256: {r['views_pairs_per_s']:8.0f} pairs/s ({r['spread'][0]}-{r['spread'][1]}; "
+              f"fused kernel {'on' if r['fused_kernel'] else 'unavailable'}) | eager ops {r['eager_views_pairs_per_s']:8.0f} "
+              f"({r['eager_spread'][0]}-{r['eager_spread'][1]}) | {r['fused_speedup']:.2f}x", flush=True)
     if "features" in only:
         r = bench_features(a.reps)
         rows.append(r)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from byol.augment import ops
+from byol.augment import fused, ops
 from byol.augment.spec import ViewSpec, blur_kernel_size
 from byol.errors import ConfigError
 
@@ -170,7 +170,10 @@ def apply_view(
     dt = _compute_dtype(images.device, dtype)
     m, s = _mean_std(mean, std, C, images.device, dt)
     params = sample_view_params(B, H, W, spec, size, generator, images.device)
-    out = _view_from_float(_to_float(images, dt), spec, size, m, s, params)
+    if fused.supports(images, spec, dt):
+        out = fused.fused_view(images, spec, size, m, s, params)
+    else:
+        out = _view_from_float(_to_float(images, dt), spec, size, m, s, params)
     return (out, params) if return_params else out
 
 
@@ -221,11 +224,16 @@ class TwoViewAugment:
         B, C, H, W = images.shape
         dt = _compute_dtype(images.device, self.dtype)
         m, s = self._norm(C, images.device, dt)
-        x = _to_float(images, dt)  # converted once, shared by both views
         p1 = sample_view_params(B, H, W, self.spec1, self.size, generator, images.device)
         p2 = sample_view_params(B, H, W, self.spec2, self.size, generator, images.device)
-        v1 = _view_from_float(x, self.spec1, self.size, m, s, p1)
-        v2 = _view_from_float(x, self.spec2, self.size, m, s, p2)
+        if fused.supports(images, self.spec1, dt) and fused.supports(images, self.spec2, dt):
+            # CPU fast path: one fused kernel per view, reading the uint8 batch directly
+            v1 = fused.fused_view(images, self.spec1, self.size, m, s, p1)
+            v2 = fused.fused_view(images, self.spec2, self.size, m, s, p2)
+        else:
+            x = _to_float(images, dt)  # converted once, shared by both views
+            v1 = _view_from_float(x, self.spec1, self.size, m, s, p1)
+            v2 = _view_from_float(x, self.spec2, self.size, m, s, p2)
         if return_params:
             return v1, v2, p1, p2
         return v1, v2
