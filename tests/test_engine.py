@@ -105,16 +105,56 @@ def test_budget_hard_stop_at_step_boundary(labeled_images):
     t = _trainer(images, None, epochs=10_000, budget_seconds=10.0)
     inner, calls = t.augment, {"n": 0}
 
-    def slowing_augment(x, g):  # steps get 4x slower after calibration: the budget must still hold
+    def stalling_augment(x, g):  # the 10th step stalls for 5 s: no re-plan can absorb that, the hard stop must
         calls["n"] += 1
-        now["t"] += 0.5 if calls["n"] <= 8 else 2.0
+        now["t"] += 5.0 if calls["n"] == 10 else 0.5
         return inner(x, g)
 
-    t.augment, t.clock = slowing_augment, lambda: now["t"]
+    t.augment, t.clock = stalling_augment, lambda: now["t"]
     with pytest.warns(UserWarning, match="time budget reached"):
         res = t.fit()
     assert res["stop_reason"].startswith("budget") and res["steps"] < res["total_steps"]
-    assert res["seconds"] <= 10.0 + 2.0  # stops at the first step boundary past the budget
+    assert res["seconds"] <= 10.0 + 0.5  # stops at the first step boundary past the budget
+
+
+def _late_slowdown_run(images, pace_window):
+    """A 20 s budget at 0.1 s/step; from step 180 (past the last epoch-end re-estimate at 90%) steps take 0.16 s."""
+    now = {"t": 0.0}
+    t = _trainer(images, None, epochs=10_000, budget_seconds=20.0, budget_pace_window=pace_window)
+    inner, calls = t.augment, {"n": 0}
+
+    def slowing_augment(x, g):
+        calls["n"] += 1
+        now["t"] += 0.1 if calls["n"] < 180 else 0.16
+        return inner(x, g)
+
+    seen: list[tuple[float, float]] = []
+    after = t.method.after_step
+
+    def record(position, total):
+        out = after(position, total)
+        seen.append((t.opt.param_groups[0]["lr"], out["tau"]))
+        return out
+
+    t.augment, t.clock, t.method.after_step = slowing_augment, lambda: now["t"], record
+    return t, seen
+
+
+def test_budget_shortens_the_run_when_the_host_slows_down_late(labeled_images):
+    images, _ = labeled_images
+    t, seen = _late_slowdown_run(images, pace_window=8)
+    res = t.fit()
+    assert res["stop_reason"] == "completed" and res["steps"] == res["total_steps"]
+    assert res["seconds"] <= 20.0 + 0.16
+    lrs, taus = [lr for lr, _ in seen], [tau for _, tau in seen]
+    assert lrs[-1] < 0.01 * 0.2 and taus[-1] > 1 - 0.1 * 0.01  # the schedules reached their ends
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[t.state.warmup_steps + 1 :], lrs[t.state.warmup_steps + 2 :]))
+    # control: without the pace check the same slowdown ends in the hard stop, mid-schedule
+    t2, seen2 = _late_slowdown_run(images, pace_window=10**6)
+    with pytest.warns(UserWarning, match="time budget reached"):
+        res2 = t2.fit()
+    assert res2["stop_reason"].startswith("budget") and res2["steps"] < res2["total_steps"]
+    assert seen2[-1][0] > lrs[-1]  # cut off before the cosine's end
 
 
 def test_budget_replans_when_steps_get_faster_without_schedule_jumps(labeled_images):

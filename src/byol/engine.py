@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ class LoopOptions:
     budget_reestimate_until: float = 0.9
     #: share of the remaining time planned for (the rest absorbs speed noise)
     budget_margin: float = 0.97
+    #: between those re-estimates (and after the last one), the wall-clock pace of this many recent steps
+    #: is checked after every step; when it says the plan no longer fits, the plan is shortened (re-mapped
+    #: like a re-estimate) so that the schedules still end at the last step instead of being cut off
+    budget_pace_window: int = 32
 
 
 @dataclass
@@ -242,12 +247,14 @@ class Trainer:
         return previous
 
     # -- schedules ---------------------------------------------------------------------------
-    def _plan(self, step_seconds: float | None = None, eval_seconds: float = 0.0, *, remap: bool = False) -> None:
+    def _plan(
+        self, step_seconds: float | None = None, eval_seconds: float = 0.0, *, remap: bool = False, shrink_only: bool = False
+    ) -> None:
         """Set K (total optimizer steps) and warmup from epochs, or from the remaining budget.
 
         ``remap``: a re-estimate during training; after warmup it changes the run's length without
         moving the schedules (see TrainState.sched_total). The first plans (from epochs, then from the
-        calibration steps) set K directly.
+        calibration steps) set K directly. ``shrink_only``: keep the plan unless it is now too long.
         """
         st = self.state
         by_epochs = max(1, math.ceil(self.o.epochs * self.steps_per_epoch))
@@ -262,6 +269,8 @@ class Trainer:
             budget_steps = st.step + max(1, int((remaining - eval_seconds) / per_step))
             total = min(by_epochs, budget_steps)
         total = max(total, st.step + 1)
+        if shrink_only and total >= st.total_steps:
+            return
         if remap and st.step >= st.warmup_steps:
             # A re-plan after warmup: keep the schedules' K and re-map the remaining steps onto the
             # remaining schedule, so lr and tau continue from where they are (no jump).
@@ -373,6 +382,8 @@ class Trainer:
         window_t, window_pairs = self.clock(), 0
         pace_t, pace_step = self.clock(), st.step
         t_fit0, elapsed0 = self.clock(), st.elapsed
+        recent: deque[float] = deque(maxlen=max(1, o.budget_pace_window))  # wall seconds of recent steps
+        last_end = self.clock()
         previous_handlers = self._install_signal_handlers()
         try:
             while st.step < st.total_steps:
@@ -404,8 +415,20 @@ class Trainer:
                 if calibrating and len(step_times) == 8:  # the first steps pay warm-up costs: use the last 5
                     self._plan(_median(step_times[3:]), eval_seconds)
                     calibrating = False
+                    recent.clear()  # the first steps pay warm-up costs
                     if bar:
                         bar.total = st.total_steps
+                now = self.clock()
+                recent.append(now - last_end)  # the whole step: logging and checkpoints included
+                last_end = now
+                if o.budget_seconds is not None and not calibrating and len(recent) == recent.maxlen:
+                    # the host slowed down since the last plan: shorten the run before the hard stop cuts it
+                    pace_recent = sum(recent) / len(recent)
+                    if st.elapsed + (st.total_steps - st.step) * pace_recent + eval_seconds > o.budget_seconds:
+                        before = st.total_steps
+                        self._plan(pace_recent, eval_seconds, remap=True, shrink_only=True)
+                        if bar and st.total_steps != before:
+                            bar.total = st.total_steps
                 if st.step % o.log_every == 0 or st.step == st.total_steps:
                     now = self.clock()
                     rec = {
@@ -446,6 +469,7 @@ class Trainer:
                         if bar:
                             bar.total = st.total_steps
                     pace_t, pace_step = self.clock(), st.step
+                    last_end = self.clock()  # the evaluation's time is not part of the steps' pace
                 if o.budget_seconds is not None and st.elapsed >= o.budget_seconds and st.step < st.total_steps:
                     self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
                     warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=2)
