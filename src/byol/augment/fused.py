@@ -9,7 +9,7 @@ eager ops to float rounding (tested); speed is in ``benchmarks/RESULTS.md``.
 It is used for float32 views on CPU with bilinear crops. It is compiled with the system C compiler
 (``$CC``, else ``cc``/``gcc``/``clang``) into ``$BYOL_CACHE_DIR`` (default ``~/.cache/byol``) the first time it is
 needed (about a second), keyed by the source, the compiler and the CPU. Without a compiler, or when
-compiling fails, byol logs one warning and uses the eager ops: same results, slower. ``BYOL_FUSED_VIEWS=0``
+compiling fails, byol warns once and uses the eager ops: same results, slower. ``BYOL_FUSED_VIEWS=0``
 turns the fast path off.
 """
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,6 @@ from byol.augment import ops
 from byol.augment.spec import ViewSpec
 
 __all__ = ["available", "supports", "fused_view", "compile_kernel"]
-
-log = logging.getLogger("byol")
 
 _SOURCE = Path(__file__).with_name("_fused_views.c")
 # -fno-trapping-math lets the compiler if-convert (and so vectorise) the hue's selects; it changes no value.
@@ -124,7 +122,8 @@ def _load() -> Any:
         try:
             lib = ctypes.CDLL(str(compile_kernel()))
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            log.warning("byol: fast CPU views unavailable, using the slower eager ops (%s)", str(e).splitlines()[0])
+            warnings.warn(f"fast CPU views unavailable, using the slower eager ops ({str(e).splitlines()[0]})",
+                          stacklevel=2)
             return None
         fn = lib.byol_fused_view
         p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
