@@ -36,6 +36,7 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     for f in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "skipped_files.txt"):
         assert (run / f).exists(), f
     assert "broken.png" in (run / "skipped_files.txt").read_text()
+    assert json.loads((run / "env.json").read_text())["views"] in ("fused CPU kernel", "torch ops")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "completed" and summary["steps"] == 2 * (120 // 16)
     assert any("knn_top1" in h for h in summary["history"])
@@ -107,3 +108,18 @@ def test_compile_without_a_compiler_is_a_clear_error(image_folder, tmp_path, cap
     assert _run(["pretrain", *common, "--run-dir", tmp_path / "run", "--set", "train.compile=true",
                  "--device", "cpu"]) == 2
     assert "needs a C++ compiler" in capsys.readouterr().err
+
+
+def test_help_lists_every_preset_with_its_description(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    import yaml
+    from byol.cli.wiring import CONFIG_DIR
+
+    presets = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(presets) >= 4
+    for f in presets:
+        desc = yaml.safe_load(f.read_text())["description"]
+        assert f"  {f.stem}: {desc}" in out

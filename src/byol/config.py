@@ -102,7 +102,7 @@ class PretrainConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    description: str = ""
+    description: str = ""  #: one line shown for the preset in ``byol --help`` / ``byol pretrain --help``
 
 
 # ----------------------------------------------------------------------------------------------

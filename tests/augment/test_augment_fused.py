@@ -122,6 +122,15 @@ def test_two_view_augment_uses_it_and_matches_the_eager_path(monkeypatch):
     assert (apply_view(x, T, 32, MEAN3, STD3, torch.Generator().manual_seed(1)) - single).abs().max() < 1e-4
 
 
+def test_backend_names_the_path_the_views_take(monkeypatch):
+    aug = TwoViewAugment(T, T_PRIME, 32, MEAN3, STD3)
+    assert aug.backend("cpu") == "fused CPU kernel"
+    assert TwoViewAugment(T, T_PRIME.replace(interpolation="bicubic"), 32, MEAN3, STD3).backend("cpu") == "torch ops"
+    assert aug.backend("cuda") == "torch ops"
+    monkeypatch.setenv("BYOL_FUSED_VIEWS", "0")
+    assert aug.backend("cpu") == "torch ops"
+
+
 def test_not_used_for_bicubic_or_non_cpu_float32():
     x = _images(4, 3, 8, 8)
     assert fused.supports(x, T, torch.float32)

@@ -33,7 +33,7 @@ from torch import Tensor
 from byol.augment import ops
 from byol.augment.spec import ViewSpec
 
-__all__ = ["available", "supports", "fused_view", "compile_kernel"]
+__all__ = ["available", "supports", "usable", "fused_view", "compile_kernel"]
 
 _SOURCE = Path(__file__).with_name("_fused_views.c")
 # -fno-trapping-math lets the compiler if-convert (and so vectorise) the hue's selects; it changes no value.
@@ -141,10 +141,17 @@ def available() -> bool:
 def supports(images: Tensor, spec: ViewSpec, dtype: torch.dtype) -> bool:
     """Whether :func:`fused_view` handles this batch and view (else the caller uses the eager ops)."""
     return (
-        images.device.type == "cpu"
-        and dtype == torch.float32
-        and images.dtype in (torch.uint8, torch.float32)
+        images.dtype in (torch.uint8, torch.float32)
         and images.shape[1] in (1, 3)
+        and usable(images.device, spec, dtype)
+    )
+
+
+def usable(device: torch.device | str, spec: ViewSpec, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether views of ``spec`` on ``device`` go through the kernel (for uint8 or float32 1/3-channel batches)."""
+    return (
+        torch.device(device).type == "cpu"
+        and dtype == torch.float32
         and spec.interpolation == "bilinear"
         and available()
     )

@@ -238,6 +238,13 @@ class TwoViewAugment:
             return v1, v2, p1, p2
         return v1, v2
 
+    def backend(self, device: torch.device | str) -> str:
+        """Which implementation makes the views on ``device``: the fused CPU kernel or the eager torch ops."""
+        dt = self.dtype
+        if fused.usable(device, self.spec1, dt) and fused.usable(device, self.spec2, dt):
+            return "fused CPU kernel"
+        return "torch ops"
+
     def __repr__(self) -> str:
         return (
             f"TwoViewAugment(spec1={self.spec1}, spec2={self.spec2}, size={self.size}, "

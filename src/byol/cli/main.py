@@ -11,8 +11,26 @@ from typing import Any
 
 from byol.errors import ByolError
 
-EPILOG = "Configs: presets in configs/ (fashion-mnist, cifar10, imagenet-paper, tiny) or a YAML path. "\
-         "Override any key with --set section.key=value (e.g. --set optim.base_lr=0.5)."
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _preset_lines() -> list[str]:
+    """``name: description`` of every preset shipped in byol/configs (read without importing torch)."""
+    import yaml
+
+    lines = []
+    for f in sorted(_CONFIGS.glob("*.yaml")):
+        try:
+            desc = (yaml.safe_load(f.read_text()) or {}).get("description", "")
+        except (OSError, yaml.YAMLError):
+            desc = "(unreadable)"
+        lines.append(f"  {f.stem}: {desc}" if desc else f"  {f.stem}")
+    return lines
+
+
+def _epilog() -> str:
+    return ("--config takes a YAML path or a preset:\n" + "\n".join(_preset_lines()) + "\n"
+            "Override any key with --set section.key=value (e.g. --set optim.base_lr=0.5).")
 
 
 def _add_common_data(p: argparse.ArgumentParser) -> None:
@@ -113,14 +131,16 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    epilog = _epilog()
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining and evaluation.",
-                                     epilog=EPILOG)
+                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     from byol import __version__
 
     parser.add_argument("--version", action="version", version=f"byol {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL", epilog=EPILOG)
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL", epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common_data(p)
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<data>-<backbone>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")

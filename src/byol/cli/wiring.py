@@ -231,7 +231,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
         trainer.load(torch.load(last, map_location=device, weights_only=False))
     else:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        (run_dir / "env.json").write_text(json.dumps(env_info(device), indent=2))
+        (run_dir / "env.json").write_text(json.dumps({**env_info(device), "views": augment.backend(device)}, indent=2))
         if train.skipped:
             (run_dir / "skipped_files.txt").write_text("\n".join(train.skipped) + "\n")
     summary = trainer.fit()
