@@ -68,8 +68,8 @@ def _finetune_args(p: argparse.ArgumentParser, *, labels_default: list[str], ste
     g.add_argument("--labels", nargs="+", default=labels_default, metavar="SPEC",
                    help="labeled share(s) of train: 1%%, 10%%, 100%% or a count like 500 "
                         f"(default: {' '.join(labels_default).replace('%', '%%')})")
-    g.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.03, 0.1],
-                   help="learning-rate grid, chosen on the validation split (default 0.01 0.03 0.1)")
+    g.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.03, 0.1, 0.3],
+                   help="learning-rate grid, chosen on the validation split (default 0.01 0.03 0.1 0.3)")
     g.add_argument("--weight-decays", nargs="+", type=float, default=[0.0], help="weight-decay grid (default 0)")
     g.add_argument("--epochs", type=float, default=30.0, help="epochs over the labeled subset (default 30)")
     g.add_argument("--steps", type=int, default=steps_default,
