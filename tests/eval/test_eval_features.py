@@ -6,6 +6,7 @@ from torch import nn
 from byol.augment import eval_transform
 from byol.errors import DataError
 from byol.eval import extract_features, linear_eval
+from byol.eval.features import channels_last_weights
 
 MEAN, STD = (0.3,), (0.2,)
 
@@ -111,6 +112,40 @@ def test_channels_last_input_for_conv_models_only():
     extract_features(Probe(True), rgb, size=12, mean=MEAN, std=STD)
     extract_features(Probe(False), rgb, size=12, mean=MEAN, std=STD)
     assert seen == [True, False]
+
+
+def test_weights_are_channels_last_during_the_call_and_restored_after():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            seen.append(self.conv.weight.is_contiguous(memory_format=torch.channels_last))
+            y = self.bn(self.conv(x))
+            seen.append(y.is_contiguous(memory_format=torch.channels_last))  # activations follow the weights
+            return y.mean((2, 3))
+
+    model = Probe()
+    before = {k: (v.data_ptr(), v.clone()) for k, v in model.state_dict().items()}
+    rgb = _images(8, c=3)
+    f = extract_features(model, rgb, size=12, mean=MEAN, std=STD)
+    assert seen == [True, True]
+    for k, v in model.state_dict().items():  # the very same tensors, same values, NCHW again
+        assert v.data_ptr() == before[k][0] and torch.equal(v, before[k][1]), k
+    assert model.conv.weight.is_contiguous()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(f, model(eval_transform(rgb, 12, MEAN, STD)), rtol=1e-5, atol=1e-5)
+    # a model that is already channels_last (the pretraining encoder) is left as it is
+    model = model.to(memory_format=torch.channels_last)
+    ptr = model.conv.weight.data_ptr()
+    with channels_last_weights(model):
+        assert model.conv.weight.data_ptr() == ptr
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_memmap_numpy_input_resize_and_flattening(tmp_path):

@@ -141,7 +141,10 @@ def train_classifier(
     labels = torch.as_tensor(labels).to(torch.int64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        # the copy is trained: channels_last for good (inputs below too), as pretraining does
         enc = copy.deepcopy(encoder).to(device)
+        if any(isinstance(m, nn.Conv2d) for m in enc.modules()):
+            enc = enc.to(memory_format=torch.channels_last)
         dim = _feature_dim(enc, int(images.shape[1]), size, device)
         head = nn.Linear(dim, num_classes).to(device)
     model = nn.Sequential(enc, nn.Flatten(1), head)
@@ -168,7 +171,7 @@ def train_classifier(
         x = imgs[idx]
         if settings.augment:
             x = crop_flip(x, pad, g_aug)
-        x = eval_transform(x, size, mean, std)
+        x = eval_transform(x, size, mean, std).contiguous(memory_format=torch.channels_last)
         for group in opt.param_groups:  # cosine to 0 over all steps
             group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
         loss = F.cross_entropy(model(x), ys[idx])

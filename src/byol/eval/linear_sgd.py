@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 from byol.augment import ViewSpec, apply_view, eval_transform
 from byol.errors import ConfigError, DataError
-from byol.eval.features import extract_features
+from byol.eval.features import channels_last_weights, extract_features
 from byol.eval.finetune import topk_accuracy
 from byol.eval.linear import stratified_split
 
@@ -176,7 +176,8 @@ def _model_device(model: nn.Module) -> torch.device | None:
 
 
 class _Frozen:
-    """Context: encoder in eval mode (flags restored on exit) on ``device`` (moved back on exit)."""
+    """Context: encoder in eval mode (flags restored on exit) on ``device`` (moved back on exit), with
+    channels_last weights (restored on exit)."""
 
     def __init__(self, encoder: nn.Module, device: torch.device) -> None:
         self.encoder, self.device = encoder, device
@@ -189,9 +190,12 @@ class _Frozen:
         if self.moved:
             self.encoder.to(self.device)
         self.encoder.eval()
+        self.layout = channels_last_weights(self.encoder)  # channels_last convolutions (see there)
+        self.layout.__enter__()
         return self.encoder
 
     def __exit__(self, *exc: object) -> None:
+        self.layout.__exit__(None, None, None)
         if self.moved:
             self.encoder.to(self.home)
         for m, was_training in self.flags:
