@@ -7,7 +7,7 @@ parameters (drawn in Python by :func:`byol.augment.views.sample_view_params`), s
 eager ops to float rounding (tested); speed is in ``benchmarks/RESULTS.md``.
 
 It is used for float32 views on CPU with bilinear crops. It is compiled with the system C compiler
-(``$CC``, else ``cc``/``gcc``/``clang``) into ``$BYOL_CACHE_DIR`` (default ``~/.cache/byol``) the first time it is
+(``$CC``, else ``cc``/``gcc``/``clang``) into ``$BYOL_CACHE_DIR/kernels`` (default ``~/.cache/byol/kernels``) the first time it is
 needed (about a second), keyed by the source, the compiler and the CPU. Without a compiler, or when
 compiling fails, byol warns once and uses the eager ops: same results, slower. ``BYOL_FUSED_VIEWS=0``
 turns the fast path off.
@@ -51,10 +51,9 @@ def _enabled() -> bool:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("BYOL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "byol"
-    )
-    return Path(root) / "kernels"
+    """``$BYOL_CACHE_DIR/kernels``, else ``~/.cache/byol/kernels`` (beside the image cache of byol.data)."""
+    env = os.environ.get("BYOL_CACHE_DIR")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "byol") / "kernels"
 
 
 def _compiler() -> str | None:

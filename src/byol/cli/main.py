@@ -1,4 +1,5 @@
-"""``byol`` command line. The only place that reads argv and the environment."""
+"""``byol`` command line. The only place that reads argv and wires configs to objects (the environment is
+read elsewhere only for ``BYOL_*`` switches: the cache directory, the allocator and the fused views)."""
 
 from __future__ import annotations
 
