@@ -261,10 +261,7 @@ class Trainer:
         total = by_epochs
         if self.o.budget_seconds is not None and step_seconds:
             remaining = (self.o.budget_seconds - st.elapsed) * self.o.budget_margin
-            per_step = step_seconds
-            if self.o.eval_every_epochs and self.evaluate is not None:
-                # evaluation time spread over the steps between two evaluations
-                per_step += eval_seconds / (self.o.eval_every_epochs * self.steps_per_epoch)
+            per_step = self._seconds_per_step(step_seconds, eval_seconds)
             # the final evaluation also has to fit in the budget
             budget_steps = st.step + max(1, int((remaining - eval_seconds) / per_step))
             total = min(by_epochs, budget_steps)
@@ -282,6 +279,12 @@ class Trainer:
         st.total_steps = total
         # Warmup never takes more than a fifth of a (short, budgeted) run.
         st.warmup_steps = min(int(round(self.o.warmup_epochs * self.steps_per_epoch)), st.total_steps // 5)
+
+    def _seconds_per_step(self, step_seconds: float, eval_seconds: float) -> float:
+        """A step's wall time plus its share of the periodic evaluations (spread over the steps between two)."""
+        if self.o.eval_every_epochs and self.evaluate is not None:
+            return step_seconds + eval_seconds / (self.o.eval_every_epochs * self.steps_per_epoch)
+        return step_seconds
 
     def schedule_position(self) -> tuple[float, int]:
         """(position, K) at which the lr and tau schedules are read for the current step."""
@@ -424,7 +427,8 @@ class Trainer:
                 if o.budget_seconds is not None and not calibrating and len(recent) == recent.maxlen:
                     # the host slowed down since the last plan: shorten the run before the hard stop cuts it
                     pace_recent = sum(recent) / len(recent)
-                    if st.elapsed + (st.total_steps - st.step) * pace_recent + eval_seconds > o.budget_seconds:
+                    left = (st.total_steps - st.step) * self._seconds_per_step(pace_recent, eval_seconds)
+                    if st.elapsed + left + eval_seconds > o.budget_seconds:
                         before = st.total_steps
                         self._plan(pace_recent, eval_seconds, remap=True, shrink_only=True)
                         if bar and st.total_steps != before:
