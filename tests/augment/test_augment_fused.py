@@ -54,6 +54,13 @@ def test_fused_view_equals_the_eager_ops(name):
     assert (fast - eager).abs().max().item() < 1e-4
 
 
+def test_fused_view_at_imagenet_size_with_the_papers_23_tap_blur():
+    """224 px: the eager blur takes its grouped-convolution branch (> 7 taps); the kernel must still agree."""
+    for spec in (T, T_PRIME.replace(blur_p=1.0)):
+        eager, fast = _both(_images(6, 3, 256, 240), spec, 224)
+        assert (fast - eager).abs().max().item() < 1e-4
+
+
 def test_fused_view_one_channel_and_float_input():
     x = _images(64, 1, 20, 20)
     eager, fast = _both(x, T_PRIME.replace(solarize_p=0.5), 16)
