@@ -1,11 +1,12 @@
 """The fused CPU view kernel against the eager torch ops (RESULTS.md section 9).
 
 1. per-sample cost of the kernel by stage (1 thread, ops switched on one after the other, paper T);
-2. the paper's two views at 32 px, batch 256: fused vs eager, alternating in one process;
-3. ImageNet size: 256 px images -> 224 px views (23-tap blur, which the eager path runs as a grouped
+2. ImageNet size: 256 px images -> 224 px views (23-tap blur, which the eager path runs as a grouped
    convolution), T and T', with the largest difference between the two paths.
 
     .venv/bin/python benchmarks/views_fused.py
+
+The two views at 32 px, batch 256, fused vs eager alternating: ``benchmarks/throughput.py --only views``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-from byol.augment import TwoViewAugment, fused, paper_views, views
+from byol.augment import fused, paper_views, views
 
 
 def _median_ms(fn, reps: int = 7, n: int = 20) -> float:
@@ -51,19 +52,6 @@ def main() -> int:
         print(f"   {name:28s} {_median_ms(lambda: fused.fused_view(x, spec, 32, m, s, p)) * 1e3 / 256:6.2f}")
 
     torch.set_num_threads(2)
-    aug = TwoViewAugment(T, T_PRIME, 32, (0.5,) * 3, (0.25,) * 3)
-    g = torch.Generator().manual_seed(0)
-    rates: dict[str, list[float]] = {"fused": [], "eager": []}
-    import os
-
-    for _ in range(5):
-        for mode, flag in (("fused", "1"), ("eager", "0")):
-            os.environ["BYOL_FUSED_VIEWS"] = flag
-            rates[mode].append(256 / _median_ms(lambda: aug(x, g), reps=1, n=10) * 1e3)
-    os.environ.pop("BYOL_FUSED_VIEWS", None)
-    f, e = statistics.median(rates["fused"]), statistics.median(rates["eager"])
-    print(f"2. paper views, batch 256, 2 threads: fused {f:,.0f} vs eager {e:,.0f} pairs/s ({f / e:.2f}x)")
-
     big = torch.randint(0, 256, (64, 3, 256, 256), dtype=torch.uint8)
     mi, si = views._mean_std((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 3, "cpu", torch.float32)
     for name, spec in (("T", T), ("T'", T_PRIME)):
@@ -72,7 +60,7 @@ def main() -> int:
         tf = _median_ms(lambda: fused.fused_view(big, spec, 224, mi, si, p), 3, 2)
         diff = (views._view_from_float(views._to_float(big, torch.float32), spec, 224, mi, si, p)
                 - fused.fused_view(big, spec, 224, mi, si, p)).abs().max().item()
-        print(f"3. {name:2s} 64 x 256 px -> 224 px, {p['blur_kernel']}-tap blur: eager {te:.0f} ms, fused {tf:.0f} ms "
+        print(f"2. {name:2s} 64 x 256 px -> 224 px, {p['blur_kernel']}-tap blur: eager {te:.0f} ms, fused {tf:.0f} ms "
               f"({te / tf:.1f}x), largest difference {diff:.1e}")
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from byol.augment import eval_transform
 from byol.errors import DataError
 
-__all__ = ["extract_features", "channels_last_weights"]
+__all__ = ["extract_features", "channels_last_weights", "frozen", "is_conv"]
 
 
 def _channel_stats(values: float | Sequence[float] | Tensor, channels: int, name: str) -> list[float]:
@@ -31,7 +31,8 @@ def _channel_stats(values: float | Sequence[float] | Tensor, channels: int, name
     return v
 
 
-def _is_conv(model: nn.Module) -> bool:
+def is_conv(model: nn.Module) -> bool:
+    """Whether the model has 2-D convolutions (then channels_last inputs and weights pay on CPU)."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
@@ -63,6 +64,27 @@ def _model_device(model: nn.Module) -> torch.device | None:
     for t in model.buffers():
         return t.device
     return None
+
+
+@contextmanager
+def frozen(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Context for running a frozen model: on ``device`` (moved back on exit), every module in eval mode
+    (each module's own flag restored on exit, also on error), channels_last weights for convolutional
+    models (:func:`channels_last_weights`, restored before the model moves home)."""
+    flags = [(m, m.training) for m in model.modules()]
+    home = _model_device(model)
+    moved = home is not None and home != device and not (home.type == device.type and device.index is None)
+    try:
+        if moved:
+            model.to(device)
+        model.eval()
+        with channels_last_weights(model) if is_conv(model) else nullcontext(model):
+            yield model
+    finally:
+        if moved:
+            model.to(home)
+        for m, was_training in flags:
+            m.training = was_training
 
 
 def extract_features(
@@ -107,22 +129,11 @@ def extract_features(
     if min(std_t) <= 0:
         raise DataError(f"std must be positive, got {std_t}")
     device = torch.device(device)
-    channels_last = _is_conv(backbone)
+    channels_last = is_conv(backbone)
     use_amp = device.type == "cuda"
 
-    flags = [(m, m.training) for m in backbone.modules()]
-    home = _model_device(backbone)
-    moved = home is not None and home != device and not (
-        home.type == device.type and device.index is None
-    )
     out: Tensor | None = None
-    stack = ExitStack()
-    try:
-        if moved:
-            backbone.to(device)
-        backbone.eval()
-        if channels_last:
-            stack.enter_context(channels_last_weights(backbone))
+    with frozen(backbone, device):
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -149,12 +160,6 @@ def extract_features(
                     bar.update(f.shape[0])
         if bar is not None:
             bar.close()
-    finally:
-        stack.close()  # weights back to their own format before the model moves home
-        if moved:
-            backbone.to(home)
-        for m, was_training in flags:
-            m.training = was_training
     if out is None:  # N == 0: the feature width is unknown without a forward pass
         raise DataError("no images to extract features from (N = 0)")
     return out

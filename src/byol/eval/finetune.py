@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from byol.augment import eval_transform
 from byol.errors import ConfigError, DataError
-from byol.eval.features import extract_features
+from byol.eval.features import extract_features, is_conv
 
 __all__ = ["FinetuneSettings", "crop_flip", "finetune_eval", "train_classifier", "topk_accuracy"]
 
@@ -143,7 +143,7 @@ def train_classifier(
         torch.manual_seed(seed)
         # the copy is trained: channels_last for good (inputs below too), as pretraining does
         enc = copy.deepcopy(encoder).to(device)
-        if any(isinstance(m, nn.Conv2d) for m in enc.modules()):
+        if is_conv(enc):
             enc = enc.to(memory_format=torch.channels_last)
         dim = _feature_dim(enc, int(images.shape[1]), size, device)
         head = nn.Linear(dim, num_classes).to(device)

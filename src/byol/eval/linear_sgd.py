@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 from byol.augment import ViewSpec, apply_view, eval_transform
 from byol.errors import ConfigError, DataError
-from byol.eval.features import channels_last_weights, extract_features
+from byol.eval.features import extract_features, frozen, is_conv
 from byol.eval.finetune import topk_accuracy
 from byol.eval.linear import stratified_split
 
@@ -167,41 +167,6 @@ class LinearHeads:
 # ----------------------------------------------------------------------------------------------
 
 
-def _model_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None
-
-
-class _Frozen:
-    """Context: encoder in eval mode (flags restored on exit) on ``device`` (moved back on exit), with
-    channels_last weights (restored on exit)."""
-
-    def __init__(self, encoder: nn.Module, device: torch.device) -> None:
-        self.encoder, self.device = encoder, device
-        self.flags = [(m, m.training) for m in encoder.modules()]
-        home = _model_device(encoder)
-        self.home = home
-        self.moved = home is not None and home != device and not (home.type == device.type and device.index is None)
-
-    def __enter__(self) -> nn.Module:
-        if self.moved:
-            self.encoder.to(self.device)
-        self.encoder.eval()
-        self.layout = channels_last_weights(self.encoder)  # channels_last convolutions (see there)
-        self.layout.__enter__()
-        return self.encoder
-
-    def __exit__(self, *exc: object) -> None:
-        self.layout.__exit__(None, None, None)
-        if self.moved:
-            self.encoder.to(self.home)
-        for m, was_training in self.flags:
-            m.training = was_training
-
-
 def _check_images(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.ndim != 4:
@@ -275,7 +240,7 @@ def train_linear_heads(
     b = min(settings.batch_size, n)
     total = settings.total_steps(n)
     spec = settings.view_spec()
-    channels_last = any(isinstance(m, nn.Conv2d) for m in encoder.modules())
+    channels_last = is_conv(encoder)
     g, g_aug = _generators(seed, device)
     ys = labels.to(device)
 
@@ -287,7 +252,7 @@ def train_linear_heads(
 
     bar = None
     # inference_mode(False): usable from inside a caller's inference_mode block (the layers need autograd)
-    with torch.inference_mode(False), _Frozen(encoder, device) as enc:
+    with torch.inference_mode(False), frozen(encoder, device) as enc:
         # 1. standardisation statistics: one pass over (up to) stats_samples augmented training images
         #    (without standardisation: one small batch, for the feature width)
         with torch.no_grad():
