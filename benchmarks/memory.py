@@ -29,11 +29,14 @@ def child(name: str, batch: int, amp: str) -> None:
     sys.path.insert(0, str(HERE))
     from throughput import StepParts
 
+    from byol.runtime import malloc_mode, tune_malloc
+
+    tune_malloc()  # as the CLI does: freed memory stays in the process unless BYOL_MALLOC=glibc
     torch.set_num_threads(2)
     sp = StepParts(name, amp, batch)
     for k in range(2):
         sp.step(k)
-    print(json.dumps({"setting": name, "batch": batch, "amp": amp,
+    print(json.dumps({"setting": name, "batch": batch, "amp": amp, "malloc": malloc_mode(),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 

@@ -27,6 +27,10 @@ section are alternated in rotating order, repetition by repetition, and medians 
   (d) peak memory of every configuration: its process's peak RSS (ru_maxrss) and, sampled every 0.5 s, the
       PSS summed over the process and its DataLoader workers.
 
+Allocator: byol's contenders run with its CLI's default (freed memory kept in the process, byol/runtime.py),
+the peers with glibc's defaults as they ship; the step section adds ``lightly+keepmem``, lightly's step given
+byol's setting, so that the table shows how much of a gap is the allocator and how much the code.
+
 Other processes on the machine distort CPU timings badly (2 torch threads on 2 cores lose far more than half
 their speed when a third process takes a core), so every measurement also records how many cores other
 processes used meanwhile ("other load"), and a contaminated one is repeated (--max-other-load, --retries).
@@ -643,12 +647,18 @@ BENCHES = {"step": StepBench, "views": ViewsBench, "e2e-byol": ByolE2E, "e2e-lig
 def _worker(conn, kind: str, params: dict, threads: int) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
+    params = dict(params)
+    if params.pop("malloc", "glibc") == "keep":  # before the first large allocation
+        from byol.runtime import tune_malloc
+
+        tune_malloc()
     sampler = MemorySampler()
     sampler.start()
     try:
         rss0 = _maxrss_mb()
         bench = BENCHES[kind](**params)
-        conn.send(("ready", {**bench.info, "rss_start_mb": rss0, "rss_after_setup_mb": _maxrss_mb()}))
+        conn.send(("ready", {**bench.info, "rss_start_mb": rss0, "rss_after_setup_mb": _maxrss_mb(),
+                             "malloc": malloc_mode_of_this_process()}))
         while True:
             msg = conn.recv()
             if msg[0] == "run":
@@ -664,6 +674,21 @@ def _worker(conn, kind: str, params: dict, threads: int) -> None:
         conn.close()
 
 
+def malloc_mode_of_this_process() -> str:
+    from byol import runtime
+
+    return "keep" if runtime._done else "glibc"
+
+
+def malloc_for(label: str) -> str:
+    """The allocator setting a contender runs with: byol's rows as its CLI runs them (freed memory kept in the
+    process, byol/runtime.py, unless BYOL_MALLOC=glibc), the peers as they ship (glibc's defaults), and rows
+    labelled ``...+keepmem`` (a peer given byol's setting, to show how much of a difference is the allocator)."""
+    if label.startswith("byol") and label != "byol-pytorch" or label.endswith("+keepmem"):
+        return "keep"
+    return "glibc"
+
+
 class Contender:
     """A benchmark configuration living in its own (spawned) process, driven over a pipe."""
 
@@ -672,6 +697,7 @@ class Contender:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         # not a daemon: lightly's DataLoader starts worker processes of its own
+        params = {"malloc": malloc_for(label), **params}
         self.proc = ctx.Process(target=_worker, args=(child, kind, params, threads), daemon=False)
         self.proc.start()
         child.close()
@@ -872,7 +898,8 @@ def summarize(cons: list[Contender], peak: float | None = None, peak_bf16: float
                 row["mfu"] = round(fpp * med / 1e9 / pk, 3)
         if c.runs and "data_views_s" in c.runs[0]:
             row["data_views_share"] = round(_median([r["data_views_s"] / r["seconds"] for r in c.runs]), 3)
-        for k in ("per_sample_params", "decode_s", "cached_load_s", "images", "optimizer", "index_s", "flop_count_batch"):
+        for k in ("per_sample_params", "decode_s", "cached_load_s", "images", "optimizer", "index_s", "flop_count_batch",
+                  "malloc"):
             if k in c.info:
                 v = c.info[k]
                 row[k] = round(v, 2) if isinstance(v, float) else v
@@ -911,13 +938,13 @@ def fmt_table(rows: list[dict], cols: list[tuple[str, str]]) -> list[str]:
 
 STEP_COLS = [("impl", "impl"), ("pairs/s", "pairs_per_s"), ("min-max", "spread"), ("GFLOP/pair", "gflop_per_pair"),
              ("GFLOP/s", "achieved_gflops"), ("MFU", "mfu"), ("byol speed-up", "byol_speedup"),
-             ("peak RSS MB", "peak_rss_mb"), ("other load", "other_load_max")]
+             ("malloc", "malloc"), ("peak RSS MB", "peak_rss_mb"), ("other load", "other_load_max")]
 VIEW_COLS = [("impl", "impl"), ("pairs/s", "pairs_per_s"), ("min-max", "spread"), ("byol speed-up", "byol_speedup"),
              ("per-sample params", "per_sample_params"), ("peak RSS MB", "peak_rss_mb"),
              ("other load", "other_load_max")]
 E2E_COLS = [("pipeline", "impl"), ("pairs/s", "pairs_per_s"), ("min-max", "spread"), ("byol speed-up", "byol_speedup"),
             ("data+views share", "data_views_share"), ("peak RSS MB", "peak_rss_mb"),
-            ("with workers, PSS MB", "peak_tree_pss_mb"), ("other load", "other_load_max")]
+            ("malloc", "malloc"), ("with workers, PSS MB", "peak_tree_pss_mb"), ("other load", "other_load_max")]
 
 
 # ============================================================================================ main
@@ -997,9 +1024,9 @@ def main() -> int:
         if key not in sections:
             continue
         log(f"\n(a) model step: {title}, batch {batch}")
-        impls = ("byol", "lightly", "byol-pytorch") + (("byol-bf16",) if amx else ())
-        specs = [(impl, "step", {"impl": impl, "setting": setting, "batch": batch, "flop_batch": 8 if q else 16})
-                 for impl in impls]
+        impls = ("byol", "lightly", "byol-pytorch", "lightly+keepmem") + (("byol-bf16",) if amx else ())
+        specs = [(impl, "step", {"impl": impl.removesuffix("+keepmem"), "setting": setting, "batch": batch,
+                                 "flop_batch": 8 if q else 16}) for impl in impls]
         cons = alternate(specs, nrep, target, a.threads, fixed_units=1 if target == 0 else None, log=log, **guard)
         rows = summarize(cons, peak, peak_bf16)
         results["sections"][key] = {"title": title, "batch": batch, "rows": rows}
@@ -1101,6 +1128,9 @@ def main() -> int:
         "byol-pytorch runs with `use_simplicial_embeddings=False` (on by default in 0.9.1: a block that "
         "is not in the paper), `hidden_layer=-1`, the pre-made views fed through `augment_fn`/`augment_fn2` "
         "instead of its per-batch default augmentation; it still encodes both views as one concatenated batch.",
+        "'malloc': byol's rows run with its CLI's default (freed memory kept in the process, byol/runtime.py: "
+        "`keep`), the peers with glibc's defaults as they ship (`glibc`); `lightly+keepmem` is lightly's step "
+        "given byol's setting.",
         "",
     ]
     print("\n" + "=" * 100 + "\nMarkdown for benchmarks/RESULTS.md:\n")

@@ -30,6 +30,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import StepParts, matmul_peak  # noqa: E402
 
+from byol.runtime import tune_malloc  # noqa: E402
+
 GROUPS = [  # (group, substrings of aten op names), first match wins
     ("convolution", ("conv", "mkldnn_convolution")),
     ("matmul", ("addmm", "aten::mm", "matmul", "bmm", "linear")),
@@ -141,11 +143,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--amp", choices=["off", "bf16"], default="off", help="autocast of the forward (default fp32)")
     a = ap.parse_args()
+    tuned = tune_malloc()  # as the CLI does (BYOL_MALLOC=glibc keeps glibc's defaults)
     if a.threads:
         torch.set_num_threads(a.threads)
     dt = torch.bfloat16 if a.amp == "bf16" else torch.float32
     peak = matmul_peak(dtype=dt)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {str(dt)[6:]} matmul peak {peak:.1f} GFLOP/s")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {str(dt)[6:]} matmul peak {peak:.1f} GFLOP/s; "
+          f"malloc {'keeps freed memory' if tuned else 'glibc defaults'}")
     for name in a.only or ["demo", "resnet18-cifar"]:
         sp = StepParts(name, a.amp)
         steps = 10 if name == "demo" else 1

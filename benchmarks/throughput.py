@@ -11,7 +11,7 @@ For each setting it measures, alternating repetitions and reporting medians:
 
     python benchmarks/throughput.py                 # everything
     python benchmarks/throughput.py --only demo --reps 5
-    BYOL_MALLOC=tuned python benchmarks/throughput.py     # raised glibc malloc thresholds (opt-in)
+    BYOL_MALLOC=glibc python benchmarks/throughput.py     # glibc's malloc defaults instead of the CLI's
 """
 
 from __future__ import annotations
@@ -205,10 +205,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    tuned = tune_malloc()  # as the CLI does: only with BYOL_MALLOC=tuned
+    tuned = tune_malloc()  # as the CLI does (BYOL_MALLOC=glibc keeps glibc's defaults)
     peak = matmul_peak(dtype=torch.bfloat16 if a.amp == "bf16" else torch.float32)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"{'bf16' if a.amp == 'bf16' else 'fp32'} matmul peak {peak:.1f} GFLOP/s; malloc thresholds {'raised' if tuned else 'glibc default'}")
+          f"{'bf16' if a.amp == 'bf16' else 'fp32'} matmul peak {peak:.1f} GFLOP/s; malloc {'keeps freed memory (byol default)' if tuned else 'glibc defaults'}")
     rows = []
     only = a.only or ["views", "features", "demo", "resnet18-cifar"]
     if "views" in only:

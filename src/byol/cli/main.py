@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from byol.runtime import tune_malloc
 
-    tune_malloc()  # only with BYOL_MALLOC=tuned (opt-in; byol/runtime.py)
+    tune_malloc()  # keep freed memory in the process unless BYOL_MALLOC=glibc (byol/runtime.py)
     warnings.filterwarnings("default", category=UserWarning, module="byol")
     try:
         return int(args.func(args) or 0)
