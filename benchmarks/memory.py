@@ -44,7 +44,7 @@ def fit(rows: list[dict]) -> tuple[float, float]:
     """Least-squares line peak = a + b * batch."""
     xs = [r["batch"] for r in rows]
     ys = [r["peak_rss_mb"] for r in rows]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
     return my - b * mx, b
 

@@ -10,8 +10,8 @@ row measures the recipe, not the engine's extras (checkpoints, online kNN). Exam
 """
 import argparse, json, time
 
-import torch, torch.nn.functional as F, torchvision
-from byol.augment import TwoViewAugment, ViewSpec, paper_views
+import torch, torch.nn.functional as F
+from byol.augment import TwoViewAugment, paper_views
 from byol.augment.views import eval_transform
 from byol.models import build_backbone
 from byol.methods import BYOL

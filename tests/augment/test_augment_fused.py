@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from byol.augment import TwoViewAugment, ViewSpec, apply_view, fused, paper_views, views
+from byol.augment import TwoViewAugment, apply_view, fused, paper_views, views
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="no C compiler: the fused kernel is not built")
 

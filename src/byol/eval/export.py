@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from byol.errors import ByolError, ConfigError
-from byol.models.tv_resnets import TORCHVISION_RESNETS, torchvision_resnet  # noqa: F401 (re-exported)
+from byol.errors import ByolError
+from byol.models.tv_resnets import torchvision_resnet  # noqa: F401 (re-exported)
 
 __all__ = [
     "backbone_meta",
