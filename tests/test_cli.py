@@ -64,6 +64,8 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
         (["pretrain", "--config", "nope"], "config 'nope' not found"),
         (["pretrain", "--config", "tiny", "--data", "/no/such/folder"], "/no/such/folder"),
         (["pretrain", "--config", "tiny", "--budget", "ten minutes"], "bad duration"),
+        (["pretrain", "--config", "tiny", "--set", "train.budget_pace_window=0"],
+         "train.budget_pace_window must be a positive number of steps"),
         (["pretrain", "--resume", "/no/such/run"], "not a run directory"),
     ],
 )
@@ -123,3 +125,19 @@ def test_help_lists_every_preset_with_its_description(capsys):
     for f in presets:
         desc = yaml.safe_load(f.read_text())["description"]
         assert f"  {f.stem}: {desc}" in out
+
+
+def test_budget_pace_window_reaches_the_trainer(image_folder, tmp_path, monkeypatch):
+    import byol.cli.wiring as wiring
+
+    seen = {}
+    real = wiring.Trainer
+
+    def spy(*args, **kwargs):
+        seen["window"] = kwargs["options"].budget_pace_window
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(wiring, "Trainer", spy)
+    assert _run(["pretrain", "--config", "tiny", "--data", str(image_folder), "--run-dir", tmp_path / "r",
+                 "--set", "train.epochs=0.1", "--set", "train.budget_pace_window=7", "--set", "train.knn_every=0"]) == 0
+    assert seen["window"] == 7

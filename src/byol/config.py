@@ -80,6 +80,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: float = 1000.0
     budget: str | None = None  #: wall-clock budget ("10m", "1h30m", "90s"); schedules fit the budget
+    budget_pace_window: int = 32  #: with a budget: steps averaged by the per-step pace check (docs/guide.md)
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"  #: auto (fp16 on CUDA, bf16 on CPUs with AMX, else off) | off | fp16 | bf16
@@ -280,6 +281,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"method.tau_base must be in [0, 1], got {cfg.method.tau_base}")
     if t.epochs <= 0:
         raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
+    if t.budget_pace_window <= 0:
+        raise ConfigError(f"train.budget_pace_window must be a positive number of steps, got {t.budget_pace_window}")
     if t.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
     parse_duration(t.budget)

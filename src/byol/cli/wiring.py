@@ -218,7 +218,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
         accum_steps=cfg.optim.accum_steps, budget_seconds=parse_duration(cfg.train.budget), amp=cfg.train.amp,
         channels_last=cfg.train.channels_last, log_every=cfg.train.log_every, ckpt_every=cfg.train.ckpt_every,
         ckpt_seconds=cfg.train.ckpt_minutes * 60, eval_every_epochs=cfg.train.knn_every if monitor else 0.0,
-        seed=cfg.train.seed, progress=cfg.train.progress,
+        seed=cfg.train.seed, progress=cfg.train.progress, budget_pace_window=cfg.train.budget_pace_window,
     )
     trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
