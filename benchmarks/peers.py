@@ -655,10 +655,11 @@ def _worker(conn, kind: str, params: dict, threads: int) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     params = dict(params)
+    kept = False
     if params.pop("malloc", "glibc") == "keep":  # before the first large allocation
         from byol.runtime import tune_malloc
 
-        tune_malloc()
+        kept = tune_malloc()
     sampler = MemorySampler()
     if kind.startswith("e2e"):  # only those start DataLoader workers; elsewhere ru_maxrss is the whole story
         sampler.start()
@@ -666,7 +667,7 @@ def _worker(conn, kind: str, params: dict, threads: int) -> None:
         rss0 = _maxrss_mb()
         bench = BENCHES[kind](**params)
         conn.send(("ready", {**bench.info, "rss_start_mb": rss0, "rss_after_setup_mb": _maxrss_mb(),
-                             "malloc": malloc_mode_of_this_process()}))
+                             "malloc": "keep" if kept else "glibc"}))
         while True:
             msg = conn.recv()
             if msg[0] == "run":
@@ -686,12 +687,6 @@ def _worker(conn, kind: str, params: dict, threads: int) -> None:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
-
-
-def malloc_mode_of_this_process() -> str:
-    from byol import runtime
-
-    return "keep" if runtime._done else "glibc"
 
 
 def malloc_for(label: str) -> str:

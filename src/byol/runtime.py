@@ -7,15 +7,16 @@ cache of its own, so every activation a step allocates above that size costs fre
 the kernel zeroing its pages, although the previous step freed the same block a moment ago.
 
 For the paper's ResNet-18 at batch 256 the first-stage activations are 64 MiB each: measured on the
-development machine (AMD EPYC, 2 threads, benchmarks/RESULTS.md section 4) that was 1.45 million page
-faults per step (5.8 GB zeroed) and 15% of the step's CPU time in the kernel; keeping the memory in the
-process (below) made the step 19-35% faster (16.7 vs 12.4-14.1 pairs/s), as fast as tcmalloc. Small
-settings (the demo preset, whose blocks stay under 32 MiB) neither gain nor lose.
+development machine (AMD EPYC, 2 threads, benchmarks/RESULTS.md section 4) that was 1.5 million page
+faults per step and 15% of the step's CPU time in the kernel; keeping the memory in the process (below)
+made the step 18-35% faster, as fast as tcmalloc, and the small demo step 10% faster
+(benchmarks/malloc_ab.py).
 
 So the CLI applies it **by default**: ``M_MMAP_MAX=0`` (large blocks come from the heap too) and
 ``M_TRIM_THRESHOLD`` at its maximum (freed memory stays in the process for the next step). The cost:
-the process keeps its peak resident size until it exits, which a training process reaches within one
-step anyway. ``BYOL_MALLOC=glibc`` keeps glibc's defaults.
+the process keeps its peak resident size until it exits, and glibc's heap fragments, so ResNet-18 at
+batch 256 peaks at 4.25 instead of 3.63 GB (flat after the second step). ``BYOL_MALLOC=glibc`` keeps
+glibc's defaults.
 """
 
 from __future__ import annotations
