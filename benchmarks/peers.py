@@ -211,7 +211,7 @@ def _median(xs: list[float]) -> float:
 # =========================================================================== (a) model-step contenders
 def step_config(setting: str, batch: int):
     """(config, channels, size) of a model-step setting; built exactly as throughput.py / the CLI do."""
-    from byol.cli.wiring import find_preset
+    from byol.config import find_preset
     from byol.config import PretrainConfig, build_config
 
     if setting == "resnet18-cifar":
@@ -237,24 +237,25 @@ def make_optimizer(cfg, modules):
 def fixed_views(cfg, ch: int, size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same two view tensors in every process: byol's views of seeded random uint8 images."""
     from byol.augment import TwoViewAugment
-    from byol.cli.wiring import view_specs
+    from byol.augment import view_specs
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8, generator=g)
-    v1, v2 = TwoViewAugment(*view_specs(cfg.views), size, [0.5] * ch, [0.25] * ch)(x, g)
+    v1, v2 = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, [0.5] * ch, [0.25] * ch)(x, g)
     return _cl(v1), _cl(v2)
 
 
 class ByolModel:
-    """byol's BYOL method, built as the CLI builds it (byol.cli.wiring.build_method)."""
+    """byol's BYOL method, built as the CLI builds it (byol.methods.build_method)."""
 
     name = "byol"
 
     def __init__(self, cfg, ch: int, amp: str = "off") -> None:
-        from byol.cli.wiring import build_method
-        from byol.engine import autocast_for
+        from byol.methods import build_method
+        from byol.models.factory import backbone_factory
+        from byol.runtime.device import autocast_for
 
-        self.method = build_method(cfg, ch).to(memory_format=CL)
+        self.method = build_method(cfg.method, backbone_factory(cfg.model, ch)).to(memory_format=CL)
         self.method.train()
         self.opt = make_optimizer(cfg, self.method.trainable_modules())
         self.autocast, _ = autocast_for(torch.device("cpu"), amp)  # what the engine does with train.amp
@@ -282,14 +283,14 @@ class LightlyModel:
         from lightly.models.utils import deactivate_requires_grad
         from torch import nn
 
-        from byol.cli.wiring import build_encoder
+        from byol.models.factory import build_encoder
 
         m = cfg.model
         backbone = build_encoder(m, ch)
         net = nn.Module()
         net.backbone = backbone
-        net.projection_head = BYOLProjectionHead(backbone.feature_dim, m.proj_hidden, m.proj_dim)
-        net.prediction_head = BYOLPredictionHead(m.proj_dim, m.pred_hidden, m.proj_dim)
+        net.projection_head = BYOLProjectionHead(backbone.feature_dim, cfg.method.proj_hidden, cfg.method.proj_dim)
+        net.prediction_head = BYOLPredictionHead(cfg.method.proj_dim, cfg.method.pred_hidden, cfg.method.proj_dim)
         net.backbone_momentum = copy.deepcopy(net.backbone)
         net.projection_head_momentum = copy.deepcopy(net.projection_head)
         deactivate_requires_grad(net.backbone_momentum)
@@ -363,15 +364,15 @@ class LucidrainsModel:
     def __init__(self, cfg, ch: int, size: int) -> None:
         from byol_pytorch import BYOL
 
-        from byol.cli.wiring import build_encoder
+        from byol.models.factory import build_encoder
 
         m = cfg.model
-        if m.pred_hidden != m.proj_hidden:
+        if cfg.method.pred_hidden != cfg.method.proj_hidden:
             raise ValueError("byol-pytorch uses one hidden size for projector and predictor")
         self.f1, self.f2 = _Feed(ch), _Feed(ch)
         self.learner = BYOL(
-            build_encoder(m, ch), image_size=size, hidden_layer=-1, projection_size=m.proj_dim,
-            projection_hidden_size=m.proj_hidden, augment_fn=self.f1, augment_fn2=self.f2,
+            build_encoder(m, ch), image_size=size, hidden_layer=-1, projection_size=cfg.method.proj_dim,
+            projection_hidden_size=cfg.method.proj_hidden, augment_fn=self.f1, augment_fn2=self.f2,
             moving_average_decay=cfg.method.tau_base, use_momentum=True, use_simplicial_embeddings=False,
         )  # fmt: skip
         self.learner = self.learner.to(memory_format=CL)
@@ -545,7 +546,9 @@ class ByolE2E:
 
     def __init__(self, folder: str, batch: int, cache_dir: str, warmup_steps: int = 2, amp: str = "off") -> None:
         from byol.augment import TwoViewAugment
-        from byol.cli.wiring import build_method, view_specs
+        from byol.augment import view_specs
+        from byol.methods import build_method
+        from byol.models.factory import backbone_factory
         from byol.data import load_images
         from byol.engine import LoopOptions, Trainer
         from byol.schedules import scaled_lr
@@ -559,9 +562,9 @@ class ByolE2E:
         cached_s = time.perf_counter() - t
         cfg, ch, size = step_config("cpu-rgb32", batch)
         assert train.num_channels == ch and train.image_size == size, (train.images.shape, ch, size)
-        method = build_method(cfg, ch).to(memory_format=CL)
+        method = build_method(cfg.method, backbone_factory(cfg.model, ch)).to(memory_format=CL)
         opt = make_optimizer(cfg, method.trainable_modules())
-        aug = TwoViewAugment(*view_specs(cfg.views), size, CIFAR_MEAN, CIFAR_STD)
+        aug = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, CIFAR_MEAN, CIFAR_STD)
         opts = LoopOptions(epochs=1000.0, peak_lr=scaled_lr(cfg.optim.base_lr, batch), warmup_epochs=0.0,
                            channels_last=True, log_every=cfg.train.log_every, eval_every_epochs=0.0, progress=False,
                            amp=amp)
@@ -1009,7 +1012,7 @@ def main() -> int:
     peak = peak0["median"]
     print(f"fp32 2048x2048 matmul: median {peak:.1f} GFLOP/s (best {peak0['best']:.1f}; other processes used "
           f"{peak0['other_load_cores']:.2f} cores meanwhile)", flush=True)
-    from byol.engine import cpu_has_fast_bf16
+    from byol.runtime.device import cpu_has_fast_bf16
 
     amx = cpu_has_fast_bf16()  # then byol's default (train.amp=auto) is bf16 autocast: measured as an extra row
     peak_bf16 = matmul_peak(dtype=torch.bfloat16, **guard)["median"] if amx else None

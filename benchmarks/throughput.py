@@ -29,9 +29,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from byol.augment import TwoViewAugment, paper_views
-from byol.cli.wiring import build_encoder, build_method, find_preset, view_specs
+from byol.augment import view_specs
+from byol.config import find_preset
+from byol.methods import build_method
+from byol.models.factory import backbone_factory, build_encoder
 from byol.config import PretrainConfig, build_config
-from byol.engine import autocast_for
+from byol.runtime.device import autocast_for
 from byol.eval import extract_features
 from byol.optim import build_optimizer
 from byol.runtime import tune_malloc
@@ -72,9 +75,9 @@ class StepParts:
         self.autocast, _ = autocast_for(torch.device("cpu"), amp)  # as the engine applies train.amp
         self.cfg, self.channels, self.size, self.batch = cfg, ch, size, batch
         torch.manual_seed(0)
-        s1, s2 = view_specs(cfg.views)
+        s1, s2 = view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both)
         self.aug = TwoViewAugment(s1, s2, cfg.data.view_size or size, [0.5] * ch, [0.25] * ch)
-        self.method = build_method(cfg, ch).to(memory_format=torch.channels_last)
+        self.method = build_method(cfg.method, backbone_factory(cfg.model, ch)).to(memory_format=torch.channels_last)
         o = cfg.optim
         self.opt = build_optimizer(o.name, self.method.trainable_modules(), lr=0.1, weight_decay=o.weight_decay,
                                    momentum=o.momentum, eta=o.eta)

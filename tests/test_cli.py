@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from byol.cli import main
-from byol.cli.wiring import load_encoder
+from byol.rundir import load_encoder
 from byol.eval import extract_features, knn_eval
 
 
@@ -103,9 +103,9 @@ def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tm
 
 
 def test_compile_without_a_compiler_is_a_clear_error(image_folder, tmp_path, capsys, monkeypatch):
-    import byol.cli.wiring as wiring
+    import byol.pretrain as pretrain
 
-    monkeypatch.setattr(wiring.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pretrain.shutil, "which", lambda name: None)
     common = ["--config", "tiny", "--data", image_folder, "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     assert _run(["pretrain", *common, "--run-dir", tmp_path / "run", "--set", "train.compile=true",
                  "--device", "cpu"]) == 2
@@ -118,9 +118,9 @@ def test_help_lists_every_preset_with_its_description(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     import yaml
-    from byol.cli.wiring import CONFIG_DIR
+    from byol.config import PRESETS_DIR
 
-    presets = sorted(CONFIG_DIR.glob("*.yaml"))
+    presets = sorted(PRESETS_DIR.glob("*.yaml"))
     assert len(presets) >= 4
     for f in presets:
         desc = yaml.safe_load(f.read_text())["description"]
@@ -128,16 +128,16 @@ def test_help_lists_every_preset_with_its_description(capsys):
 
 
 def test_budget_pace_window_reaches_the_trainer(image_folder, tmp_path, monkeypatch):
-    import byol.cli.wiring as wiring
+    import byol.pretrain as pretrain
 
     seen = {}
-    real = wiring.Trainer
+    real = pretrain.Trainer
 
     def spy(*args, **kwargs):
         seen["window"] = kwargs["options"].budget_pace_window
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(wiring, "Trainer", spy)
+    monkeypatch.setattr(pretrain, "Trainer", spy)
     assert _run(["pretrain", "--config", "tiny", "--data", str(image_folder), "--run-dir", tmp_path / "r",
                  "--set", "train.epochs=0.1", "--set", "train.budget_pace_window=7", "--set", "train.knn_every=0"]) == 0
     assert seen["window"] == 7

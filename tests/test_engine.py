@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from byol.augment import TwoViewAugment, paper_views
-from byol.engine import LoopOptions, Trainer, atomic_save
+from byol.engine import LoopOptions, Trainer
+from byol.rundir import atomic_save
+from byol.config import MethodConfig
 from byol.methods import BYOL
 from byol.models import build_backbone
 from byol.optim import build_optimizer
@@ -14,8 +16,8 @@ from byol.optim import build_optimizer
 
 def _trainer(images, run_dir, *, stop_after=None, **opts):
     torch.manual_seed(0)
-    enc = build_backbone("convnet", in_channels=1, widths=[4, 8])
-    method = BYOL(enc, proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy")
+    method = BYOL(lambda: build_backbone("convnet", in_channels=1, widths=[4, 8]),
+                  MethodConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy"))
     opt = build_optimizer("lars", method.trainable_modules(), lr=0.2, weight_decay=1e-6)
     t1, t2 = paper_views()
     aug = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])
@@ -203,7 +205,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 
 
 def test_amp_auto_picks_bf16_only_on_cpus_with_amx(monkeypatch):
-    from byol import engine
+    from byol.runtime import device as engine
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from byol.cli.wiring import CONFIG_DIR, find_preset
-from byol.config import PretrainConfig, build_config, validate_pretrain
+from byol.config import PRESETS_DIR as CONFIG_DIR
+from byol.config import PretrainConfig, build_config, find_preset, validate_pretrain
 from byol.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -27,7 +27,7 @@ def test_preset_parses_and_validates(name):
 def test_paper_preset_is_the_papers_recipe():
     cfg = build_config(PretrainConfig, files=[find_preset("imagenet-paper")])
     assert cfg.model.backbone == "resnet50" and not cfg.model.small_stem
-    assert (cfg.model.proj_hidden, cfg.model.proj_dim, cfg.model.pred_hidden) == (4096, 256, 4096)
+    assert (cfg.method.proj_hidden, cfg.method.proj_dim, cfg.method.pred_hidden) == (4096, 256, 4096)
     assert cfg.method.tau_base == 0.996
     o = cfg.optim
     assert (o.name, o.base_lr, o.weight_decay, o.batch_size, o.warmup_epochs, o.eta) == ("lars", 0.2, 1.5e-6, 4096, 10, 0.001)

@@ -42,14 +42,16 @@ class ModelConfig:
     width: float = 1.0
     small_stem: bool = False
     options: dict[str, Any] = field(default_factory=dict)  #: extra backbone options (e.g. convnet widths)
-    proj_hidden: int = 4096
-    proj_dim: int = 256
-    pred_hidden: int = 4096
 
 
 @dataclass
 class MethodConfig:
+    """The self-supervised method (``byol.methods.METHODS``) and its heads. The backbone is ``model``."""
+
     name: str = "byol"
+    proj_hidden: int = 4096  #: projector MLP hidden width (paper: 4096)
+    proj_dim: int = 256  #: projection size (paper: 256)
+    pred_hidden: int = 4096  #: predictor MLP hidden width (paper: 4096)
     tau_base: float = 0.996
     target_init: str = "random"
     use_predictor: bool = True
@@ -106,6 +108,53 @@ class PretrainConfig:
     description: str = ""  #: one line shown for the preset in ``byol --help`` / ``byol pretrain --help``
 
 
+#: Presets ship inside the package (``byol/configs``); the repository's ``configs/`` is a symlink to it.
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+#: Keys that moved between sections; configs written before the move (run directories, user YAML,
+#: ``--set``) are read at the new place. The heads belong to the method, the model is the backbone.
+_MOVED_KEYS = {("model", "proj_hidden"): "method", ("model", "proj_dim"): "method", ("model", "pred_hidden"): "method"}
+
+
+def preset_names() -> list[str]:
+    return sorted(f.stem for f in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """A config path, or the name of a preset (``fashion-mnist`` -> byol/configs/fashion-mnist.yaml)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for cand in (PRESETS_DIR / str(name_or_path), PRESETS_DIR / f"{name_or_path}.yaml"):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"config {str(name_or_path)!r} not found (a YAML file, or a preset: {', '.join(preset_names())})")
+
+
+def preset_descriptions() -> dict[str, str]:
+    """``name -> description`` of every shipped preset (read as YAML only: cheap, for ``--help``)."""
+    out = {}
+    for name in preset_names():
+        try:
+            out[name] = str((yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text()) or {}).get("description", ""))
+        except (OSError, yaml.YAMLError):
+            out[name] = "(unreadable)"
+    return out
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Move keys of older configs to where they live now (see ``_MOVED_KEYS``); the new place wins."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for (section, key), target in _MOVED_KEYS.items():
+        old = out.get(section)
+        if isinstance(old, dict) and key in old:
+            value = old.pop(key)
+            new = out.setdefault(target, {})
+            if isinstance(new, dict):
+                new.setdefault(key, value)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # dict <-> dataclass with validation
 
@@ -121,14 +170,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -243,6 +291,8 @@ def build_config(
         data = merge(data, extra)
     for o in overrides:
         data = merge(data, parse_override(o))
+    if cls is PretrainConfig:
+        data = _migrate(data)
     return from_dict(cls, data)
 
 

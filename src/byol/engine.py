@@ -8,16 +8,13 @@ the wall-clock budget, progress bar, ``metrics.jsonl`` / TensorBoard, and the co
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import threading
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from byol import dist
 from byol.data.loader import BatchIterator, gather_batch
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
+from byol.rundir import JsonlLogger, atomic_save
+from byol.runtime.device import PRECISION_NAMES, autocast_for, resolve_amp
 from byol.schedules import warmup_cosine, warped_step
 
 CHECKPOINT_VERSION = 1
@@ -84,96 +83,6 @@ def _median(xs: list[float]) -> float:
     return ys[len(ys) // 2]
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on x86 CPUs with AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bf16 matmuls
-    and convolutions several times faster than fp32 (measured on the development machine: 2048^2 matmul
-    1,249 vs 226 GFLOP/s). Elsewhere CPU bf16 is emulated and far slower than fp32 (under 1 GFLOP/s
-    measured on an AVX2 host), so it must never be chosen automatically there."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent = unknown
-    try:
-        return bool(check()) if check is not None else False
-    except Exception:  # noqa: BLE001 - any failure means "don't rely on it"
-        return False
-
-
-def resolve_amp(device: torch.device, amp: str) -> str:
-    """The precision ``amp`` means on ``device``: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX
-    (a departure from fp32 training: docs/departures.md), off elsewhere."""
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return "bf16"
-    return "off"
-
-
-def autocast_for(device: torch.device, amp: str):
-    """The autocast context and gradient scaler for ``amp`` (``auto``: see :func:`resolve_amp`)."""
-    amp = resolve_amp(device, amp)
-    if amp == "off":
-        return nullcontext(), None
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if device.type == "cpu" and amp == "bf16" and not cpu_has_fast_bf16():
-        warnings.warn("bf16 autocast on a CPU without AMX is far slower than fp32 (set train.amp=off)", stacklevel=2)
-    scaler = torch.amp.GradScaler(device.type) if (dtype == torch.float16 and device.type == "cuda") else None
-    return torch.autocast(device_type=device.type, dtype=dtype), scaler
-
-
-class JsonlLogger:
-    """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
-
-    def __init__(self, run_dir: Path | None, tensorboard: bool = True) -> None:
-        self.path = run_dir / "metrics.jsonl" if run_dir else None
-        self.tb = None
-        if run_dir and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except Exception as exc:  # tensorboard missing or broken: metrics.jsonl still has everything
-                warnings.warn(f"TensorBoard logging disabled ({exc})", stacklevel=2)
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.path:
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        if self.tb:
-            step = int(record.get("step", 0))
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.tb:
-            self.tb.close()
-
-
 class Trainer:
     """Train ``method`` on uint8 ``images`` with views from ``augment``.
 
@@ -215,7 +124,7 @@ class Trainer:
         self.micro_per_epoch = self.batches.steps_per_epoch
         self.steps_per_epoch = self.micro_per_epoch / options.accum_steps
         amp = resolve_amp(device, options.amp)
-        self.precision = {"off": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
+        self.precision = PRECISION_NAMES[amp]
         self.autocast, self.scaler = autocast_for(device, amp)
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(options.seed * 1000 + self.rank)

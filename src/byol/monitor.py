@@ -1,4 +1,4 @@
-"""Collapse diagnostics computed on a batch of projections.
+"""Training monitors: collapse diagnostics on a batch of projections, and the online kNN accuracy.
 
 For ``d``-dimensional l2-normalized projections spread over the sphere, the per-dimension standard
 deviation is about ``1/sqrt(d)``; a collapsed representation (every input mapped to the same point)
@@ -8,10 +8,12 @@ has std -> 0 and effective rank -> 1 (Jing et al. / Roy & Vetterli's entropy-bas
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from byol.eval import extract_features, knn_eval
 from byol.losses import l2_normalize
 
 #: Warn when the per-dimension std of normalized projections falls below this fraction of 1/sqrt(d).
@@ -41,3 +43,47 @@ COLLAPSE_ADVICE = (
     "tau_base too low (0 collapses), missing BN in the heads, or an lr far too high for the optimizer "
     "(0.2 is a LARS lr; Adam at that lr collapses)."
 )
+
+
+@dataclass
+class KnnMonitor:
+    """Online kNN accuracy of an encoder: labeled train images as bank, held-out images as queries
+    (the engine calls it every ``knn_every`` epochs; labels are never seen by pretraining itself)."""
+
+    bank: Tensor
+    bank_labels: Tensor
+    queries: Tensor
+    query_labels: Tensor
+    size: int
+    mean: list[float]
+    std: list[float]
+    k: int
+    device: torch.device
+
+    def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        kw = dict(size=self.size, mean=self.mean, std=self.std, device=self.device)
+        fb = extract_features(encoder, self.bank, **kw)
+        fq = extract_features(encoder, self.queries, **kw)
+        res = knn_eval(fb, self.bank_labels, fq, self.query_labels, k=(self.k,))
+        return {"knn_top1": float(next(iter(res.values())))}
+
+
+def knn_monitor(
+    train_images: Tensor, train_labels: Tensor, *, bank: int, queries: int, size: int, mean, std, k: int,
+    device: torch.device, seed: int, eval_images: Tensor | None = None, eval_labels: Tensor | None = None,
+) -> KnnMonitor:
+    """A :class:`KnnMonitor` with ``bank`` seeded random train images as bank and ``queries`` queries drawn
+    from ``eval_images`` when given, else held out of train (then disjoint from the bank)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(train_images), generator=g)
+    if eval_images is None or eval_labels is None:
+        nq = min(queries, len(train_images) // 5)
+        q_idx, b_idx = perm[:nq].sort().values, perm[nq : nq + bank]
+        q_images, q_labels = train_images[q_idx], train_labels[q_idx]
+    else:
+        q_idx = torch.randperm(len(eval_images), generator=g)[:queries].sort().values
+        q_images, q_labels = eval_images[q_idx], eval_labels[q_idx]
+        b_idx = perm[:bank]
+    b_idx = b_idx.sort().values
+    return KnnMonitor(torch.as_tensor(train_images[b_idx]), train_labels[b_idx], torch.as_tensor(q_images), q_labels,
+                      size, list(mean), list(std), k, device)

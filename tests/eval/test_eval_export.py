@@ -7,7 +7,7 @@ from torch import nn
 
 from byol.cli.main import main
 from byol.errors import ByolError
-from byol.eval.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
+from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
 from byol.models import torchvision_resnet
 from byol.models import build_backbone
 

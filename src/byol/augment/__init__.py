@@ -6,7 +6,7 @@
 """
 
 from byol.augment.grid import save_view_grid
-from byol.augment.spec import ViewSpec, paper_views
+from byol.augment.spec import ViewSpec, paper_views, view_specs
 from byol.augment.views import TwoViewAugment, apply_view, eval_transform
 
-__all__ = ["ViewSpec", "paper_views", "TwoViewAugment", "apply_view", "eval_transform", "save_view_grid"]
+__all__ = ["ViewSpec", "paper_views", "view_specs", "TwoViewAugment", "apply_view", "eval_transform", "save_view_grid"]

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 from byol.errors import ConfigError
 
-__all__ = ["ViewSpec", "paper_views", "blur_kernel_size"]
+__all__ = ["ViewSpec", "paper_views", "blur_kernel_size", "view_specs"]
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _BRIGHTNESS_MODES = ("additive", "multiplicative")
@@ -187,3 +187,20 @@ def paper_views() -> tuple[ViewSpec, ViewSpec]:
     t = ViewSpec()
     t_prime = ViewSpec(blur_p=0.1, solarize_p=0.2)
     return t, t_prime
+
+
+def _merged(base: Mapping[str, Any], *updates: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for u in updates:
+        out.update(u or {})
+    return out
+
+
+def view_specs(
+    view1: Mapping[str, Any] | None = None, view2: Mapping[str, Any] | None = None, both: Mapping[str, Any] | None = None
+) -> tuple[ViewSpec, ViewSpec]:
+    """The paper's (T, T') with overrides: ``both`` applies to each view, then ``view1`` / ``view2``
+    (the ``views`` section of a config). Unknown keys and bad values raise ConfigError."""
+    t1, t2 = paper_views()
+    return (ViewSpec.from_dict(_merged(t1.to_dict(), both or {}, view1 or {})),
+            ViewSpec.from_dict(_merged(t2.to_dict(), both or {}, view2 or {})))

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from byol.cli.wiring import build_encoder, find_preset, run_pretrain
-from byol.config import PretrainConfig, build_config
+from byol.config import PretrainConfig, build_config, find_preset
+from byol.models.factory import build_encoder
+from byol.pretrain import run_pretrain
 from byol.data import load_images
 from byol.eval import extract_features, knn_eval, linear_eval
 from byol.reports import plot_training_curves

@@ -101,13 +101,13 @@ def load_eval_data(a: argparse.Namespace, src: EncoderSource, ds: str | None) ->
 
 def plan_for(a: argparse.Namespace, src: EncoderSource, data, decoded_size: int | None = None) -> Any:
     """Channel / size / normalisation adaptation of ``data`` (an ImageSet) for ``src``'s encoder."""
-    from byol.cli.wiring import normalization
+    from byol.data import normalization
     from byol.eval.transfer import plan_adaptation
 
     if src.mean is not None and src.std is not None:
         mean, std, origin = src.mean, src.std, src.stats_from
     else:
-        mean, std = normalization(None, None, data.name, data)
+        mean, std = normalization(data.name, data.images)
         origin = "the data set's"
     return plan_adaptation(data_channels=data.num_channels, data_size=data.image_size,
                            encoder_channels=src.in_channels, size=a.image_size or src.size,

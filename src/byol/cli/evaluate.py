@@ -170,7 +170,7 @@ def _feature_cache_dir(a: argparse.Namespace, src: EncoderSource, out_dir: Path)
 def _setup(a: argparse.Namespace):
     import torch
 
-    from byol.engine import resolve_device
+    from byol.runtime.device import resolve_device
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -492,11 +492,11 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from byol.eval.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
+    from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
     from byol.models import torchvision_resnet
 
     if a.format == "onnx":
-        from byol.eval.export import _onnx_modules
+        from byol.models.export import _onnx_modules
 
         _onnx_modules()  # fail before loading anything if the extra is missing
     src = load_source(a, data_channels=a.in_channels)

@@ -12,21 +12,12 @@ from typing import Any
 
 from byol.errors import ByolError
 
-_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 def _preset_lines() -> list[str]:
     """``name: description`` of every preset shipped in byol/configs (read without importing torch)."""
-    import yaml
+    from byol.config import preset_descriptions
 
-    lines = []
-    for f in sorted(_CONFIGS.glob("*.yaml")):
-        try:
-            desc = (yaml.safe_load(f.read_text()) or {}).get("description", "")
-        except (OSError, yaml.YAMLError):
-            desc = "(unreadable)"
-        lines.append(f"  {f.stem}: {desc}" if desc else f"  {f.stem}")
-    return lines
+    return [f"  {name}: {desc}" if desc else f"  {name}" for name, desc in preset_descriptions().items()]
 
 
 def _epilog() -> str:
@@ -70,8 +61,9 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from byol.cli.wiring import find_preset, load_run_config, run_pretrain
-    from byol.config import PretrainConfig, build_config
+    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.pretrain import run_pretrain
+    from byol.rundir import load_run_config
 
     if a.resume:
         run_dir = Path(a.resume)
@@ -103,19 +95,18 @@ def _default_name(cfg) -> str:
 def cmd_show_views(a: argparse.Namespace) -> int:
     import torch
 
-    from byol.augment import TwoViewAugment, save_view_grid
-    from byol.cli.wiring import find_preset, normalization, view_specs
-    from byol.config import PretrainConfig, build_config
-    from byol.data import load_images
+    from byol.augment import TwoViewAugment, save_view_grid, view_specs
+    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.data import load_images, normalization
 
     files = [find_preset(a.config)] if a.config else []
     cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
     d = cfg.data
     data = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
                        download=d.download)
-    mean, std = normalization(d.mean, d.std, d.source, data)
+    mean, std = normalization(d.source, data.images, d.mean, d.std)
     size = d.view_size or data.image_size
-    s1, s2 = view_specs(cfg.views)
+    s1, s2 = view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both)
     g = torch.Generator().manual_seed(a.seed)
     idx = torch.randperm(len(data), generator=g)[: a.images]
     out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, size, mean, std),

@@ -89,8 +89,9 @@ def _torchvision_model(name: str, seed: int):
 
 def load_source(a: argparse.Namespace, *, data_channels: int | None = None) -> EncoderSource:
     """The encoder chosen by ``--checkpoint`` / ``--random-init`` / ``--torchvision``."""
-    from byol.cli.wiring import build_encoder, load_encoder
     from byol.config import PretrainConfig, build_config
+    from byol.models.factory import build_encoder
+    from byol.rundir import load_encoder
     from byol.eval.cache import file_fingerprint
     from byol.models import build_backbone
 
@@ -125,7 +126,7 @@ def load_source(a: argparse.Namespace, *, data_channels: int | None = None) -> E
         if a.random_init is True:
             name, width, small_stem, options = a.backbone, a.width, a.small_stem, {}
         else:  # the architecture of a run: the baseline every BYOL number of that run needs
-            from byol.cli.wiring import load_run_config
+            from byol.rundir import load_run_config
 
             m = load_run_config(Path(a.random_init)).model
             name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
@@ -151,7 +152,7 @@ def _torchvision_source(a: argparse.Namespace) -> EncoderSource:
     import torch
 
     from byol.eval.cache import file_fingerprint
-    from byol.eval.export import sidecar_path
+    from byol.models.export import sidecar_path
     from byol.models import torchvision_resnet
 
     name = a.torchvision

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from byol.data.imageset import ImageSet
     from byol.data.loader import BatchIterator, gather_batch
     from byol.data.sources import DATASET_ALIASES, load_images
-    from byol.data.stats import DATASET_STATS, channel_stats
+    from byol.data.stats import DATASET_STATS, channel_stats, normalization
 
 _EXPORTS: dict[str, str] = {
     "DATASET_ALIASES": "byol.data.sources",
@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "channel_stats": "byol.data.stats",
     "gather_batch": "byol.data.loader",
     "load_images": "byol.data.sources",
+    "normalization": "byol.data.stats",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -46,3 +46,19 @@ def channel_stats(images: torch.Tensor, max_images: int = 10_000, seed: int = 0)
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def normalization(source: str, images: torch.Tensor, mean=None, std=None) -> tuple[list[float], list[float]]:
+    """The per-channel mean/std to normalise ``images`` of ``source`` with: ``mean``/``std`` when both are
+    given, else the data set's known statistics (by its canonical name, matching channel count), else
+    computed from ``images`` (:func:`channel_stats`)."""
+    if mean is not None and std is not None:
+        return list(mean), list(std)
+    from byol.data.sources import DATASET_ALIASES
+
+    key = DATASET_ALIASES.get(str(source).lower(), str(source).lower())
+    if key in DATASET_STATS and len(DATASET_STATS[key][0]) == images.shape[1]:
+        m, s = DATASET_STATS[key]
+        return list(m), list(s)
+    m, s = channel_stats(images)
+    return list(m), list(s)

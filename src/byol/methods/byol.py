@@ -7,13 +7,17 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from byol.config import MethodConfig
+from byol.errors import ConfigError
 from byol.losses import byol_loss
+from byol.methods.registry import BackboneFactory, register
 from byol.models.heads import MLP, ema_update
 from byol.schedules import target_tau
 
 
+@register("byol")
 class BYOL(nn.Module):
-    """BYOL over an injected backbone (any module with a ``feature_dim``).
+    """BYOL over backbones from an injected factory (modules with a ``feature_dim``).
 
     Faithful to the reference implementation:
     - each view gets its own forward pass, so BN statistics are computed per view;
@@ -21,40 +25,28 @@ class BYOL(nn.Module):
     - ``after_step`` applies ``xi <- tau_k xi + (1 - tau_k) theta`` after the optimizer step with the
       cosine schedule of tau, over every parameter.
 
-    ``target_init="random"`` gives the target its own random initialisation, as the reference code
-    does; ``"copy"`` starts it as a copy of the online network (most PyTorch ports do this; the
-    reference code's comment says the choice made no significant difference).
+    ``target_init="random"`` gives the target its own random initialisation (a second call of the
+    factory), as the reference code does; ``"copy"`` starts it as a copy of the online network (most
+    PyTorch ports do this; the reference code's comment says the choice made no significant difference).
     ``use_predictor=False`` and ``tau_base`` exist for the paper's ablations (Table 5).
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        *,
-        proj_hidden: int = 4096,
-        proj_dim: int = 256,
-        pred_hidden: int = 4096,
-        tau_base: float = 0.996,
-        target_init: str = "random",
-        use_predictor: bool = True,
-        target_backbone: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
         super().__init__()
-        feat_dim = int(backbone.feature_dim)
-        self.encoder = backbone
-        self.projector = MLP(feat_dim, proj_hidden, proj_dim)
-        self.predictor: nn.Module = MLP(proj_dim, pred_hidden, proj_dim) if use_predictor else nn.Identity()
-        self.tau_base = tau_base
-        if target_init == "copy":
+        c = config or MethodConfig()
+        self.encoder = backbone_factory()
+        feat_dim = int(self.encoder.feature_dim)
+        self.projector = MLP(feat_dim, c.proj_hidden, c.proj_dim)
+        self.predictor: nn.Module = MLP(c.proj_dim, c.pred_hidden, c.proj_dim) if c.use_predictor else nn.Identity()
+        self.tau_base = c.tau_base
+        if c.target_init == "copy":
             self.target_encoder = copy.deepcopy(self.encoder)
             self.target_projector = copy.deepcopy(self.projector)
-        elif target_init == "random":
-            if target_backbone is None:
-                raise ValueError("target_init='random' needs a freshly built target_backbone")
-            self.target_encoder = target_backbone
-            self.target_projector = MLP(feat_dim, proj_hidden, proj_dim)
+        elif c.target_init == "random":
+            self.target_encoder = backbone_factory()
+            self.target_projector = MLP(feat_dim, c.proj_hidden, c.proj_dim)
         else:
-            raise ValueError(f"target_init must be 'random' or 'copy', got {target_init!r}")
+            raise ConfigError(f"method.target_init must be 'random' or 'copy', got {c.target_init!r}")
         for p in self._target_params():
             p.requires_grad_(False)
 

@@ -1,0 +1,153 @@
+"""Pretraining from a config: the composition root that turns a :class:`~byol.config.PretrainConfig` into
+data, views, a method, an optimizer and a :class:`~byol.engine.Trainer`, and runs it.
+
+This is the one library module that reads a whole config; everything it calls takes explicit arguments.
+The CLI (``byol pretrain``, ``byol demo``), benchmarks and users' scripts all start runs through
+:func:`run_pretrain`, so a run is built the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byol.augment import TwoViewAugment, view_specs
+from byol.config import DataConfig, PretrainConfig, parse_duration, to_dict, validate_pretrain
+from byol.data import ImageSet, load_images, normalization
+from byol.engine import LoopOptions, Trainer
+from byol.errors import ByolError, ConfigError, DataError
+from byol.methods import build_method
+from byol.models.factory import backbone_factory
+from byol.monitor import KnnMonitor, knn_monitor
+from byol.optim import build_optimizer
+from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
+from byol.runtime.device import resolve_device, set_threads
+from byol.schedules import scaled_lr
+
+
+def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
+    """The pretraining images of ``d`` (``data.limit``: a seeded random subset)."""
+    train = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
+                        download=d.download, progress=progress)
+    if d.limit is not None and d.limit < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 777))[: d.limit]
+        train = train.subset(keep.sort().values)
+    return train
+
+
+def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, device) -> KnnMonitor | None:
+    """The online kNN monitor of a run, or None (no labels, ``knn_bank: 0`` or ``knn_every: 0``).
+
+    Queries come from ``data.eval_split`` when it loads with labels, else they are held out of train."""
+    d = cfg.data
+    if d.knn_bank <= 0 or train.labels is None or not cfg.train.knn_every:
+        return None
+    eval_set: ImageSet | None = None
+    if d.eval_split:
+        try:
+            eval_set = load_images(d.source, d.eval_split, image_size=d.image_size, data_dir=d.data_dir,
+                                   cache_dir=d.cache_dir, download=d.download, progress=False)
+        except DataError:
+            eval_set = None
+    have_eval = eval_set is not None and eval_set.labels is not None
+    return knn_monitor(train.images, train.labels, bank=d.knn_bank, queries=d.knn_queries, size=size, mean=mean,
+                       std=std, k=cfg.train.knn_k, device=device, seed=cfg.train.seed + 12345,
+                       eval_images=eval_set.images if have_eval else None,
+                       eval_labels=eval_set.labels if have_eval else None)
+
+
+def _compile(method: torch.nn.Module, device: torch.device) -> None:
+    # Only the forward (online + target on both views, and the loss) is compiled, as an instance
+    # attribute: the state_dict keeps its keys, so checkpoints, resume and export are unchanged.
+    # Off by default: on the CPU demo preset it ran slower than eager after a 76 s compile
+    # (benchmarks/RESULTS.md section 7); it needs a C++ compiler on CPU.
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ConfigError("train.compile on CPU needs a C++ compiler (c++, g++ or clang++) on PATH: install one "
+                          "(e.g. apt-get install g++) or leave train.compile off")
+    method.forward = torch.compile(method.forward)
+
+
+def loop_options(cfg: PretrainConfig, *, with_monitor: bool) -> LoopOptions:
+    """The engine's options from the config (the config's defaults are the only defaults)."""
+    t, o = cfg.train, cfg.optim
+    return LoopOptions(
+        epochs=t.epochs, peak_lr=scaled_lr(o.base_lr, o.batch_size), warmup_epochs=o.warmup_epochs,
+        accum_steps=o.accum_steps, budget_seconds=parse_duration(t.budget), amp=t.amp,
+        channels_last=t.channels_last, log_every=t.log_every, ckpt_every=t.ckpt_every,
+        ckpt_seconds=t.ckpt_minutes * 60, eval_every_epochs=t.knn_every if with_monitor else 0.0,
+        seed=t.seed, progress=t.progress, budget_pace_window=t.budget_pace_window,
+    )
+
+
+@dataclass
+class PretrainRun:
+    """Everything :func:`build_pretrain` built, before training starts."""
+
+    trainer: Trainer
+    method: torch.nn.Module
+    train: ImageSet
+    augment: TwoViewAugment
+    mean: list[float]
+    std: list[float]
+    size: int
+    device: torch.device
+    resolved: dict[str, Any]  #: the fully resolved config written to config.yaml
+
+
+def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
+    """Data, views, method, optimizer, monitor and trainer of ``cfg`` (seeded by ``train.seed``)."""
+    validate_pretrain(cfg)
+    set_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    d = cfg.data
+    train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress)
+    if len(train) < cfg.optim.batch_size:
+        raise DataError(f"{d.source}: {len(train)} images, fewer than one batch ({cfg.optim.batch_size}): lower optim.batch_size")
+    mean, std = normalization(d.source, train.images, d.mean, d.std)
+    size = d.view_size or train.image_size
+    augment = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, mean, std)
+    method = build_method(cfg.method, backbone_factory(cfg.model, train.num_channels)).to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        _compile(method, device)
+    monitor = make_monitor(cfg, train, size, mean, std, device)
+    options = loop_options(cfg, with_monitor=monitor is not None)
+    opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
+                          weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
+    images = train.images
+    if device.type != "cpu" and images.numel() < 2 * 1024**3:
+        images = torch.as_tensor(images).to(device)  # small data sets live on the accelerator
+    resolved = to_dict(cfg)
+    resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
+    trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
+                      run_dir=run_dir, evaluate=monitor,
+                      checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
+    return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
+
+
+def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Build everything from ``cfg`` and train in ``run_dir`` (``resume``: continue from its last.pt).
+
+    Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
+    ``device``, ``run_dir``)."""
+    run_dir = Path(run_dir)
+    run = build_pretrain(cfg, run_dir)
+    last = last_checkpoint(run_dir)
+    if resume:
+        if not last.is_file():
+            raise ByolError(f"nothing to resume: {last} does not exist")
+        run.trainer.load(read_checkpoint(last))
+    else:
+        write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
+                        run.train.skipped)
+    summary = run.trainer.fit()
+    write_summary(run_dir, summary)
+    summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
+                   device=run.device, run_dir=run_dir)
+    return summary

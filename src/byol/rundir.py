@@ -1,0 +1,147 @@
+"""A run directory on disk: atomic checkpoint writes, ``metrics.jsonl`` (+ TensorBoard), ``env.json``,
+the resolved ``config.yaml``, and reading checkpoints back.
+
+Layout: ``config.yaml`` (fully resolved), ``env.json`` (versions, device, git commit), ``metrics.jsonl``,
+``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byol import __version__
+from byol.config import PretrainConfig, build_config
+from byol.errors import ByolError
+
+#: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built).
+SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path | None, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl" if run_dir else None
+        self.tb = None
+        if run_dir and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except Exception as exc:  # tensorboard missing or broken: metrics.jsonl still has everything
+                warnings.warn(f"TensorBoard logging disabled ({exc})", stacklevel=2)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self.tb:
+            step = int(record.get("step", 0))
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def env_info(device: torch.device) -> dict[str, Any]:
+    """What ran where: versions, device, threads, git commit, argv, time (``env.json``)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
+        commit = ""
+    return {
+        "byol": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "git_commit": commit,
+        "argv": sys.argv,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
+def load_run_config(run_dir: Path) -> PretrainConfig:
+    """The resolved config of a run directory."""
+    f = Path(run_dir) / "config.yaml"
+    if not f.is_file():
+        raise ByolError(f"{run_dir} is not a run directory (no config.yaml); start a run with `byol pretrain`")
+    return build_config(PretrainConfig, files=[f])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint, on the CPU (tensors and RNG states alike: ``torch.set_rng_state`` takes only CPU
+    tensors, so a checkpoint is never mapped to an accelerator here; load_state_dict moves weights)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str]) -> None:
+    """The files a new run starts with: ``config.yaml``, ``env.json``, ``skipped_files.txt``."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    if skipped:
+        (run_dir / "skipped_files.txt").write_text("\n".join(skipped) + "\n")
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS}, indent=2))
+
+
+def checkpoint_path(path: Path) -> Path:
+    """``path`` itself for a file, ``path/checkpoints/last.pt`` for a run directory."""
+    path = Path(path)
+    return last_checkpoint(path) if path.is_dir() else path
+
+
+def load_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The online encoder of a run directory or checkpoint file, with the run's resolved config (a dict)."""
+    from byol.models.factory import build_encoder
+
+    ckpt_path = checkpoint_path(path)
+    if not ckpt_path.is_file():
+        raise ByolError(f"no checkpoint at {ckpt_path}")
+    ckpt = read_checkpoint(ckpt_path)
+    cfg = build_config(PretrainConfig, extra=ckpt["config"])
+    enc = build_encoder(cfg.model, ckpt["in_channels"])
+    state = {k[len("encoder."):]: v for k, v in ckpt["method"].items() if k.startswith("encoder.")}
+    enc.load_state_dict(state, strict=True)
+    return enc.to(device), ckpt["config"]
