@@ -1,7 +1,8 @@
 """Optimizers: LARS (as in the BYOL reference code), SGD and AdamW, with the paper's parameter groups.
 
 Parameter groups: biases and normalization parameters (every tensor with ndim <= 1) are excluded from
-weight decay *and* from LARS trust-ratio scaling (BYOL_SPEC section 5, pitfall 6).
+weight decay *and* from LARS trust-ratio scaling (Grill et al. 2020, section 3.3 and appendix B). 0.2 is a
+LARS learning rate: Adam at that rate collapses (lucidrains/byol-pytorch issue 44).
 """
 
 from __future__ import annotations

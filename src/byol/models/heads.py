@@ -9,7 +9,8 @@ from torch import nn
 class MLP(nn.Sequential):
     """The paper's head: ``Linear(+bias) -> BN -> ReLU -> Linear(no bias)``, no output BN.
 
-    BN in the heads is essential (BYOL_SPEC pitfall 2: without it BYOL did no better than random).
+    BN in the heads is essential: a port without it did no better than random init (imbue-ai/self_supervised
+    issue 5; Richemond et al. 2020, arXiv 2010.10241: with no BN anywhere BYOL collapses).
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
@@ -27,7 +28,8 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``xi <- tau * xi + (1 - tau) * theta`` over *every* parameter, biases and BN affine included.
 
     Buffers (BN running statistics) are not averaged: the target runs in training mode and uses batch
-    statistics, so its running stats are never read (BYOL_SPEC pitfall 5).
+    statistics, so its running stats are never read (as in the reference implementation). Biases are averaged
+    too; lightning-bolts issue 440 found them skipped in a port.
     """
     t_params = [p for p in target.parameters()]
     o_params = [p.detach() for p in online.parameters()]
