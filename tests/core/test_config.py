@@ -130,3 +130,20 @@ def test_cli_reports_a_config_error_before_touching_the_data(tmp_path, capsys, m
     assert err.startswith("byol: error: train.budget: bad duration 'abc'") and err.count("\n") == 1, err
     assert "Traceback" not in err and str(missing) not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_fewer_images_than_one_batch_is_the_same_config_error(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from byol.pretrain import build_pretrain
+
+    folder = tmp_path / "five"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+                       extra={"data": {"source": str(folder), "cache_dir": str(tmp_path / "cache")}})
+    with pytest.raises(ConfigError, match=r"^optim.batch_size \(16\) is more than the 5 training images: lower "
+                                          r"optim.batch_size to 5 or less$"):
+        build_pretrain(cfg, None)
