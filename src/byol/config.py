@@ -2,6 +2,12 @@
 
 No torch import here (config sits at the bottom of the import graph). Unknown keys and values of the
 wrong type are rejected with a :class:`~byol.errors.ConfigError` that names the key.
+
+``build_config(PretrainConfig, ...)`` also checks every value of a pretraining config when it is loaded
+(:func:`validate_pretrain`): ranges, the batch size (:func:`check_batch`), the budget and the views (with
+the torch-free :mod:`byol.viewspec`). A mistake therefore fails before any data is read; each value has
+one check, one error type and a one-line message naming the key. The parsed values are there for the
+code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.specs`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import yaml
 
 from byol.errors import ConfigError
+from byol.viewspec import ViewSpec, view_specs
 
 
 @dataclass
@@ -65,6 +72,11 @@ class ViewsConfig:
     view2: dict[str, Any] = field(default_factory=dict)
     both: dict[str, Any] = field(default_factory=dict)  #: applied to both views before view1/view2
 
+    @property
+    def specs(self) -> tuple[ViewSpec, ViewSpec]:
+        """(T, T'): the paper's views with these overrides (ConfigError naming a bad key or value)."""
+        return view_specs(self.view1, self.view2, self.both)
+
 
 @dataclass
 class OptimConfig:
@@ -95,6 +107,11 @@ class TrainConfig:
     knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
     knn_k: int = 20
     progress: bool = True
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``budget`` in seconds (None: no budget); ConfigError naming ``train.budget`` if it is malformed."""
+        return parse_duration(self.budget, key="train.budget")
 
 
 @dataclass
@@ -292,39 +309,73 @@ def build_config(
     for o in overrides:
         data = merge(data, parse_override(o))
     if cls is PretrainConfig:
-        data = _migrate(data)
+        cfg = from_dict(cls, _migrate(data))
+        validate_pretrain(cfg)
+        return cfg
     return from_dict(cls, data)
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
-def parse_duration(text: str | None) -> float | None:
-    """``"10m"`` -> 600.0, ``"1h30m"`` -> 5400.0, ``"90s"``/``"90"`` -> 90.0; None -> None."""
+def parse_duration(text: str | None, key: str | None = None) -> float | None:
+    """``"10m"`` -> 600.0, ``"1h30m"`` -> 5400.0, ``"90s"``/``"90"`` -> 90.0; None -> None.
+
+    A malformed or non-positive duration raises ConfigError, naming ``key`` (the config key) if given.
+    """
     if text is None or text == "":
         return None
+    where = f"{key}: " if key else ""
     t = str(text).strip()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    m = _DURATION.match(t)
-    if not m or not any(m.groups()):
-        raise ConfigError(f"bad duration {text!r}: use e.g. 90s, 10m, 1h30m")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    total = h * 3600 + mi * 60 + s
+        total = float(t)
+    else:
+        m = _DURATION.match(t)
+        if not m or not any(m.groups()):
+            raise ConfigError(f"{where}bad duration {text!r}: use e.g. 90s, 10m, 1h30m")
+        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+        total = h * 3600 + mi * 60 + s
     if total <= 0:
-        raise ConfigError(f"duration must be positive, got {text!r}")
+        raise ConfigError(f"{where}duration must be positive, got {text!r}")
     return total
 
 
+def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:
+    """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
+
+    The config checks it alone (``world_size`` 1), the trainer with the real number of processes, and
+    :func:`byol.pretrain.build_pretrain` with the number of training images once they are loaded.
+    ``batch_size`` is the global batch of one optimizer step: ``accum_steps`` micro-batches, each split
+    over ``world_size`` processes, so it must be a positive multiple of their product; and the data must
+    hold at least one batch (the trainer drops the last, incomplete one of each epoch).
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"optim.batch_size must be a positive number of images, got {batch_size}")
+    if accum_steps <= 0:
+        raise ConfigError(f"optim.accum_steps must be a positive number of micro-batches, got {accum_steps}")
+    split = accum_steps * world_size
+    if batch_size % split:
+        what = f"optim.accum_steps x {world_size} processes" if world_size > 1 else "optim.accum_steps"
+        lower = batch_size // split * split
+        near = " or ".join(str(n) for n in (lower, lower + split) if n > 0)
+        raise ConfigError(f"optim.batch_size ({batch_size}) must be divisible by {what} ({split}): "
+                          f"set optim.batch_size to a multiple of {split}, e.g. {near}")
+    if num_images is not None and num_images < batch_size:
+        fit = num_images // split * split
+        fix = f"lower optim.batch_size to {fit} or less" if fit else "use more images"
+        raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")
+
+
 def validate_pretrain(cfg: PretrainConfig) -> None:
-    """Cross-field checks that types alone cannot express."""
+    """The checks that types alone cannot express: ranges, the batch, the budget and the views.
+
+    :func:`build_config` runs it on every pretraining config it loads; :func:`byol.pretrain.build_pretrain`
+    runs it again for configs built or changed in code, which never went through ``build_config``.
+    """
     o, t = cfg.optim, cfg.train
     if cfg.data.limit is not None and cfg.data.limit <= 0:
         raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}")
-    if o.batch_size <= 0:
-        raise ConfigError(f"optim.batch_size must be positive, got {o.batch_size}")
-    if o.accum_steps <= 0 or o.batch_size % o.accum_steps:
-        raise ConfigError(f"optim.batch_size ({o.batch_size}) must be divisible by optim.accum_steps ({o.accum_steps})")
+    check_batch(o.batch_size, o.accum_steps)
     if o.base_lr <= 0:
         raise ConfigError(f"optim.base_lr must be positive, got {o.base_lr}")
     if not 0.0 <= cfg.method.tau_base <= 1.0:
@@ -335,4 +386,4 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"train.budget_pace_window must be a positive number of steps, got {t.budget_pace_window}")
     if t.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
-    parse_duration(t.budget)
+    _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from byol import dist
+from byol.config import check_batch
 from byol.data.loader import BatchIterator, gather_batch
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
@@ -116,8 +117,7 @@ class Trainer:
         self.evaluate = evaluate
         self.extra = checkpoint_extra or {}
         self.rank, self.world = dist.rank(), dist.world_size()
-        if batch_size % (options.accum_steps * self.world):
-            raise ValueError("batch size must be divisible by accum_steps * world_size")
+        check_batch(batch_size, options.accum_steps, self.world)
         self.micro_batch = batch_size // options.accum_steps  # global micro-batch
         self.batch_size = batch_size
         self.batches = BatchIterator(len(images), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from byol.augment import TwoViewAugment, view_specs
-from byol.config import DataConfig, PretrainConfig, parse_duration, to_dict, validate_pretrain
+from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.engine import LoopOptions, Trainer
 from byol.errors import ByolError, ConfigError, DataError
@@ -76,7 +76,7 @@ def loop_options(cfg: PretrainConfig, *, with_monitor: bool) -> LoopOptions:
     t, o = cfg.train, cfg.optim
     return LoopOptions(
         epochs=t.epochs, peak_lr=scaled_lr(o.base_lr, o.batch_size), warmup_epochs=o.warmup_epochs,
-        accum_steps=o.accum_steps, budget_seconds=parse_duration(t.budget), amp=t.amp,
+        accum_steps=o.accum_steps, budget_seconds=t.budget_seconds, amp=t.amp,
         channels_last=t.channels_last, log_every=t.log_every, ckpt_every=t.ckpt_every,
         ckpt_seconds=t.ckpt_minutes * 60, eval_every_epochs=t.knn_every if with_monitor else 0.0,
         seed=t.seed, progress=t.progress, budget_pace_window=t.budget_pace_window,
@@ -106,8 +106,7 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     torch.manual_seed(cfg.train.seed)
     d = cfg.data
     train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress)
-    if len(train) < cfg.optim.batch_size:
-        raise DataError(f"{d.source}: {len(train)} images, fewer than one batch ({cfg.optim.batch_size}): lower optim.batch_size")
+    check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     size = d.view_size or train.image_size
     augment = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, mean, std)

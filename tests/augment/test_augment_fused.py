@@ -1,14 +1,25 @@
-"""The fused CPU view kernel (byol.augment.fused) against the eager ops it replaces, its build cache and its
-fallback when no compiler is available."""
+"""The fused CPU view kernel (byol.augment.fused) against the eager ops it replaces, its build cache (keys,
+concurrent builds) and its fallback when no compiler is available. Builds go to a private cache
+(tests/augment/conftest.py)."""
 
+import ctypes
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from byol.augment import TwoViewAugment, apply_view, fused, paper_views, views
 
-pytestmark = pytest.mark.skipif(not fused.available(), reason="no C compiler: the fused kernel is not built")
+
+@pytest.fixture(autouse=True)
+def _needs_the_kernel(kernel_cache):
+    # A fixture, not a skipif mark: a mark's condition runs at collection, before kernel_cache points the
+    # build at the private cache, so it would compile into the user's cache.
+    if not fused.available():
+        pytest.skip("no C compiler: the fused kernel is not built")
 
 MEAN3, STD3 = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 T, T_PRIME = paper_views()
@@ -146,11 +157,75 @@ def test_not_used_for_bicubic_or_non_cpu_float32():
     assert not fused.supports(x.to(torch.int16), T, torch.float32)
 
 
-def test_build_is_cached_and_keyed_by_compiler(tmp_path):
-    lib = fused.compile_kernel(tmp_path)
+def test_the_kernel_is_built_in_the_private_cache_and_reused(kernel_cache, tmp_path_factory):
+    lib = fused.compile_kernel()  # the default place: $BYOL_CACHE_DIR/kernels
+    assert lib.parent == kernel_cache and kernel_cache.is_relative_to(tmp_path_factory.getbasetemp())
     mtime = lib.stat().st_mtime_ns
-    assert fused.compile_kernel(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # reused, not rebuilt
-    assert list(tmp_path.iterdir()) == [lib]  # no temporary left behind
+    assert fused.compile_kernel() == lib and lib.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert list(kernel_cache.iterdir()) == [lib]  # no temporary left behind
+
+
+def _compiler_script(path: Path, body: str) -> str:
+    """An executable shell script standing in for the C compiler; ``$out`` is the file after ``-o``."""
+    path.write_text('#!/bin/sh\nout=""; prev=""\nfor a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+                    + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("change", ["source", "compiler", "cpu"])
+def test_a_new_source_compiler_or_cpu_is_a_new_build(change, tmp_path, monkeypatch):
+    """The cache key covers what the library depends on: a stale build is never reused."""
+    log = tmp_path / "builds.log"
+    stand_in = 'echo "$0" >> "%s"; echo "library from $0" > "$out"' % log  # records each build, no real compile
+    cc = _compiler_script(tmp_path / "cc", stand_in)
+    cache = tmp_path / "kernels"
+    old = fused.compile_kernel(cache, compiler=cc)
+    assert fused.compile_kernel(cache, compiler=cc) == old and len(log.read_text().splitlines()) == 1
+
+    if change == "source":
+        edited = tmp_path / "_fused_views.c"
+        edited.write_bytes(fused._SOURCE.read_bytes() + b"\n/* edited */\n")
+        monkeypatch.setattr(fused, "_SOURCE", edited)
+    elif change == "compiler":
+        cc = _compiler_script(tmp_path / "another-cc", stand_in)
+    else:
+        monkeypatch.setattr(fused, "_cpu_signature", lambda: "x86_64 another CPU flags: sse2")
+    new = fused.compile_kernel(cache, compiler=cc)
+    assert new != old and new.is_file() and len(log.read_text().splitlines()) == 2  # built, not reused
+    assert sorted(cache.iterdir()) == sorted([old, new])  # the old build is left as it was
+
+
+def test_a_build_that_starts_while_another_is_writing_gets_a_whole_library(tmp_path):
+    """Two builds into one empty cache (e.g. one process per GPU): both succeed and load one whole library.
+
+    The compiler is slowed down and creates its output first, as a linker does, so the second build starts
+    while the first one's output exists but is still empty: a build written in place would hand it out.
+    """
+    started = tmp_path / "started"
+    cc = _compiler_script(tmp_path / "slow-cc", f': > "$out"; touch "{started}"; sleep 1; exec {fused._compiler()} "$@"')
+    cache = tmp_path / "kernels"
+    results: dict[str, object] = {}
+
+    def build_and_load(name: str) -> None:
+        try:
+            lib = fused.compile_kernel(cache, compiler=cc)
+            ctypes.CDLL(str(lib)).byol_fused_view  # what fused._load does next; fails on a torn file
+            results[name] = lib
+        except Exception as e:  # reported by the asserts below
+            results[name] = e
+
+    first = threading.Thread(target=build_and_load, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() and first.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = threading.Thread(target=build_and_load, args=("second",))
+    second.start()
+    first.join(300)
+    second.join(300)
+    assert isinstance(results["first"], Path) and results["first"] == results["second"], results
+    assert list(cache.iterdir()) == [results["first"]]  # one library, no temporary left behind
 
 
 def test_failed_build_is_a_clear_error(tmp_path):

@@ -57,6 +57,29 @@ def test_param_groups_exclude_bias_and_bn():
     assert no_decay["weight_decay"] == 0.0 and no_decay["lars_exclude"] is True
 
 
+def test_built_lars_excludes_biases_and_norm_params_from_decay_and_trust_ratio():
+    """Through build_optimizer: a 1-D parameter gets plain momentum SGD (no decay, no trust ratio), a weight
+    the trust-ratio-scaled update with decay. The decay is large so that any wrong grouping shows."""
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3).double()  # weight [3, 4]: decayed and adapted; bias [3]: excluded
+    lr, wd, mom, eta = 0.5, 0.1, 0.9, 1e-3
+    opt = build_optimizer("lars", [net], lr=lr, weight_decay=wd, momentum=mom, eta=eta)
+    rng = np.random.default_rng(1)
+    w, b = net.weight.detach().numpy().copy(), net.bias.detach().numpy().copy()
+    mw, mb = np.zeros_like(w), np.zeros_like(b)
+    for _ in range(3):
+        gw, gb = rng.normal(size=w.shape), rng.normal(size=b.shape)
+        net.weight.grad, net.bias.grad = torch.tensor(gw), torch.tensor(gb)
+        opt.step()
+        u = gw + wd * w  # included: decay, then the trust ratio, then momentum
+        mw = mom * mw + eta * np.linalg.norm(w) / np.linalg.norm(u) * u
+        w = w - lr * mw
+        mb = mom * mb + gb  # excluded: plain momentum SGD
+        b = b - lr * mb
+        np.testing.assert_allclose(net.weight.detach().numpy(), w, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(net.bias.detach().numpy(), b, rtol=1e-10, atol=1e-12)
+
+
 def test_build_optimizer_names():
     net = nn.Linear(3, 2)
     for name in ("lars", "sgd", "adamw"):

@@ -31,15 +31,14 @@ class BatchIterator:
         world_size: int = 1,
         drop_last: bool = True,
     ) -> None:
+        # Guards on this class's own arguments (for a trainer, ``batch_size`` is one micro-batch): a run's
+        # ``optim.batch_size`` was checked against accumulation and processes by byol.config.check_batch.
         if batch_size < 1:
-            raise ConfigError(f"batch size must be positive, got {batch_size}")
+            raise ConfigError(f"BatchIterator: batch_size must be positive, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         if batch_size % world_size:
-            raise ConfigError(
-                f"batch size {batch_size} is not divisible by the {world_size} processes; "
-                f"pick a --batch-size that is a multiple of {world_size}"
-            )
+            raise ConfigError(f"BatchIterator: batch_size {batch_size} is not divisible by world_size {world_size}")
         if num_samples < 1:
             raise DataError("the data set is empty; check the data source")
         if drop_last and num_samples < batch_size:

@@ -1,0 +1,149 @@
+"""The config is checked when it is loaded: every mistake is one ConfigError with a one-line message that
+names the key, raised by ``build_config`` before any data is read; parsed values are there for their users."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from byol.config import PretrainConfig, TrainConfig, build_config, check_batch, find_preset
+from byol.errors import ConfigError
+from byol.viewspec import ViewSpec, paper_views
+
+
+def _load(*overrides: str) -> PretrainConfig:
+    return build_config(PretrainConfig, files=[find_preset("tiny")], overrides=list(overrides))
+
+
+def _error(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        _load(*overrides)
+    message = str(e.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("train.budget=abc", "train.budget"),
+        ("train.budget=0s", "train.budget"),
+        ("views.view2.blur_prob=0.5", "views.view2.blur_prob"),  # a key ViewSpec does not have
+        ("views.view1.blur_p=2", "views.view1.blur_p"),  # a probability above 1
+        ("views.both.crop_scale=[0.5, 0.2]", "views.both.crop_scale"),  # lo > hi
+        ("views.view1.interpolation=lanczos", "views.view1.interpolation"),
+        ("views.view2.brightness=1.5", "views.view2"),  # valid alone, not with the additive brightness_mode
+        ("optim.batch_size=0", "optim.batch_size"),
+        ("optim.accum_steps=0", "optim.accum_steps"),
+        ("optim.batch_size=15", "optim.batch_size"),  # with accum_steps 2 below: not divisible
+        ("train.budget_pace_window=0", "train.budget_pace_window"),
+    ],
+)
+def test_a_bad_value_fails_at_load_with_one_line_naming_the_key(override, names):
+    message = _error("optim.accum_steps=2", override)
+    assert message.startswith(names) or f"'{names}'" in message, message
+
+
+def test_a_bad_batch_says_how_to_fix_it():
+    message = _error("optim.batch_size=15", "optim.accum_steps=2")
+    assert "optim.accum_steps" in message and "multiple of 2, e.g. 14 or 16" in message
+
+
+def test_a_good_view_override_merges_both_then_each_view():
+    cfg = _load("views.both.hue=0.2", "views.view2.hue=0.3", "views.view1.crop_scale=[0.2, 1]")
+    t, t_prime = cfg.views.specs
+    paper_t, paper_t_prime = paper_views()
+    assert t == paper_t.replace(hue=0.2, crop_scale=(0.2, 1.0), blur_p=0.0)  # tiny sets views.both.blur_p: 0
+    assert t_prime == paper_t_prime.replace(hue=0.3, blur_p=0.0)
+    assert isinstance(t.crop_scale, tuple)
+
+
+@pytest.mark.parametrize("text, seconds", [(None, None), ("90", 90.0), ("10m", 600.0), ("1h30m", 5400.0)])
+def test_budget_seconds_is_the_parsed_budget(text, seconds):
+    assert TrainConfig(budget=text).budget_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((8, 1, 1, None), None),
+        ((12, 2, 3, 12), None),
+        ((0, 1, 1, None), "optim.batch_size must be a positive number of images, got 0"),
+        ((-4, 1, 1, None), "optim.batch_size must be a positive number of images"),
+        ((8, 0, 1, None), "optim.accum_steps must be a positive number"),
+        ((10, 4, 1, None), "optim.batch_size (10) must be divisible by optim.accum_steps (4)"),
+        ((12, 2, 4, None), "optim.accum_steps x 4 processes (8): set optim.batch_size to a multiple of 8, e.g. 8 or 16"),
+        ((3, 4, 1, None), "e.g. 4"),
+        ((16, 2, 1, 10), "optim.batch_size (16) is more than the 10 training images: lower optim.batch_size to 10 or less"),
+        ((16, 4, 1, 3), "use more images"),
+    ],
+)
+def test_check_batch(args, message):
+    if message is None:
+        check_batch(*args)
+        return
+    with pytest.raises(ConfigError) as e:
+        check_batch(*args)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_trainer_and_the_run_use_the_same_batch_check(monkeypatch):
+    """No other batch check: the trainer's (with the process count) is check_batch's, as a ConfigError."""
+    import torch
+
+    from byol import dist
+    from byol.engine import LoopOptions, Trainer
+
+    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    with pytest.raises(ConfigError, match=r"optim.accum_steps x 3 processes \(6\)"):
+        Trainer(torch.nn.Linear(1, 1), None, None, torch.zeros(64, 1, 4, 4, dtype=torch.uint8), batch_size=16,
+                device=torch.device("cpu"), options=LoopOptions(epochs=1, peak_lr=0.1, accum_steps=2))
+
+
+def test_a_view_spec_and_the_config_share_one_check_per_field():
+    with pytest.raises(ConfigError, match=r"^flip_p must be a probability in \[0, 1\], got 1.5$"):
+        ViewSpec(flip_p=1.5)
+    assert _error("views.view1.flip_p=1.5") == "views.view1.flip_p must be a probability in [0, 1], got 1.5"
+
+
+def test_config_does_not_import_torch():
+    code = "import sys, byol.config; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_cli_reports_a_config_error_before_touching_the_data(tmp_path, capsys, monkeypatch):
+    import byol.pretrain
+    from byol.cli import main
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run started although the config is bad")
+
+    monkeypatch.setattr(byol.pretrain, "run_pretrain", no_run)
+    missing = tmp_path / "no-such-data"  # were the data read first, the error would name this path
+    code = main(["pretrain", "--config", "tiny", "--set", "train.budget=abc", "--data", str(missing),
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("byol: error: train.budget: bad duration 'abc'") and err.count("\n") == 1, err
+    assert "Traceback" not in err and str(missing) not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fewer_images_than_one_batch_is_the_same_config_error(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from byol.pretrain import build_pretrain
+
+    folder = tmp_path / "five"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+                       extra={"data": {"source": str(folder), "cache_dir": str(tmp_path / "cache")}})
+    with pytest.raises(ConfigError, match=r"^optim.batch_size \(16\) is more than the 5 training images: lower "
+                                          r"optim.batch_size to 5 or less$"):
+        build_pretrain(cfg, None)
