@@ -69,7 +69,7 @@ def load_eval_data(a: argparse.Namespace, src: EncoderSource, ds: str | None) ->
     import torch
 
     from byol.data import load_images
-    from byol.eval.subsets import holdout_split
+    from byol.eval.splits import stratified_split
 
     ds = ds or src.source_dataset
     if not ds:
@@ -86,7 +86,7 @@ def load_eval_data(a: argparse.Namespace, src: EncoderSource, ds: str | None) ->
     except DataError:
         if is_named_dataset(ds):
             raise
-        keep, hold = holdout_split(train.labels, a.test_fraction, seed=TEST_HOLDOUT_SEED)
+        keep, hold = stratified_split(train.labels, a.test_fraction, TEST_HOLDOUT_SEED, name="test fraction")
         test, train, index = train.subset(hold), train.subset(keep), keep
         note = f"held out {a.test_fraction:.0%} of train (stratified, seed {TEST_HOLDOUT_SEED}): {ds} has no test split"
         print(f"note: {note}", flush=True)

@@ -18,9 +18,9 @@ from byol.eval.linear import (
     paper_grid,
     predict_logits,
     standardize,
-    stratified_split,
 )
 from byol.eval.linear_sgd import PAPER_LR_GRID, LinearHeads, LinearSGDSettings, linear_sgd_eval, train_linear_heads
+from byol.eval.splits import stratified_split
 from byol.eval.subsets import LabelSplit, make_label_split, parse_labels
 from byol.eval.transfer import adapt_channels, convert_stats, plan_adaptation
 

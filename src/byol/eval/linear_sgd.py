@@ -69,7 +69,7 @@ from byol.augment import ViewSpec, apply_view, eval_transform
 from byol.errors import ConfigError, DataError
 from byol.eval.features import extract_features, frozen, is_conv
 from byol.eval.finetune import topk_accuracy
-from byol.eval.linear import stratified_split
+from byol.eval.splits import stratified_split
 
 __all__ = [
     "PAPER_LR_GRID",
