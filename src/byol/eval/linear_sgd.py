@@ -203,6 +203,21 @@ def _feature_stats(
     return mu.to(device=device, dtype=torch.float32), sd.to(device=device, dtype=torch.float32)
 
 
+def _zero_heads(lrs: tuple[float, ...], num_classes: int, dim: int, n: int, settings: LinearSGDSettings,
+                device: torch.device) -> tuple[list[Tensor], list[Tensor], torch.optim.Optimizer]:
+    """``len(lrs)`` independent zero-initialised linear layers and one Nesterov SGD over all of them,
+    each layer's weight and bias in param groups of its own rate (``base * batch / 256``)."""
+    weights = [torch.zeros(num_classes, dim, device=device, requires_grad=True) for _ in lrs]
+    biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in lrs]
+    groups = []
+    for w, b, base in zip(weights, biases, lrs):
+        lr = settings.effective_lr(base, n)
+        groups.append({"params": [w], "lr": lr, "weight_decay": settings.weight_decay})
+        groups.append({"params": [b], "lr": lr, "weight_decay": 0.0})
+    opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=settings.momentum, nesterov=settings.momentum > 0)
+    return weights, biases, opt
+
+
 def train_linear_heads(
     encoder: nn.Module,
     images: Tensor,
@@ -251,17 +266,8 @@ def train_linear_heads(
         mu, sd = _feature_stats(
             lambda idx, gen: _encode(enc, view(images[idx.to(images.device)].to(device), gen), channels_last),
             n, settings, seed, device)
-        # G independent zero-initialised linear layers, each rate its own param groups
-        G, dim = len(lrs), int(mu.shape[0])
-        weights = [torch.zeros(num_classes, dim, device=device, requires_grad=True) for _ in range(G)]
-        biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in range(G)]
-        groups = []
-        for i, base in enumerate(lrs):
-            lr = settings.effective_lr(base, n)
-            groups.append({"params": [weights[i]], "lr": lr, "weight_decay": settings.weight_decay})
-            groups.append({"params": [biases[i]], "lr": lr, "weight_decay": 0.0})
-        opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=settings.momentum,
-                              nesterov=settings.momentum > 0)
+        G = len(lrs)
+        weights, biases, opt = _zero_heads(lrs, num_classes, int(mu.shape[0]), n, settings, device)
         losses: list[list[float]] = [[] for _ in range(G)]
         alive = [True] * G
 
@@ -287,12 +293,9 @@ def train_linear_heads(
         train_steps(opt, images, labels, loss=step_loss, augment=view, steps=settings.total_steps(n),
                     batch_size=settings.batch_size, seed=seed, device=device,
                     progress=desc if progress else None, status=best_live_loss)
-    return LinearHeads(
-        lrs=lrs,
-        weight=torch.stack([w.detach() for w in weights]),
-        bias=torch.stack([v.detach() for v in biases]),
-        mean=mu, std=sd, losses=losses, steps=max((len(ls) for ls in losses), default=0),
-    )
+    return LinearHeads(lrs=lrs, weight=torch.stack([w.detach() for w in weights]),
+                       bias=torch.stack([v.detach() for v in biases]), mean=mu, std=sd, losses=losses,
+                       steps=max((len(ls) for ls in losses), default=0))
 
 
 def _eval_features(encoder, images, size, mean, std, settings: LinearSGDSettings, device) -> Tensor:
