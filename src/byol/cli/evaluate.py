@@ -264,10 +264,9 @@ def _finetune(a: argparse.Namespace, protocol: str) -> int:
                                 steps=a.steps, batch_size=a.ft_batch_size, augment=not a.no_augment)
     settings.validate()
     ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
-    who = "BYOL" if ctx.source.kind == "checkpoint" else ctx.source.kind
     for spec, out in zip(specs, run_finetune(ctx, specs, settings, protocol=protocol, val_per_class=a.val_per_class,
                                              baseline=not a.no_baseline, log=_say)):
-        line = f" => labels {spec.text}: {who} top-1 {out.result['top1']:.2f}%"
+        line = f" => labels {spec.text}: {ctx.source.label} top-1 {out.result['top1']:.2f}%"
         if "top5" in out.result:
             line += f" (top-5 {out.result['top5']:.2f}%)"
         if out.card["baseline"]:
@@ -296,16 +295,15 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
+    from byol.eval.context import default_out_dir
+    from byol.eval.sources import load_source
     from byol.models import torchvision_resnet
+    from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
 
     if a.format == "onnx":
         from byol.models.export import _onnx_modules
 
         _onnx_modules()  # fail before loading anything if the extra is missing
-    from byol.eval.context import default_out_dir
-    from byol.eval.sources import load_source
-
     src = load_source(_source_spec(a), seed=a.seed, data_channels=a.in_channels)
     mean, std = src.mean, src.std
     if mean is None or std is None:
@@ -316,7 +314,8 @@ def cmd_export(a: argparse.Namespace) -> int:
                          options=src.meta.get("options"), mean=mean, std=std, view_size=size,
                          source=src.config.get("_checkpoint_path", src.ident))
     ext = {"torchvision": ".pt", "safetensors": ".safetensors", "onnx": ".onnx"}[a.format]
-    out = Path(a.out) if a.out else (Path(a.out_dir) if a.out_dir else default_out_dir(src)).parent / "export" / f"encoder{ext}"
+    out_dir = Path(a.out_dir) if a.out_dir else default_out_dir(src)
+    out = Path(a.out) if a.out else out_dir.parent / "export" / f"encoder{ext}"
     src.encoder.cpu().eval()
     if a.format == "torchvision":
         path, side = save_torchvision(src.encoder, out, meta)

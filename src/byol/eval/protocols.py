@@ -143,7 +143,8 @@ def _write_subset(ctx: EvalContext, split: Any, spec: LabelSpec, protocol: str) 
     """The label subset as positions in the data set's train split (JSON next to the cards)."""
     data = ctx.data
     path = ctx.out_dir / f"labels-{Path(ctx.card_name(protocol, spec.tag)).stem}-seed{ctx.seed}.json"
-    payload = split.to_json(dataset=data.name, test_from=data.test_note, indices="positions in the data set's train split")
+    payload = split.to_json(dataset=data.name, test_from=data.test_note,
+                            indices="positions in the data set's train split")
     payload["labeled"] = data.train_index[split.labeled].tolist()
     payload["val"] = data.train_index[split.val].tolist()
     if data.test_index is not None:
@@ -169,7 +170,7 @@ def _finetune_subset(ctx: EvalContext, spec: LabelSpec, settings: FinetuneSettin
         f"{len(test[0])} test; subset: {sub_path}")
     kw = dict(num_classes=ctx.data.num_classes, size=ctx.plan.size, mean=ctx.plan.mean, std=ctx.plan.std,
               settings=settings, seed=ctx.seed, device=ctx.device, refit=split.refit, log=log)
-    say(f" {'BYOL' if ctx.source.kind == 'checkpoint' else ctx.source.kind} encoder:")
+    say(f" {ctx.source.label} encoder:")
     res = finetune_eval(ctx.source.encoder, train, val, test, **kw)
     scratch = None
     if baseline:

@@ -67,6 +67,11 @@ class EncoderSource:
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def label(self) -> str:
+        """How results name this encoder: ``BYOL`` for a run's checkpoint, else its kind."""
+        return "BYOL" if self.kind == "checkpoint" else self.kind
+
+    @property
     def source_dataset(self) -> str | None:
         return (self.config.get("data") or {}).get("source")
 
