@@ -52,7 +52,12 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     data = load_images(str(image_folder), cache_dir=tmp_path / "cache", progress=False)
     f = extract_features(enc, torch.as_tensor(data.images), size=16, mean=cfg["data"]["mean"], std=cfg["data"]["std"])
     assert f.shape == (120, enc.feature_dim) and torch.isfinite(f).all()
-    acc = knn_eval(f, data.labels, f, data.labels, k=(5,))
+    # kNN on a disjoint, stratified test split (a query that is also in the bank would find itself)
+    from byol.eval.splits import stratified_split
+
+    bank, queries = stratified_split(data.labels, 0.25, seed=0)
+    assert not set(bank.tolist()) & set(queries.tolist())
+    acc = knn_eval(f[bank], data.labels[bank], f[queries], data.labels[queries], k=(5,))
     assert next(iter(acc.values())) > 50  # 3 easy classes: far above chance (33%) even after 2 tiny epochs
 
 

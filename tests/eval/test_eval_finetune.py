@@ -59,6 +59,69 @@ def test_finetune_function_learns_and_does_not_touch_the_encoder(labeled_images)
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())  # fine-tuned a copy
 
 
+def test_lr_choice_does_not_read_test_labels(labeled_images):
+    """The learning rate is chosen on the validation split: permuting the test labels must leave the
+    choice (and every validation score) unchanged while the test accuracy moves."""
+    images, labels = labeled_images
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(0))
+    tr, va, te = perm[:45], perm[45:75], perm[75:]
+    torch.manual_seed(0)
+    enc = build_backbone("convnet", in_channels=1, widths=[4, 8])
+    kw = dict(num_classes=3, size=16, mean=[0.3], std=[0.3], seed=0,
+              settings=FinetuneSettings(lrs=(0.01, 0.1, 1.0), steps=12, batch_size=16))
+    base = finetune_eval(enc, (images[tr], labels[tr]), (images[va], labels[va]), (images[te], labels[te]), **kw)
+    moved = False
+    for p in range(3):
+        shuffled = labels[te][torch.randperm(45, generator=torch.Generator().manual_seed(p))]
+        res = finetune_eval(enc, (images[tr], labels[tr]), (images[va], labels[va]), (images[te], shuffled), **kw)
+        assert res["lr"] == base["lr"] and res["val_top1_by_setting"] == base["val_top1_by_setting"]
+        moved |= res["top1"] != base["top1"]
+    assert moved  # the permutations do change the test score: the check above is not vacuous
+
+
+def test_scratch_baseline_is_a_fresh_init_and_the_pretrained_encoder_is_not_modified(tiny_run, tmp_path,
+                                                                                      monkeypatch):
+    """What fine-tuning starts from, recorded at every training run: the checkpoint's weights for the
+    BYOL encoder; for the baseline, the run's architecture freshly initialised with torch seed
+    ``seed + 1`` (EncoderSource.make_scratch), which differs from the checkpoint. Afterwards the
+    prepared encoder still holds the checkpoint's weights (every run trained a copy)."""
+    import byol.eval.finetune as finetune
+    from byol.eval.context import prepare
+    from byol.eval.protocols import run_finetune
+    from byol.eval.sources import SourceSpec
+    from byol.eval.subsets import parse_labels
+    from byol.models.factory import build_encoder
+    from byol.rundir import load_encoder, load_run_config
+
+    run, _, _ = tiny_run
+    starts = []
+    real = finetune.train_classifier
+
+    def spy(encoder, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in encoder.state_dict().items()})
+        return real(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train_classifier", spy)
+    seed = 3
+    ctx = prepare(SourceSpec(checkpoint=run), out_dir=tmp_path, feature_cache=False, seed=seed)
+    pretrained = load_encoder(run)[0].state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        fresh = build_encoder(load_run_config(run).model, ctx.source.in_channels).state_dict()
+
+    def differing(a, b):  # names of the tensors that differ (all of them if the architectures differ)
+        return sorted(a.keys() ^ b.keys()) or [k for k in a if not torch.equal(a[k], b[k])]
+
+    [out] = run_finetune(ctx, [parse_labels("30")], FinetuneSettings(lrs=(0.1,), steps=3, batch_size=8))
+    assert len(starts) == 2  # one grid point, no refit: the BYOL encoder, then the baseline
+    assert differing(starts[0], pretrained) == []
+    assert differing(starts[1], fresh) == []  # same architecture (keys and shapes), fresh weights
+    weights = [k for k, v in pretrained.items() if v.dtype.is_floating_point and v.ndim > 1]
+    assert weights and set(weights) <= set(differing(starts[1], pretrained))
+    assert differing(ctx.source.encoder.state_dict(), pretrained) == []
+    assert out.card["baseline"]["name"] == "scratch" and out.card["encoder"]["kind"] == "checkpoint"
+
+
 def test_cli_finetune_with_scratch_baseline(tiny_run, tmp_path, capsys):
     run, folder, cache = tiny_run
     out = tmp_path / "out"

@@ -159,3 +159,18 @@ def test_errors():
         linear_eval(x, y.float(), x, y)
     with pytest.raises(ConfigError):
         linear_eval(x, y, x, y, l2_grid=[])
+
+
+def test_l2_choice_does_not_read_test_labels():
+    """The penalty is chosen on a validation split of train: permuting the test labels must leave the
+    choice (and every validation score) unchanged while the test accuracy moves."""
+    x, y = _gaussian(260, 60, 3, sep=0.35, seed=1)
+    grid = paper_grid()[::6]  # 8 values in [1e-6, 1e5]: the choice (1.0) is interior
+    base = linear_eval(x[:160], y[:160], x[160:], y[160:], l2_grid=grid, val_fraction=0.3, seed=0)
+    moved = False
+    for s in range(3):
+        yt = y[160:][torch.randperm(100, generator=torch.Generator().manual_seed(s))]
+        res = linear_eval(x[:160], y[:160], x[160:], yt, l2_grid=grid, val_fraction=0.3, seed=0)
+        assert res["l2"] == base["l2"] and res["val_top1_by_l2"] == base["val_top1_by_l2"]
+        moved |= res["top1"] != base["top1"]
+    assert moved  # the permutations do change the test score: the check above is not vacuous

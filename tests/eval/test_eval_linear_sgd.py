@@ -118,6 +118,31 @@ def test_lr_is_chosen_from_the_grid_on_validation_then_refit():
     assert one["lr"] == 0.2 and one["n_val"] == 0 and one["val_top1_by_lr"] == {} and not one["refit"]
 
 
+def test_lr_choice_does_not_read_test_labels():
+    """The learning rate is chosen on a validation split of train: permuting the test labels must leave
+    the choice (and every validation score) unchanged while the test accuracy moves."""
+
+    def weak(n, seed):  # class c: channel c brighter by 10 under uniform 0-199 noise (~60% separable)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, 200, (3 * n, 3, 8, 8), generator=g, dtype=torch.uint8)
+        y = torch.arange(3).repeat_interleave(n)
+        for c in range(3):
+            x[y == c, c] += 10
+        return x, y
+
+    (xtr, ytr), (xte, yte) = weak(30, 0), weak(20, 1)
+    s = LinearSGDSettings(lrs=(10.0, 0.1, 0.001), epochs=4, batch_size=16, stats_samples=64, val_fraction=0.3)
+    kw = dict(size=8, mean=MEAN, std=STD, settings=s, seed=0)
+    base = linear_sgd_eval(identity_like_encoder(), (xtr, ytr), (xte, yte), **kw)
+    moved = False
+    for p in range(3):
+        perm = torch.randperm(len(yte), generator=torch.Generator().manual_seed(p))
+        res = linear_sgd_eval(identity_like_encoder(), (xtr, ytr), (xte, yte[perm]), **kw)
+        assert res["lr"] == base["lr"] and res["val_top1_by_lr"] == base["val_top1_by_lr"]
+        moved |= res["top1"] != base["top1"]
+    assert moved  # the permutations do change the test score: the check above is not vacuous
+
+
 def test_collapsed_encoder_gives_chance_accuracy():
     xtr, ytr = color_images(10, k=6)
     xte, yte = color_images(5, k=6, seed=1)  # balanced: any constant prediction is right on 1/6

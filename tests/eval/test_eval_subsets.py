@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from byol.errors import ConfigError, DataError
-from byol.eval.subsets import balanced_subset, holdout_split, make_label_split, parse_labels
+from byol.eval.splits import stratified_split
+from byol.eval.subsets import balanced_subset, make_label_split, parse_labels
 
 
 def _labels(counts=(40, 40, 40)):
@@ -61,7 +62,7 @@ def test_subset_seeding():
 
 def test_label_split_disjoint_from_val_and_test():
     y = _labels()
-    keep, test = holdout_split(y, 0.2, seed=0)
+    keep, test = stratified_split(y, 0.2, seed=0)
     assert torch.bincount(y[test], minlength=3).tolist() == [8, 8, 8]
     assert not bool(torch.isin(keep, test).any()) and keep.numel() + test.numel() == y.numel()
     allowed = torch.zeros(y.numel(), dtype=torch.bool)
@@ -89,3 +90,16 @@ def test_label_split_all_labels_refits(tmp_path):
     assert train.numel() == 108 and not bool(torch.isin(train, s.val).any())
     data = json.loads(s.save(tmp_path / "sub.json", dataset="x").read_text())
     assert data["labels"] == "100%" and data["n_val"] == 12 and len(data["labeled"]) == 120 and data["dataset"] == "x"
+
+
+def test_stratified_split_is_pinned():
+    """The one split behind the linear probes' validation sets, a folder's carved test split and the
+    100% label split's validation set: its output for a seed is part of cached features and label-subset
+    files, so a change must be deliberate."""
+    y = torch.tensor([0, 1, 2] * 5 + [3])  # class 3 has a single sample: it stays in keep
+    keep, held = stratified_split(y, 0.4, 0)
+    assert keep.tolist() == [1, 2, 3, 4, 5, 6, 7, 9, 11, 15] and held.tolist() == [0, 8, 10, 12, 13, 14]
+    s = make_label_split(y[:15], "100%", seed=4)
+    assert torch.equal(s.val, stratified_split(y[:15], 0.1, 5)[1])  # labeled = everything, val seed = seed + 1
+    with pytest.raises(ConfigError, match="test fraction must be in"):
+        stratified_split(y, 1.0, name="test fraction")

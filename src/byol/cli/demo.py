@@ -14,31 +14,8 @@ from byol.config import PretrainConfig, build_config, find_preset
 from byol.models.factory import build_encoder
 from byol.pretrain import run_pretrain
 from byol.data import load_images
-from byol.eval import extract_features, knn_eval, linear_eval
+from byol.eval.compare import evaluate_encoders
 from byol.reports import plot_training_curves
-
-
-def _features(encoder, images, size, mean, std, device) -> torch.Tensor:
-    return extract_features(encoder, torch.as_tensor(images), size=size, mean=mean, std=std, device=device)
-
-
-def evaluate_encoders(
-    encoders: dict[str, torch.nn.Module], train, test, *, size: int, mean, std, device, raw_pixels: bool = True,
-    k: int = 20,
-) -> dict[str, dict[str, float]]:
-    """Linear (L-BFGS logistic regression on frozen features) and kNN (cosine, k) for each encoder."""
-    out: dict[str, dict[str, float]] = {"linear": {}, "knn": {}}
-    for name, enc in encoders.items():
-        ftr = _features(enc, train.images, size, mean, std, device)
-        fte = _features(enc, test.images, size, mean, std, device)
-        out["linear"][name] = float(linear_eval(ftr, train.labels, fte, test.labels)["top1"])
-        knn = knn_eval(ftr, train.labels, fte, test.labels, k=(k,))
-        out["knn"][name] = float(next(iter(knn.values())))
-    if raw_pixels:
-        xtr = torch.as_tensor(train.images).reshape(len(train), -1).float() / 255
-        xte = torch.as_tensor(test.images).reshape(len(test), -1).float() / 255
-        out["linear"]["raw_pixels"] = float(linear_eval(xtr, train.labels, xte, test.labels)["top1"])
-    return out
 
 
 def format_table(results: dict[str, Any]) -> str:

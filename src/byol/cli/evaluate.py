@@ -1,23 +1,23 @@
 """``byol eval linear|knn|finetune|transfer``, ``byol embed``, ``byol export``, ``byol report``.
 
 This module turns command-line flags into explicit arguments for :mod:`byol.eval` and
-:mod:`byol.reports`; it is the only place that knows a run directory's config layout. Heavy imports
-(torch, torchvision) happen inside the command functions, so ``byol --help`` stays fast.
+:mod:`byol.reports`: every command builds a :class:`~byol.eval.sources.SourceSpec` and
+:class:`~byol.eval.data.DataOptions` from its flags, calls :func:`byol.eval.context.prepare` once, runs
+one protocol of :mod:`byol.eval.protocols` and prints what it returned. Heavy imports (torch,
+torchvision) happen inside the command functions, so ``byol --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byol.errors import ConfigError
 
-from byol.cli.evaldata import EvalData, is_named_dataset, load_kwargs, same_source, load_eval_data, plan_for
-from byol.cli.sources import EncoderSource, load_source
+if TYPE_CHECKING:
+    from byol.eval.context import EvalContext
+    from byol.eval.sources import SourceSpec
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,57 +148,45 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+
 # ----------------------------------------------------------------------------------------------
-# output layout
-
-
-def _out_dir(a: argparse.Namespace, src: EncoderSource) -> Path:
-    if a.out_dir:
-        return Path(a.out_dir)
-    if src.run_dir is not None:
-        return src.run_dir / "eval"
-    name = src.ident.split(":")[0] + "-" + src.meta["name"] + ("" if src.meta.get("width", 1) == 1 else f"-w{src.meta['width']:g}")
-    return Path("runs") / "baselines" / name / "eval"
-
-
-def _feature_cache_dir(a: argparse.Namespace, src: EncoderSource, out_dir: Path) -> Path | None:
-    if a.no_cache:
-        return None
-    return (src.run_dir / "eval" / "features") if src.run_dir is not None else out_dir / "features"
-
-
-def _setup(a: argparse.Namespace):
-    import torch
-
-    from byol.runtime.device import resolve_device
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    return resolve_device(a.device)
-
-
-def _features(a, src, plan, data: EvalData, device, out_dir: Path):
-    from byol.eval.cache import features_for
-
-    cache = _feature_cache_dir(a, src, out_dir)
-    carved = "carved" if data.test_note.startswith("held out") else "native"
-    extra = {"channel_op": plan.channel_op, "test": carved, "test_fraction": a.test_fraction if carved == "carved" else None}
-    out, hits = [], 0
-    for split, ims in (("train", data.train), ("test", data.test)):
-        f, hit = features_for(src.encoder, plan.apply(ims.images), cache_dir=cache, encoder_id=src.ident,
-                              dataset=data.key, split=split, size=plan.size, mean=plan.mean, std=plan.std,
-                              extra=extra, batch_size=a.batch_size, device=device)
-        out.append(f)
-        hits += hit
-    return out[0], out[1], hits
-
-
-def _splits(data: EvalData, **more) -> dict[str, Any]:
-    return {"train": len(data.train), "test": len(data.test), "test_from": data.test_note, **more}
+# flags -> library arguments
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _source_spec(a: argparse.Namespace) -> SourceSpec:
+    from byol.eval.sources import SourceSpec
+
+    return SourceSpec(checkpoint=a.checkpoint, random_init=a.random_init or False, torchvision=a.torchvision,
+                      weights=a.weights, backbone=a.backbone, width=a.width, small_stem=a.small_stem,
+                      in_channels=a.in_channels)
+
+
+def _prepare(a: argparse.Namespace, dataset: str | None, *, split: str | None = None,
+             transfer: bool = False) -> EvalContext:
+    """The one set-up of every eval command; prints the input-adaptation line when there is one."""
+    from byol.eval.context import prepare
+    from byol.eval.data import DataOptions
+
+    data = DataOptions(image_size=a.image_size, data_dir=a.data_dir, cache_dir=a.cache_dir,
+                       test_fraction=a.test_fraction)
+    ctx = prepare(_source_spec(a), dataset, data=data, split=split, device=a.device, threads=a.threads, seed=a.seed,
+                  out_dir=a.out_dir, feature_cache=not a.no_cache, batch_size=a.batch_size, log=_say)
+    message = ctx.input_message(transfer)
+    if message:
+        _say(message)
+    return ctx
+
+
+def _top5(res: dict[str, Any]) -> str:
+    return f", top-5 {res['top5']:.2f}%" if "top5" in res else ""
+
+
+def _sizes(ctx: EvalContext) -> str:
+    return f"{len(ctx.data.train)} train / {len(ctx.data.test)} test"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,54 +194,14 @@ def _say(text: str) -> None:
 
 
 def _linear(a: argparse.Namespace, protocol: str) -> int:
-    from byol.eval import linear_eval, paper_grid
-    from byol.eval.cards import card_filename, make_card, write_card
+    from byol.eval.protocols import run_linear
 
-    device = _setup(a)
-    t0 = time.perf_counter()
-    probe = _probe_channels(a)
-    src = load_source(a, data_channels=probe)
-    data = load_eval_data(a, src, a.dataset)
-    plan = plan_for(a, src, data.train, data.decoded_size)
-    if protocol.startswith("transfer") or plan.changes:
-        _say(("transfer: " if protocol.startswith("transfer") else "input: ") + plan.message(data.name))
-    out_dir = _out_dir(a, src)
-    ftr, fte, hits = _features(a, src, plan, data, device, out_dir)
-    t1 = time.perf_counter()
-    l2_grid = getattr(a, "l2_grid", None) or "default"
-    res = linear_eval(ftr, data.train.labels, fte, data.test.labels, l2_grid=paper_grid() if l2_grid == "paper" else None,
-                      seed=a.seed, num_classes=data.num_classes)
-    t2 = time.perf_counter()
-    metrics = {k: res[k] for k in ("top1", "top5") if k in res}
-    card = make_card(
-        protocol=protocol, metrics=metrics, dataset=data.name,
-        splits=_splits(data, val_fraction_for_l2=0.1),
-        hyperparameters={"labels": "100%", "l2": res["l2"], "l2_grid": l2_grid,
-                         "val_top1_by_l2": {f"{k:g}": v for k, v in res["val_top1_by_l2"].items()},
-                         "size": plan.size, "feature_dim": res["dim"], "standardized": True},
-        encoder=src.card_info(), seed=a.seed,
-        timing={"features_seconds": t1 - t0, "fit_seconds": t2 - t1, "seconds": t2 - t0},
-        conversion=plan.message(data.name), source_dataset=src.source_dataset, feature_cache_hits=hits,
-    )
-    path = write_card(out_dir, card, card_filename(protocol, data.name))
-    top5 = f", top-5 {metrics['top5']:.2f}%" if "top5" in metrics else ""
-    _say(f"{protocol} on {data.name}: top-1 {metrics['top1']:.2f}%{top5} (l2={res['l2']:g}, "
-         f"{len(data.train)} train / {len(data.test)} test); card: {path}")
+    ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
+    out = run_linear(ctx, protocol=protocol, l2_grid=getattr(a, "l2_grid", None) or "default")
+    res = out.result
+    _say(f"{protocol} on {ctx.data.name}: top-1 {res['top1']:.2f}%{_top5(res)} (l2={res['l2']:g}, {_sizes(ctx)}); "
+         f"card: {out.path}")
     return 0
-
-
-def _probe_channels(a: argparse.Namespace) -> int | None:
-    """For --random-init without --in-channels: the data set's channel count (cheap for named sets)."""
-    if not getattr(a, "random_init", False) or a.in_channels:
-        return None
-    ds = getattr(a, "dataset", None) or getattr(a, "data", None)
-    if not ds:
-        return None
-    from byol.data import load_images
-
-    kw = dict(image_size=a.image_size if not is_named_dataset(ds) else None, data_dir=a.data_dir, cache_dir=a.cache_dir,
-              progress=False)
-    return load_images(ds, getattr(a, "split", "train"), **kw).num_channels
 
 
 _SGD_ONLY = (("epochs", "--epochs"), ("sgd_batch_size", "--sgd-batch-size"), ("lrs", "--lrs"),
@@ -271,10 +219,8 @@ def cmd_linear(a: argparse.Namespace) -> int:
 
 def _linear_sgd(a: argparse.Namespace, protocol: str) -> int:
     """``eval linear --protocol sgd``: the paper's ImageNet linear protocol (see byol.eval.linear_sgd)."""
-    import torch
-
-    from byol.eval.cards import card_filename, make_card, write_card
-    from byol.eval.linear_sgd import LinearSGDSettings, linear_sgd_eval
+    from byol.eval.linear_sgd import LinearSGDSettings
+    from byol.eval.protocols import run_linear_sgd
 
     if a.l2_grid is not None:
         raise ConfigError("--l2-grid only applies to --protocol lbfgs; --protocol sgd chooses among --lrs")
@@ -288,159 +234,44 @@ def _linear_sgd(a: argparse.Namespace, protocol: str) -> int:
         eval_batch_size=max(1, a.batch_size),
     )
     settings.validate()  # before loading anything
-    device = _setup(a)
-    t0 = time.perf_counter()
-    src = load_source(a, data_channels=_probe_channels(a))
-    data = load_eval_data(a, src, a.dataset)
-    plan = plan_for(a, src, data.train, data.decoded_size)
-    if plan.changes:
-        _say("input: " + plan.message(data.name))
-    out_dir = _out_dir(a, src)
-    train = (plan.apply(torch.as_tensor(data.train.images)), torch.as_tensor(data.train.labels))
-    test = (plan.apply(torch.as_tensor(data.test.images)), torch.as_tensor(data.test.labels))
-    aug = (f"random resized crop (area {settings.crop_scale[0]:g}-{settings.crop_scale[1]:g}) + flip"
-           if settings.augment else "none")
-    grid = " ".join(f"{v:g}" for v in settings.lrs)
-    _say(f"{protocol} on {data.name}: {len(data.train)} train, {len(data.test)} test; {settings.epochs:g} epochs, "
-         f"batch {settings.batch_size}, base lrs {grid}"
-         + (f" (chosen on a stratified {settings.val_fraction:.0%} of train, then refit on all of it)"
-            if len(settings.lrs) > 1 else "") + f"; train augmentation: {aug}")
-    res = linear_sgd_eval(src.encoder, train, test, num_classes=data.num_classes, size=plan.size, mean=plan.mean,
-                          std=plan.std, settings=settings, seed=a.seed, device=device,
-                          progress=not a.no_progress, log=_say)
-    metrics = {k: res[k] for k in ("top1", "top5") if k in res}
-    splits = _splits(data, val=res["n_val"])
-    if res["n_val"]:
-        splits["val_from"] = (f"stratified {settings.val_fraction:.0%} of train (seed {a.seed}), "
-                              + ("then refit on all of train" if res["refit"] else "not refitted"))
-    card = make_card(
-        protocol=protocol, metrics=metrics, dataset=data.name, splits=splits,
-        hyperparameters={"labels": "100%", "lr": res["lr"], "lr_effective": res["lr_effective"],
-                         "lr_grid": list(settings.lrs), "lr_scaling": "base * batch_size / 256",
-                         "val_top1_by_lr": {f"{k:g}": v for k, v in res["val_top1_by_lr"].items()},
-                         "epochs": settings.epochs, "steps": res["steps"], "batch_size": settings.batch_size,
-                         "optimizer": "sgd-nesterov", "momentum": settings.momentum, "schedule": "cosine",
-                         "weight_decay": settings.weight_decay, "augment": aug, "test_view": "whole image resized",
-                         "standardized": settings.standardize, "bn": "eval mode (frozen encoder)",
-                         "size": plan.size, "feature_dim": res["dim"], "final_loss": res["final_loss"]},
-        encoder=src.card_info(), seed=a.seed,
-        timing={"seconds": time.perf_counter() - t0, "fit_seconds": res["seconds"]},
-        conversion=plan.message(data.name), source_dataset=src.source_dataset,
-    )
-    path = write_card(out_dir, card, card_filename(protocol, data.name))
-    top5 = f", top-5 {metrics['top5']:.2f}%" if "top5" in metrics else ""
-    _say(f"{protocol} on {data.name}: top-1 {metrics['top1']:.2f}%{top5} (base lr {res['lr']:g}, {res['steps']} steps; "
-         f"{len(data.train)} train / {len(data.test)} test); card: {path}")
+    ctx = _prepare(a, a.dataset)
+    out = run_linear_sgd(ctx, settings, protocol=protocol, progress=not a.no_progress, log=_say)
+    res = out.result
+    _say(f"{protocol} on {ctx.data.name}: top-1 {res['top1']:.2f}%{_top5(res)} (base lr {res['lr']:g}, "
+         f"{res['steps']} steps; {_sizes(ctx)}); card: {out.path}")
     return 0
 
 
 def cmd_knn(a: argparse.Namespace) -> int:
-    from byol.eval import knn_eval
-    from byol.eval.cards import card_filename, make_card, write_card
+    from byol.eval.protocols import run_knn
 
     if not a.k or min(a.k) < 1:
         raise ConfigError(f"--k must be positive integers, got {a.k}")
-    device = _setup(a)
-    t0 = time.perf_counter()
-    src = load_source(a, data_channels=_probe_channels(a))
-    data = load_eval_data(a, src, a.dataset)
-    plan = plan_for(a, src, data.train, data.decoded_size)
-    if plan.changes:
-        _say("input: " + plan.message(data.name))
-    out_dir = _out_dir(a, src)
-    ftr, fte, hits = _features(a, src, plan, data, device, out_dir)
-    t1 = time.perf_counter()
-    res = knn_eval(ftr, data.train.labels, fte, data.test.labels, k=a.k, temperature=a.temperature,
-                   num_classes=data.num_classes)
-    t2 = time.perf_counter()
-    card = make_card(
-        protocol="knn", metrics=res, dataset=data.name, splits=_splits(data),
-        hyperparameters={"labels": "100%", "k": list(a.k), "temperature": a.temperature, "weighting": "exp",
-                         "similarity": "cosine", "size": plan.size},
-        encoder=src.card_info(), seed=a.seed,
-        timing={"features_seconds": t1 - t0, "fit_seconds": t2 - t1, "seconds": t2 - t0},
-        conversion=plan.message(data.name), source_dataset=src.source_dataset, feature_cache_hits=hits,
-    )
-    path = write_card(out_dir, card, card_filename("knn", data.name))
-    accs = ", ".join(f"k={k[1:]}: {v:.2f}%" for k, v in res.items())
-    _say(f"knn on {data.name}: {accs}; card: {path}")
+    ctx = _prepare(a, a.dataset)
+    out = run_knn(ctx, k=a.k, temperature=a.temperature)
+    accs = ", ".join(f"k={k[1:]}: {v:.2f}%" for k, v in out.result.items())
+    _say(f"knn on {ctx.data.name}: {accs}; card: {out.path}")
     return 0
 
 
 def _finetune(a: argparse.Namespace, protocol: str) -> int:
-    import torch
-
-    from byol.eval.cards import card_filename, make_card, write_card
-    from byol.eval.finetune import FinetuneSettings, finetune_eval
-    from byol.eval.subsets import make_label_split, parse_labels
+    from byol.eval.finetune import FinetuneSettings
+    from byol.eval.protocols import run_finetune
+    from byol.eval.subsets import parse_labels
 
     specs = [parse_labels(s) for s in a.labels]  # fail fast on a bad --labels
     settings = FinetuneSettings(lrs=tuple(a.lrs), weight_decays=tuple(a.weight_decays), epochs=a.epochs,
                                 steps=a.steps, batch_size=a.ft_batch_size, augment=not a.no_augment)
     settings.validate()
-    device = _setup(a)
-    src = load_source(a, data_channels=_probe_channels(a))
-    data = load_eval_data(a, src, a.dataset)
-    plan = plan_for(a, src, data.train, data.decoded_size)
-    if protocol.startswith("transfer") or plan.changes:
-        _say(("transfer: " if protocol.startswith("transfer") else "input: ") + plan.message(data.name))
-    out_dir = _out_dir(a, src)
-    xall = plan.apply(torch.as_tensor(data.train.images))
-    yall = data.train.labels
-    test = (plan.apply(torch.as_tensor(data.test.images)), data.test.labels)
-    kw = dict(num_classes=data.num_classes, size=plan.size, mean=plan.mean, std=plan.std, settings=settings,
-              seed=a.seed, device=device)
-    for spec in specs:
-        t0 = time.perf_counter()
-        split = make_label_split(yall, spec, seed=a.seed, val_per_class=a.val_per_class)
-        sub_path = out_dir / f"labels-{Path(card_filename(protocol, data.name, spec.tag)).stem}-seed{a.seed}.json"
-        payload = split.to_json(dataset=data.name, test_from=data.test_note,
-                                indices="positions in the data set's train split")
-        payload["labeled"] = data.train_index[split.labeled].tolist()
-        payload["val"] = data.train_index[split.val].tolist()
-        if data.test_index is not None:
-            payload["test"] = data.test_index.tolist()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        sub_path.write_text(json.dumps(payload))
-        tr_idx = split.select_train
-        train_t = (xall[tr_idx], yall[tr_idx])
-        val_t = (xall[split.val], yall[split.val])
-        _say(f"{protocol} on {data.name}, labels {spec.text}: {len(split.labeled)} labeled, {len(split.val)} val "
-             f"({'held out of the labeled set, refit' if split.refit else 'from the unlabeled rest'}), "
-             f"{len(test[0])} test; subset: {sub_path}")
-        who = "BYOL" if src.kind == "checkpoint" else src.kind
-        _say(f" {who} encoder:")
-        res = finetune_eval(src.encoder, train_t, val_t, test, refit=split.refit, log=_say, **kw)
-        baseline = None
-        if not a.no_baseline:
-            _say(" supervised from scratch (same architecture, random init):")
-            bres = finetune_eval(src.make_scratch, train_t, val_t, test, refit=split.refit, log=_say, **kw)
-            baseline = {"name": "scratch", "metrics": {k: bres[k] for k in ("top1", "top5") if k in bres},
-                        "lr": bres["lr"], "weight_decay": bres["weight_decay"],
-                        "val_top1_by_setting": bres["val_top1_by_setting"], "seconds": bres["seconds"]}
-        metrics = {k: res[k] for k in ("top1", "top5") if k in res}
-        card = make_card(
-            protocol=protocol, metrics=metrics, dataset=data.name,
-            splits=_splits(data, labeled=len(split.labeled), val=len(split.val), val_from=(
-                "labeled subset (refit on all of it)" if split.refit else "complement of the labeled subset in train"),
-                per_class=split.per_class),
-            hyperparameters={"labels": spec.text, "lr": res["lr"], "weight_decay": res["weight_decay"],
-                             "lr_grid": list(settings.lrs), "weight_decay_grid": list(settings.weight_decays),
-                             "val_top1_by_setting": res["val_top1_by_setting"], "epochs": settings.epochs,
-                             "steps": res["steps"], "batch_size": settings.batch_size, "optimizer": "sgd-nesterov",
-                             "momentum": settings.momentum, "schedule": "cosine", "augment": settings.augment,
-                             "bn": "train mode", "size": plan.size},
-            encoder=src.card_info(), seed=a.seed, label_subset=str(sub_path),
-            timing={"seconds": time.perf_counter() - t0, "byol_seconds": res["seconds"]},
-            baseline=baseline, conversion=plan.message(data.name), source_dataset=src.source_dataset,
-        )
-        path = write_card(out_dir, card, card_filename(protocol, data.name, spec.tag))
-        line = f" => labels {spec.text}: {who} top-1 {metrics['top1']:.2f}%"
-        if "top5" in metrics:
-            line += f" (top-5 {metrics['top5']:.2f}%)"
-        if baseline:
-            line += f"; scratch top-1 {baseline['metrics']['top1']:.2f}%"
-        _say(line + f"; card: {path}")
+    ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
+    for spec, out in zip(specs, run_finetune(ctx, specs, settings, protocol=protocol, val_per_class=a.val_per_class,
+                                             baseline=not a.no_baseline, log=_say)):
+        line = f" => labels {spec.text}: {ctx.source.label} top-1 {out.result['top1']:.2f}%"
+        if "top5" in out.result:
+            line += f" (top-5 {out.result['top5']:.2f}%)"
+        if out.card["baseline"]:
+            line += f"; scratch top-1 {out.card['baseline']['metrics']['top1']:.2f}%"
+        _say(line + f"; card: {out.path}")
     return 0
 
 
@@ -455,51 +286,25 @@ def cmd_transfer(a: argparse.Namespace) -> int:
 
 
 def cmd_embed(a: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from byol.eval.protocols import write_embedding
 
-    from byol.data import load_images
-    from byol.eval.cache import features_for
-
-    device = _setup(a)
-    src = load_source(a, data_channels=_probe_channels(a))
-    kw = load_kwargs(a, src, a.data)
-    data = load_images(a.data, a.split, **kw)
-    plan = plan_for(a, src, data, kw["image_size"] if not same_source(src, a.data) else None)
-    if plan.changes:
-        _say("input: " + plan.message(a.data))
-    feats, _ = features_for(src.encoder, plan.apply(torch.as_tensor(data.images)), cache_dir=None,
-                            encoder_id=src.ident, dataset=a.data, split=a.split, size=plan.size, mean=plan.mean,
-                            std=plan.std, batch_size=a.batch_size, device=device)
-    out = Path(a.out)
-    if out.suffix != ".npy":
-        out = out.with_name(out.name + ".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats.numpy())
-    csv_path = out.with_suffix(".csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "path", "label"])
-        for i in range(len(data)):
-            path = data.paths[i] if data.paths is not None else ""
-            label = ""
-            if data.labels is not None:
-                y = int(data.labels[i])
-                label = data.classes[y] if data.classes else str(y)
-            w.writerow([i, path, label])
-    _say(f"embedded {len(data)} images -> {out} {tuple(feats.shape)} and {csv_path}")
+    ctx = _prepare(a, a.data, split=a.split)
+    npy, csv_path, shape = write_embedding(ctx, a.out)
+    _say(f"embedded {len(ctx.data.train)} images -> {npy} {shape} and {csv_path}")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
+    from byol.eval.context import default_out_dir
+    from byol.eval.sources import load_source
     from byol.models import torchvision_resnet
+    from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
 
     if a.format == "onnx":
         from byol.models.export import _onnx_modules
 
         _onnx_modules()  # fail before loading anything if the extra is missing
-    src = load_source(a, data_channels=a.in_channels)
+    src = load_source(_source_spec(a), seed=a.seed, data_channels=a.in_channels)
     mean, std = src.mean, src.std
     if mean is None or std is None:
         _say("note: this encoder has no training statistics: the sidecar's mean/std are null")
@@ -509,7 +314,8 @@ def cmd_export(a: argparse.Namespace) -> int:
                          options=src.meta.get("options"), mean=mean, std=std, view_size=size,
                          source=src.config.get("_checkpoint_path", src.ident))
     ext = {"torchvision": ".pt", "safetensors": ".safetensors", "onnx": ".onnx"}[a.format]
-    out = Path(a.out) if a.out else _out_dir(a, src).parent / "export" / f"encoder{ext}"
+    out_dir = Path(a.out_dir) if a.out_dir else default_out_dir(src)
+    out = Path(a.out) if a.out else out_dir.parent / "export" / f"encoder{ext}"
     src.encoder.cpu().eval()
     if a.format == "torchvision":
         path, side = save_torchvision(src.encoder, out, meta)

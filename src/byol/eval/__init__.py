@@ -1,53 +1,97 @@
 """Evaluation of backbones: feature extraction (+ a disk cache), L-BFGS linear probe, SGD linear
 probe on augmented images, weighted kNN, fine-tuning on class-balanced label subsets, transfer
-input adaptation, export, results cards.
+input adaptation, results cards.
 
-Works with any backbone (``nn.Module``: float ``[B, C, H, W]`` -> ``[B, D]``); depends only on
-``torch``/``numpy``, ``byol.errors`` and ``byol.augment`` (``eval_transform``; ``apply_view`` for
-the SGD probe's crop + flip), not on ``byol.methods`` or ``byol.engine``.
+The protocol functions work with any backbone (``nn.Module``: float ``[B, C, H, W]`` -> ``[B, D]``)
+and depend only on ``torch``/``numpy``, ``byol.errors``, ``byol.schedules`` and ``byol.augment``
+(``eval_transform``; ``apply_view`` for the SGD probe's crop + flip), not on ``byol.methods`` or
+``byol.engine``. Above them, :mod:`byol.eval.sources` (which encoder), :mod:`byol.eval.data` (which
+images) and :mod:`byol.eval.context` (:func:`prepare`: one set-up per evaluation) read run
+directories and data sets through ``byol.rundir``, ``byol.models`` and ``byol.data``;
+:mod:`byol.eval.protocols` runs a protocol on a prepared context and writes its card.
+
+The public names are imported on first use (PEP 562), so that reading results cards
+(:mod:`byol.eval.cards`, used by ``byol report``) does not import torch.
 """
 
-from byol.eval.cache import features_for, file_fingerprint
-from byol.eval.features import extract_features
-from byol.eval.finetune import FinetuneSettings, finetune_eval
-from byol.eval.knn import knn_eval, knn_predict
-from byol.eval.linear import (
-    DEFAULT_L2_GRID,
-    fit_logistic,
-    linear_eval,
-    paper_grid,
-    predict_logits,
-    standardize,
-    stratified_split,
-)
-from byol.eval.linear_sgd import PAPER_LR_GRID, LinearHeads, LinearSGDSettings, linear_sgd_eval, train_linear_heads
-from byol.eval.subsets import LabelSplit, make_label_split, parse_labels
-from byol.eval.transfer import adapt_channels, convert_stats, plan_adaptation
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_L2_GRID",
-    "FinetuneSettings",
-    "LabelSplit",
-    "LinearHeads",
-    "LinearSGDSettings",
-    "PAPER_LR_GRID",
-    "adapt_channels",
-    "convert_stats",
-    "extract_features",
-    "features_for",
-    "file_fingerprint",
-    "finetune_eval",
-    "fit_logistic",
-    "knn_eval",
-    "knn_predict",
-    "linear_eval",
-    "linear_sgd_eval",
-    "make_label_split",
-    "paper_grid",
-    "parse_labels",
-    "plan_adaptation",
-    "predict_logits",
-    "standardize",
-    "stratified_split",
-    "train_linear_heads",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from byol.eval.cache import features_for, file_fingerprint
+    from byol.eval.compare import evaluate_encoders
+    from byol.eval.context import EvalContext, prepare
+    from byol.eval.data import DataOptions
+    from byol.eval.features import extract_features
+    from byol.eval.finetune import FinetuneSettings, finetune_eval
+    from byol.eval.knn import knn_eval, knn_predict
+    from byol.eval.linear import DEFAULT_L2_GRID, fit_logistic, linear_eval, paper_grid, predict_logits, standardize
+    from byol.eval.linear_sgd import (
+        PAPER_LR_GRID,
+        LinearHeads,
+        LinearSGDSettings,
+        linear_sgd_eval,
+        train_linear_heads,
+    )
+    from byol.eval.protocols import run_finetune, run_knn, run_linear, run_linear_sgd, write_embedding
+    from byol.eval.sources import EncoderSource, SourceSpec, load_source
+    from byol.eval.splits import stratified_split
+    from byol.eval.subsets import LabelSplit, make_label_split, parse_labels
+    from byol.eval.transfer import adapt_channels, convert_stats, plan_adaptation
+
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_L2_GRID": "byol.eval.linear",
+    "DataOptions": "byol.eval.data",
+    "EncoderSource": "byol.eval.sources",
+    "EvalContext": "byol.eval.context",
+    "SourceSpec": "byol.eval.sources",
+    "FinetuneSettings": "byol.eval.finetune",
+    "LabelSplit": "byol.eval.subsets",
+    "LinearHeads": "byol.eval.linear_sgd",
+    "LinearSGDSettings": "byol.eval.linear_sgd",
+    "PAPER_LR_GRID": "byol.eval.linear_sgd",
+    "adapt_channels": "byol.eval.transfer",
+    "convert_stats": "byol.eval.transfer",
+    "evaluate_encoders": "byol.eval.compare",
+    "extract_features": "byol.eval.features",
+    "features_for": "byol.eval.cache",
+    "file_fingerprint": "byol.eval.cache",
+    "finetune_eval": "byol.eval.finetune",
+    "fit_logistic": "byol.eval.linear",
+    "knn_eval": "byol.eval.knn",
+    "knn_predict": "byol.eval.knn",
+    "linear_eval": "byol.eval.linear",
+    "linear_sgd_eval": "byol.eval.linear_sgd",
+    "load_source": "byol.eval.sources",
+    "make_label_split": "byol.eval.subsets",
+    "paper_grid": "byol.eval.linear",
+    "parse_labels": "byol.eval.subsets",
+    "plan_adaptation": "byol.eval.transfer",
+    "predict_logits": "byol.eval.linear",
+    "prepare": "byol.eval.context",
+    "run_finetune": "byol.eval.protocols",
+    "run_knn": "byol.eval.protocols",
+    "run_linear": "byol.eval.protocols",
+    "run_linear_sgd": "byol.eval.protocols",
+    "standardize": "byol.eval.linear",
+    "stratified_split": "byol.eval.splits",
+    "train_linear_heads": "byol.eval.linear_sgd",
+    "write_embedding": "byol.eval.protocols",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'byol.eval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,7 +1,9 @@
 """Results cards: one JSON file per evaluation, written into the evaluation's output directory.
 
 A card says what was measured and how, so a number can be traced afterwards and tables can be built
-from run directories (``byol report``). Fields (all written by :func:`make_card`)::
+from run directories (``byol report``). This module is the one place that writes cards and reads
+them back (:func:`collect_cards`); it imports neither torch nor anything that does, so reading
+cards stays fast. Fields (all written by :func:`make_card`)::
 
     schema       "byol.eval-card/1"
     protocol     "linear" | "linear-sgd" | "knn" | "finetune" | "transfer-linear" | "transfer-finetune"
@@ -22,9 +24,12 @@ import os
 import re
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["CARD_SCHEMA", "make_card", "write_card", "card_filename"]
+from byol.errors import ByolError
+
+__all__ = ["CARD_SCHEMA", "card_filename", "card_files", "collect_cards", "make_card", "read_card", "write_card"]
 
 CARD_SCHEMA = "byol.eval-card/1"
 
@@ -80,3 +85,35 @@ def write_card(out_dir: str | Path, card: dict[str, Any], filename: str) -> Path
     tmp.write_text(json.dumps(card, indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def read_card(path: str | Path) -> dict[str, Any] | None:
+    """The card in ``path``, or ``None`` for an unreadable file or JSON that is not a card of :data:`CARD_SCHEMA`."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("schema") == CARD_SCHEMA else None
+
+
+def card_files(run_dir: str | Path) -> list[Path]:
+    """Candidate card files of a run directory: every ``*.json`` under ``run_dir/eval/`` (recursively, so
+    ``--out-dir`` sub-folders count too) except the feature cache's; a directory that is not a run
+    directory is searched as it is."""
+    run_dir = Path(run_dir)
+    root = run_dir / "eval" if (run_dir / "eval").is_dir() else run_dir
+    return sorted(p for p in root.rglob("*.json") if "features" not in p.relative_to(root).parts)
+
+
+def collect_cards(run_dirs: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+    """``[(run name, card), ...]`` for every card found; a missing directory is a :class:`ByolError`."""
+    out = []
+    for d in run_dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise ByolError(f"{d} is not a directory (pass run directories, e.g. runs/fm1)")
+        for f in card_files(d):
+            card = read_card(f)
+            if card is not None:
+                out.append((d.name or str(d), card))
+    return out

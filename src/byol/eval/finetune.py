@@ -6,7 +6,7 @@ Protocol [BYOL §4.2 and App. C.2/D.3, adapted to a CPU]:
   BatchNorm in **train** mode while fine-tuning (batch statistics), eval mode for scoring;
 - optimiser: SGD, Nesterov momentum 0.9, no weight decay (the semi-supervised protocol; the
   transfer protocol may grid over weight decay too), cosine decay of the learning rate to 0 over
-  all steps (per step, no warm-up);
+  all steps (per step, no warm-up; the loop is :func:`byol.eval.training.train_steps`);
 - augmentation: random crop with zero padding (``size // 8`` px a side at the input resolution)
   and horizontal flip, drawn per sample and applied batched (no per-image Python); the paper uses
   random-resized crop + flip at 224 px, which is too strong for 28-32 px images;
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from byol.augment import eval_transform
 from byol.errors import ConfigError, DataError
 from byol.eval.features import extract_features, is_conv
+from byol.eval.training import check_images, epoch_steps, train_steps
 
 __all__ = ["FinetuneSettings", "crop_flip", "finetune_eval", "train_classifier", "topk_accuracy"]
 
@@ -67,8 +68,7 @@ class FinetuneSettings:
     def total_steps(self, n: int) -> int:
         if self.steps is not None:
             return int(self.steps)
-        b = min(self.batch_size, n)
-        return max(1, int(math.ceil(self.epochs * (n // b))))  # full batches only (a short last one is dropped)
+        return epoch_steps(self.epochs, n, self.batch_size)  # full batches only (a short last one is dropped)
 
 
 def crop_flip(images: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:
@@ -138,7 +138,7 @@ def train_classifier(
     n = int(images.shape[0])
     if n < 2:
         raise DataError(f"fine-tuning needs at least 2 labeled images, got {n}")
-    labels = torch.as_tensor(labels).to(torch.int64)
+    images, labels = check_images(images, labels, "train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # the copy is trained: channels_last for good (inputs below too), as pretraining does
@@ -153,36 +153,25 @@ def train_classifier(
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.SGD(groups, lr=lr, momentum=settings.momentum, nesterov=True)
-    total = settings.total_steps(n)
-    b = min(settings.batch_size, n)
     pad = settings.pad if settings.pad is not None else max(1, size // 8)
-    g = torch.Generator().manual_seed(seed)  # batch order (CPU)
-    g_aug = g if device.type == "cpu" else (
-        torch.Generator(device=device).manual_seed(seed) if device.type == "cuda" else None)
-    imgs, ys = images.to(device), labels.to(device)
     losses: list[float] = []
-    model.train()
-    step, order, pos = 0, torch.randperm(n, generator=g), 0
-    while step < total:
-        if pos + b > n:  # new epoch: reshuffle (a short last batch is dropped)
-            order, pos = torch.randperm(n, generator=g), 0
-        idx = order[pos : pos + b].to(device)
-        pos += b
-        x = imgs[idx]
+
+    def view(x: Tensor, g_aug: torch.Generator | None) -> Tensor:
         if settings.augment:
             x = crop_flip(x, pad, g_aug)
-        x = eval_transform(x, size, mean, std).contiguous(memory_format=torch.channels_last)
-        for group in opt.param_groups:  # cosine to 0 over all steps
-            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-        loss = F.cross_entropy(model(x), ys[idx])
+        return eval_transform(x, size, mean, std).contiguous(memory_format=torch.channels_last)
+
+    def step_loss(x: Tensor, y: Tensor) -> Tensor | None:
+        loss = F.cross_entropy(model(x), y)
         if not torch.isfinite(loss):
             losses.append(float("nan"))
-            break  # diverged (too large a learning rate): scored as it is, loses the selection
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            return None  # diverged (too large a learning rate): scored as it is, loses the selection
         losses.append(float(loss.detach()))
-        step += 1
+        return loss
+
+    model.train()
+    train_steps(opt, images.to(device), labels, loss=step_loss, augment=view, steps=settings.total_steps(n),
+                batch_size=settings.batch_size, seed=seed, device=device)
     model.eval()
     return model, losses
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from byol.errors import ConfigError, DataError
+from byol.eval.splits import stratified_split
 
 __all__ = [
     "DEFAULT_L2_GRID",
@@ -91,30 +92,6 @@ def standardize(train_x: Tensor, *others: Tensor, eps: float = 1e-8) -> tuple[Te
     std = train_x.std(0, unbiased=False, keepdim=True)
     std = torch.where(std > eps, std, torch.ones_like(std))  # constant dims: centre only
     return tuple((t - mean) / std for t in (train_x, *others))
-
-
-def stratified_split(y: Tensor | np.ndarray, val_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Seeded class-stratified split of ``range(len(y))`` into (train_idx, val_idx), both sorted.
-
-    Each class with ``n_c >= 2`` samples puts ``round(n_c * val_fraction)`` of them (clamped to
-    ``[1, n_c - 1]``) in validation; a class with a single sample stays in train.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    y = torch.as_tensor(y).cpu().to(torch.int64)
-    g = torch.Generator().manual_seed(int(seed))
-    val_parts = []
-    for c in torch.unique(y).tolist():
-        idx = torch.nonzero(y == c).flatten()
-        n_c = idx.numel()
-        if n_c < 2:
-            continue
-        n_val = min(max(int(round(n_c * val_fraction)), 1), n_c - 1)
-        val_parts.append(idx[torch.randperm(n_c, generator=g)[:n_val]])
-    is_val = torch.zeros(y.numel(), dtype=torch.bool)
-    if val_parts:
-        is_val[torch.cat(val_parts)] = True
-    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
 def predict_logits(x: Tensor, w: Tensor, b: Tensor) -> Tensor:

@@ -69,15 +69,10 @@ from byol.augment import ViewSpec, apply_view, eval_transform
 from byol.errors import ConfigError, DataError
 from byol.eval.features import extract_features, frozen, is_conv
 from byol.eval.finetune import topk_accuracy
-from byol.eval.linear import stratified_split
+from byol.eval.splits import stratified_split
+from byol.eval.training import check_images, epoch_steps, seeded_generators, train_steps
 
-__all__ = [
-    "PAPER_LR_GRID",
-    "LinearSGDSettings",
-    "LinearHeads",
-    "linear_sgd_eval",
-    "train_linear_heads",
-]
+__all__ = ["PAPER_LR_GRID", "LinearSGDSettings", "LinearHeads", "linear_sgd_eval", "train_linear_heads"]
 
 #: The paper's base learning rates for the ImageNet linear protocol [BYOL App. C.1].
 PAPER_LR_GRID: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1, 0.05)
@@ -135,8 +130,7 @@ class LinearSGDSettings:
 
     def total_steps(self, n: int) -> int:
         """Optimizer steps on ``n`` images: full batches only (a short last batch is dropped)."""
-        b = min(self.batch_size, n)
-        return max(1, int(math.ceil(self.epochs * (n // b))))
+        return epoch_steps(self.epochs, n, self.batch_size)
 
 
 @dataclass
@@ -167,25 +161,6 @@ class LinearHeads:
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_images(images: Tensor, labels: Tensor, name: str) -> tuple[Tensor, Tensor]:
-    images = torch.as_tensor(images)
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise DataError(f"{name} images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
-    if images.shape[1] not in (1, 3):
-        raise DataError(f"{name} images must have 1 or 3 channels, got {images.shape[1]}")
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(f"{name} labels must be 1-D with {images.shape[0]} entries, got shape {tuple(labels.shape)}")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise DataError(f"{name} labels must be integer class indices, got {labels.dtype}")
-    if images.shape[0] == 0:
-        raise DataError(f"{name} split is empty")
-    labels = labels.to(torch.int64)
-    if int(labels.min()) < 0:
-        raise DataError(f"{name} labels have negative class indices")
-    return images, labels
-
-
 def _encode(encoder: nn.Module, x: Tensor, channels_last: bool) -> Tensor:
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -193,14 +168,54 @@ def _encode(encoder: nn.Module, x: Tensor, channels_last: bool) -> Tensor:
     return f.flatten(1) if f.ndim != 2 else f
 
 
-def _generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator | None]:
-    """(CPU generator for batch order, generator for the augmentation draws on ``device``)."""
-    g = torch.Generator().manual_seed(int(seed))
-    if device.type == "cpu":
-        return g, g
-    if device.type == "cuda":
-        return g, torch.Generator(device=device).manual_seed(int(seed))
-    return g, None  # other accelerators: their global RNG
+def _feature_stats(
+    encode: Callable[[Tensor, torch.Generator | None], Tensor], n: int, settings: LinearSGDSettings, seed: int,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Standardisation ``(mean, std)`` (float32 ``[D]`` on ``device``) of the frozen features of (up to)
+    ``stats_samples`` augmented training images, one pass; without standardisation ``(0, 1)`` from one
+    small batch (for the feature width). ``encode(indices, generator)`` gives features of those images."""
+    with torch.no_grad():
+        g_stats, g_stats_aug = seeded_generators(seed + 1_000_003, device)
+        n_stats = min(n, settings.stats_samples) if settings.standardize else min(n, 2)
+        pick = torch.randperm(n, generator=g_stats)[:n_stats]
+        shift = s1 = s2 = None
+        count = 0
+        for start in range(0, pick.numel(), settings.eval_batch_size):
+            f = encode(pick[start : start + settings.eval_batch_size], g_stats_aug).to(torch.float64)
+            if shift is None:  # shifted sums: no cancellation for features far from 0
+                shift = f.mean(0)
+            f = f - shift
+            s1 = f.sum(0) if s1 is None else s1 + f.sum(0)
+            s2 = (f * f).sum(0) if s2 is None else s2 + (f * f).sum(0)
+            count += f.shape[0]
+        assert shift is not None and s1 is not None and s2 is not None
+        dim = int(s1.shape[0])
+        if settings.standardize:
+            d1 = s1 / count
+            mu = shift + d1
+            sd = (s2 / count - d1 * d1).clamp_min(0.0).sqrt()
+            sd = torch.where(sd > 1e-8 * (1.0 + mu.abs()), sd, torch.ones_like(sd))  # constant: centre only
+            if not (torch.isfinite(mu).all() and torch.isfinite(sd).all()):
+                raise DataError("the encoder's features contain NaN or inf")
+        else:
+            mu, sd = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
+    return mu.to(device=device, dtype=torch.float32), sd.to(device=device, dtype=torch.float32)
+
+
+def _zero_heads(lrs: tuple[float, ...], num_classes: int, dim: int, n: int, settings: LinearSGDSettings,
+                device: torch.device) -> tuple[list[Tensor], list[Tensor], torch.optim.Optimizer]:
+    """``len(lrs)`` independent zero-initialised linear layers and one Nesterov SGD over all of them,
+    each layer's weight and bias in param groups of its own rate (``base * batch / 256``)."""
+    weights = [torch.zeros(num_classes, dim, device=device, requires_grad=True) for _ in lrs]
+    biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in lrs]
+    groups = []
+    for w, b, base in zip(weights, biases, lrs):
+        lr = settings.effective_lr(base, n)
+        groups.append({"params": [w], "lr": lr, "weight_decay": settings.weight_decay})
+        groups.append({"params": [b], "lr": lr, "weight_decay": 0.0})
+    opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=settings.momentum, nesterov=settings.momentum > 0)
+    return weights, biases, opt
 
 
 def train_linear_heads(
@@ -224,129 +239,63 @@ def train_linear_heads(
     ``images`` uint8 ``[N, C, H, W]`` (any device; batches are moved to ``device``), ``labels``
     int64 ``[N]``. ``lrs`` defaults to ``settings.lrs``. Every step draws one batch, augments it
     (when ``settings.augment``), runs the encoder on it once without gradients, and updates every
-    layer with its own learning rate (``base * batch / 256``, cosine to 0, Nesterov SGD). A layer
-    whose loss stops being finite is frozen where it is (and loses any selection). The encoder is
-    never modified: eval mode throughout, its training flags restored afterwards.
+    layer with its own learning rate (``base * batch / 256``, cosine to 0, Nesterov SGD; the loop is
+    :func:`byol.eval.training.train_steps`). A layer whose loss stops being finite is frozen where it
+    is (and loses any selection). The encoder is never modified: eval mode throughout, its training
+    flags restored afterwards.
     """
     settings.validate()
     lrs = tuple(float(v) for v in (settings.lrs if lrs is None else lrs))
     if not lrs or any(not (v > 0 and math.isfinite(v)) for v in lrs):
         raise ConfigError(f"learning rates must be positive and finite, got {list(lrs)}")
-    images, labels = _check_images(images, labels, "train")
+    images, labels = check_images(images, labels, "train")
     if num_classes < 1 or int(labels.max()) >= num_classes:
         raise DataError(f"label {int(labels.max())} out of range for num_classes={num_classes}")
     device = torch.device(device)
     n = int(images.shape[0])
-    b = min(settings.batch_size, n)
-    total = settings.total_steps(n)
     spec = settings.view_spec()
     channels_last = is_conv(encoder)
-    g, g_aug = _generators(seed, device)
-    ys = labels.to(device)
 
-    def view(idx: Tensor, gen: torch.Generator | None) -> Tensor:
-        x = images[idx.to(images.device)].to(device, non_blocking=True)
+    def view(x: Tensor, gen: torch.Generator | None) -> Tensor:
         if settings.augment:
             return apply_view(x, spec, size, mean, std, gen)
         return eval_transform(x, size, mean, std)
 
-    bar = None
     # inference_mode(False): usable from inside a caller's inference_mode block (the layers need autograd)
     with torch.inference_mode(False), frozen(encoder, device) as enc:
-        # 1. standardisation statistics: one pass over (up to) stats_samples augmented training images
-        #    (without standardisation: one small batch, for the feature width)
-        with torch.no_grad():
-            g_stats, g_stats_aug = _generators(seed + 1_000_003, device)
-            n_stats = min(n, settings.stats_samples) if settings.standardize else min(n, 2)
-            pick = torch.randperm(n, generator=g_stats)[:n_stats]
-            shift = s1 = s2 = None
-            count = 0
-            for start in range(0, pick.numel(), settings.eval_batch_size):
-                f = _encode(enc, view(pick[start : start + settings.eval_batch_size], g_stats_aug), channels_last)
-                f = f.to(torch.float64)
-                if shift is None:  # shifted sums: no cancellation for features far from 0
-                    shift = f.mean(0)
-                f = f - shift
-                s1 = f.sum(0) if s1 is None else s1 + f.sum(0)
-                s2 = (f * f).sum(0) if s2 is None else s2 + (f * f).sum(0)
-                count += f.shape[0]
-            assert shift is not None and s1 is not None and s2 is not None
-            dim = int(s1.shape[0])
-            if settings.standardize:
-                d1 = s1 / count
-                mu = shift + d1
-                sd = (s2 / count - d1 * d1).clamp_min(0.0).sqrt()
-                sd = torch.where(sd > 1e-8 * (1.0 + mu.abs()), sd, torch.ones_like(sd))  # constant: centre only
-                if not (torch.isfinite(mu).all() and torch.isfinite(sd).all()):
-                    raise DataError("the encoder's features contain NaN or inf")
-            else:
-                mu, sd = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
-            mu = mu.to(device=device, dtype=torch.float32)
-            sd = sd.to(device=device, dtype=torch.float32)
-
-        # 2. the layers: G independent zero-initialised linear layers, each rate its own param groups
+        mu, sd = _feature_stats(
+            lambda idx, gen: _encode(enc, view(images[idx.to(images.device)].to(device), gen), channels_last),
+            n, settings, seed, device)
         G = len(lrs)
-        weights = [torch.zeros(num_classes, dim, device=device, requires_grad=True) for _ in range(G)]
-        biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in range(G)]
-        groups = []
-        for i, base in enumerate(lrs):
-            lr = settings.effective_lr(base, n)
-            groups.append({"params": [weights[i]], "lr": lr, "base": lr, "weight_decay": settings.weight_decay})
-            groups.append({"params": [biases[i]], "lr": lr, "base": lr, "weight_decay": 0.0})
-        opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=settings.momentum,
-                              nesterov=settings.momentum > 0)
+        weights, biases, opt = _zero_heads(lrs, num_classes, int(mu.shape[0]), n, settings, device)
         losses: list[list[float]] = [[] for _ in range(G)]
         alive = [True] * G
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, unit="step", desc=desc, leave=False)
-        order, pos = torch.randperm(n, generator=g), 0
-        try:
-            for step in range(total):
-                if pos + b > n:  # new epoch: reshuffle (a short last batch is dropped)
-                    order, pos = torch.randperm(n, generator=g), 0
-                idx = order[pos : pos + b]
-                pos += b
-                with torch.no_grad():  # the encoder: no graph, BN in eval mode (running stats untouched)
-                    z = (_encode(enc, view(idx, g_aug), channels_last).float() - mu) / sd
-                y = ys[idx.to(device)]
-                scale = 0.5 * (1.0 + math.cos(math.pi * step / total))
-                for group in opt.param_groups:
-                    group["lr"] = group["base"] * scale
-                with torch.enable_grad():
-                    total_loss = None
-                    for i in range(G):
-                        if not alive[i]:
-                            continue
-                        loss = F.cross_entropy(torch.addmm(biases[i], z, weights[i].t()), y)
-                        lv = float(loss.detach())
-                        losses[i].append(lv)
-                        if not math.isfinite(lv):
-                            alive[i] = False  # diverged: frozen as it is
-                            continue
-                        total_loss = loss if total_loss is None else total_loss + loss
-                    opt.zero_grad(set_to_none=True)
-                    if total_loss is None:
-                        break
-                    total_loss.backward()  # heads are independent: each gets its own gradient
-                opt.step()
-                if bar is not None:
-                    bar.update(1)
-                    if step % 20 == 0 or step == total - 1:
-                        live = [losses[i][-1] for i in range(G) if alive[i]]
-                        if live:
-                            bar.set_postfix(loss=f"{min(live):.3f}")
-        finally:
-            if bar is not None:
-                bar.close()
-    steps = max((len(ls) for ls in losses), default=0)
-    return LinearHeads(
-        lrs=lrs,
-        weight=torch.stack([w.detach() for w in weights]),
-        bias=torch.stack([v.detach() for v in biases]),
-        mean=mu, std=sd, losses=losses, steps=steps,
-    )
+        def step_loss(x: Tensor, y: Tensor) -> Tensor | None:
+            with torch.no_grad():  # the encoder: no graph, BN in eval mode (running stats untouched)
+                z = (_encode(enc, x, channels_last).float() - mu) / sd
+            total_loss = None
+            for i in range(G):
+                if not alive[i]:
+                    continue
+                loss = F.cross_entropy(torch.addmm(biases[i], z, weights[i].t()), y)
+                losses[i].append(float(loss.detach()))
+                if not math.isfinite(losses[i][-1]):
+                    alive[i] = False  # diverged: frozen as it is
+                    continue
+                total_loss = loss if total_loss is None else total_loss + loss
+            return total_loss  # heads are independent: each gets its own gradient
+
+        def best_live_loss() -> float | None:
+            live = [losses[i][-1] for i in range(G) if alive[i]]
+            return min(live) if live else None
+
+        train_steps(opt, images, labels, loss=step_loss, augment=view, steps=settings.total_steps(n),
+                    batch_size=settings.batch_size, seed=seed, device=device,
+                    progress=desc if progress else None, status=best_live_loss)
+    return LinearHeads(lrs=lrs, weight=torch.stack([w.detach() for w in weights]),
+                       bias=torch.stack([v.detach() for v in biases]), mean=mu, std=sd, losses=losses,
+                       steps=max((len(ls) for ls in losses), default=0))
 
 
 def _eval_features(encoder, images, size, mean, std, settings: LinearSGDSettings, device) -> Tensor:
@@ -393,8 +342,8 @@ def linear_sgd_eval(
     """
     settings.validate()
     t0 = time.perf_counter()
-    xtr, ytr = _check_images(*train, "train")
-    xte, yte = _check_images(*test, "test")
+    xtr, ytr = check_images(*train, "train")
+    xte, yte = check_images(*test, "test")
     if xtr.shape[1] != xte.shape[1]:
         raise DataError(f"train and test images differ in channels: {xtr.shape[1]} vs {xte.shape[1]}")
     k_seen = int(max(ytr.max(), yte.max())) + 1
@@ -433,18 +382,10 @@ def linear_sgd_eval(
     out: dict = dict(_head_scores(heads, fte, yte, i))
     n_fit = int(xtr.shape[0]) if (len(grid) == 1 or settings.refit) else int(xtr.shape[0]) - n_val
     out.update(
-        lr=best,
-        lr_effective=settings.effective_lr(best, n_fit),
-        val_top1_by_lr=val_by,
-        steps=heads.steps,
-        final_loss=heads.losses[i][-1] if heads.losses[i] else float("nan"),
-        n_train=int(xtr.shape[0]),
-        n_val=n_val,
-        n_fit=n_fit,
-        n_test=int(xte.shape[0]),
-        num_classes=int(num_classes),
-        dim=int(heads.weight.shape[2]),
-        refit=bool(settings.refit and len(grid) > 1),
+        lr=best, lr_effective=settings.effective_lr(best, n_fit), val_top1_by_lr=val_by, steps=heads.steps,
+        final_loss=heads.losses[i][-1] if heads.losses[i] else float("nan"), n_train=int(xtr.shape[0]),
+        n_val=n_val, n_fit=n_fit, n_test=int(xte.shape[0]), num_classes=int(num_classes),
+        dim=int(heads.weight.shape[2]), refit=bool(settings.refit and len(grid) > 1),
         seconds=round(time.perf_counter() - t0, 2),
     )
     return out

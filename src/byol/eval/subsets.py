@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from byol.errors import ConfigError, DataError
+from byol.eval.splits import stratified_split
 
-__all__ = ["LabelSpec", "LabelSplit", "parse_labels", "balanced_subset", "make_label_split", "holdout_split"]
+__all__ = ["LabelSpec", "LabelSplit", "parse_labels", "balanced_subset", "make_label_split"]
 
 #: Cap on the validation split (the paper's ImageNet held-out split has 10,009 images).
 MAX_VAL = 10_000
@@ -208,32 +209,7 @@ def make_label_split(
         val = balanced_subset(labels, LabelSpec(text=str(total), count=total), seed=seed + 1, allowed=rest)
         return LabelSplit(spec, seed, labeled, val, refit=False, per_class=per_class)
     # 100% of the labels: hold validation out of the labeled subset, then refit on all of it.
-    g = torch.Generator().manual_seed(int(seed) + 1)
-    parts = []
-    for c in sorted(per_class):
-        idx = labeled[labels[labeled] == c]
-        n_val = min(max(int(round(0.1 * idx.numel())), 1), idx.numel() - 1)
-        if n_val > 0:
-            parts.append(idx[torch.randperm(idx.numel(), generator=g)[:n_val]])
-    if not parts:
+    _, held = stratified_split(labels[labeled], 0.1, seed + 1)
+    if held.numel() == 0:
         raise DataError("too few labeled images to hold out a validation split")
-    val = torch.cat(parts).sort().values
-    return LabelSplit(spec, seed, labeled, val, refit=True, per_class=per_class)
-
-
-def holdout_split(labels: Tensor, fraction: float, *, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Seeded stratified ``(keep, holdout)`` indices (both sorted): for data sets without a test split."""
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"test fraction must be in (0, 1), got {fraction}")
-    labels = torch.as_tensor(labels).cpu().to(torch.int64)
-    g = torch.Generator().manual_seed(int(seed))
-    hold = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        n = min(max(int(round(idx.numel() * fraction)), 1), idx.numel() - 1)
-        if n > 0:
-            hold.append(idx[torch.randperm(idx.numel(), generator=g)[:n]])
-    mask = torch.zeros(labels.numel(), dtype=torch.bool)
-    if hold:
-        mask[torch.cat(hold)] = True
-    return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()
+    return LabelSplit(spec, seed, labeled, labeled[held], refit=True, per_class=per_class)

@@ -1,48 +1,22 @@
 """Evaluation results cards of run directories -> one Markdown table and one PNG bar chart.
 
-``collect_cards`` reads every ``*.json`` with ``"schema": "byol.eval-card/1"`` under each run
-directory's ``eval/`` (recursively, so ``--out-dir`` sub-folders count too; a directory that is not
-a run directory is searched as it is). Each card becomes one row, and a fine-tune card's
-supervised-from-scratch baseline a second row ("<protocol> (scratch)"); a kNN card gives one row
-per ``k``.
+Cards are found and read by :func:`byol.eval.cards.collect_cards`, the module that writes them.
+Each card becomes one row, and a fine-tune card's supervised-from-scratch baseline a second row
+("<protocol> (scratch)"); a kNN card gives one row per ``k``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from byol.errors import ByolError
+from byol.eval.cards import collect_cards
 
 __all__ = ["Row", "collect_cards", "card_rows", "markdown_table", "plot_rows", "build_report"]
 
-CARD_SCHEMA = "byol.eval-card/1"  # = byol.eval.cards.CARD_SCHEMA (not imported: byol.eval pulls in torch)
-
 Row = dict[str, Any]
-
-
-def _card_files(run_dir: Path) -> list[Path]:
-    root = run_dir / "eval" if (run_dir / "eval").is_dir() else run_dir
-    return sorted(p for p in root.rglob("*.json") if "features" not in p.relative_to(root).parts)
-
-
-def collect_cards(run_dirs: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
-    """``[(run name, card), ...]`` for every card found; a missing directory is a :class:`ByolError`."""
-    out = []
-    for d in run_dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise ByolError(f"{d} is not a directory (pass run directories, e.g. runs/fm1)")
-        for f in _card_files(d):
-            try:
-                card = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(card, dict) and card.get("schema") == CARD_SCHEMA:
-                out.append((d.name or str(d), card))
-    return out
 
 
 def _labels(card: dict[str, Any]) -> str:

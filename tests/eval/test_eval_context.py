@@ -1,0 +1,47 @@
+"""byol.eval.context.prepare and byol.eval.sources: the one set-up behind every eval command."""
+
+import pytest
+import torch
+
+from byol.errors import ConfigError
+from byol.eval.context import default_out_dir, prepare
+from byol.eval.data import DataOptions
+from byol.eval.sources import SourceSpec, load_source
+from byol.models import build_backbone
+
+
+@pytest.mark.parametrize("spec", [SourceSpec(), SourceSpec(checkpoint="x", torchvision="resnet18")])
+def test_exactly_one_encoder(spec):
+    with pytest.raises(ConfigError, match="exactly one encoder"):
+        load_source(spec)
+
+
+def test_random_init_and_its_scratch_twin_are_seeded_builds_of_one_architecture():
+    src = load_source(SourceSpec(random_init=True, backbone="convnet"), seed=2, data_channels=1)
+
+    def build(seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_backbone("convnet", in_channels=1).state_dict()
+
+    enc, scratch = src.encoder.state_dict(), src.make_scratch().state_dict()
+    assert all(torch.equal(enc[k], v) for k, v in build(2).items())
+    assert all(torch.equal(scratch[k], v) for k, v in build(3).items())  # seed + 1, as documented
+    assert not torch.equal(enc["features.0.weight"], scratch["features.0.weight"])
+    assert src.ident.endswith(":seed2") and src.in_channels == 1
+    assert default_out_dir(src).as_posix() == "runs/baselines/random-init-convnet/eval"
+
+
+def test_prepare_a_run_with_its_defaults(tiny_run, tmp_path):
+    run, folder, _ = tiny_run
+    notes = []
+    ctx = prepare(SourceSpec(checkpoint=run), log=notes.append)
+    assert ctx.out_dir == run / "eval" and ctx.feature_cache_dir == run / "eval" / "features"
+    assert ctx.data.carved and len(ctx.data.train) == 96 and len(ctx.data.test) == 24 and ctx.data.num_classes == 3
+    assert notes and notes[0].startswith("note: held out 20% of train")
+    assert ctx.input_message() is None and ctx.input_message(transfer=True).startswith("transfer: ")
+    assert ctx.device.type in ("cpu", "cuda", "mps") and ctx.plan.size == 16
+    other = prepare(SourceSpec(checkpoint=run), str(folder), data=DataOptions(test_fraction=0.5), split="train",
+                    out_dir=tmp_path, feature_cache=False)
+    assert other.data.test is None and len(other.data.train) == 120  # one split, nothing carved
+    assert other.out_dir == tmp_path and other.feature_cache_dir is None
