@@ -25,38 +25,55 @@ from torch import Tensor, nn
 
 from byol import dist
 from byol.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, BudgetPlanner, Plan
+from byol.config import OptimConfig, TrainConfig, parse_duration
 from byol.data.loader import BatchIterator, gather_batch
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
 from byol.rundir import JsonlLogger, atomic_save
 from byol.runtime.device import PRECISION_NAMES, autocast_for, resolve_amp
-from byol.schedules import warmup_cosine
+from byol.schedules import scaled_lr, warmup_cosine
 
 CHECKPOINT_VERSION = 1
 
 
 @dataclass
 class LoopOptions:
-    """Everything about *how* to train (not what): explicit values, no config object."""
+    """Everything about *how* to train (not what): explicit values, no config object.
+
+    The fields without a default come from the config (:meth:`from_config`), whose defaults are the
+    only ones; the engine's own knobs (not in the config) keep theirs here.
+    """
 
     epochs: float
     peak_lr: float
-    warmup_epochs: float = 10.0
-    accum_steps: int = 1
-    budget_seconds: float | None = None
-    amp: str = "auto"  # auto (see resolve_amp) | off | fp16 | bf16
-    channels_last: bool = True
-    log_every: int = 20
-    ckpt_every: int = 1000
-    ckpt_seconds: float = 300.0
-    eval_every_epochs: float = 1.0
-    seed: int = 0
-    progress: bool = True
+    warmup_epochs: float
+    accum_steps: int
+    budget_seconds: float | None
+    amp: str  # auto (see resolve_amp) | off | fp16 | bf16
+    channels_last: bool
+    log_every: int
+    ckpt_every: int
+    ckpt_seconds: float
+    eval_every_epochs: float  #: period of ``evaluate`` (0: only at the end)
+    seed: int
+    progress: bool
+    budget_pace_window: int  #: with a budget: steps whose mean wall time the pace check uses (byol.budget)
     #: re-estimate the step budget at epoch ends until this fraction of the run is done
     budget_reestimate_until: float = REESTIMATE_UNTIL
     #: share of the remaining time planned for (the rest absorbs speed noise)
     budget_margin: float = BUDGET_MARGIN
-    budget_pace_window: int = 32  #: with a budget: steps whose mean wall time the pace check uses (byol.budget)
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, optim: OptimConfig, *, evaluate_every: float) -> LoopOptions:
+        """The options of a run configured by ``train`` and ``optim``; ``evaluate_every``: epochs between
+        two periodic evaluations (0 when the run has none, e.g. no online kNN monitor)."""
+        return cls(
+            epochs=train.epochs, peak_lr=scaled_lr(optim.base_lr, optim.batch_size), warmup_epochs=optim.warmup_epochs,
+            accum_steps=optim.accum_steps, budget_seconds=parse_duration(train.budget), amp=train.amp,
+            channels_last=train.channels_last, log_every=train.log_every, ckpt_every=train.ckpt_every,
+            ckpt_seconds=train.ckpt_minutes * 60, eval_every_epochs=evaluate_every, seed=train.seed,
+            progress=train.progress, budget_pace_window=train.budget_pace_window,
+        )
 
 
 @dataclass

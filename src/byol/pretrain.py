@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from byol.augment import TwoViewAugment, view_specs
-from byol.config import DataConfig, PretrainConfig, parse_duration, to_dict, validate_pretrain
+from byol.config import DataConfig, PretrainConfig, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.engine import LoopOptions, Trainer
 from byol.errors import ByolError, ConfigError, DataError
@@ -26,7 +26,6 @@ from byol.monitor import KnnMonitor, knn_monitor
 from byol.optim import build_optimizer
 from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
-from byol.schedules import scaled_lr
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -71,18 +70,6 @@ def _compile(method: torch.nn.Module, device: torch.device) -> None:
     method.forward = torch.compile(method.forward)
 
 
-def loop_options(cfg: PretrainConfig, *, with_monitor: bool) -> LoopOptions:
-    """The engine's options from the config (the config's defaults are the only defaults)."""
-    t, o = cfg.train, cfg.optim
-    return LoopOptions(
-        epochs=t.epochs, peak_lr=scaled_lr(o.base_lr, o.batch_size), warmup_epochs=o.warmup_epochs,
-        accum_steps=o.accum_steps, budget_seconds=parse_duration(t.budget), amp=t.amp,
-        channels_last=t.channels_last, log_every=t.log_every, ckpt_every=t.ckpt_every,
-        ckpt_seconds=t.ckpt_minutes * 60, eval_every_epochs=t.knn_every if with_monitor else 0.0,
-        seed=t.seed, progress=t.progress, budget_pace_window=t.budget_pace_window,
-    )
-
-
 @dataclass
 class PretrainRun:
     """Everything :func:`build_pretrain` built, before training starts."""
@@ -117,7 +104,8 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     if cfg.train.compile:
         _compile(method, device)
     monitor = make_monitor(cfg, train, size, mean, std, device)
-    options = loop_options(cfg, with_monitor=monitor is not None)
+    evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
+    options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
     images = train.images
