@@ -258,3 +258,13 @@ def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
     }
     with_defaults = {f.name for f in dataclasses.fields(LoopOptions) if f.default is not dataclasses.MISSING}
     assert with_defaults == {"budget_reestimate_until", "budget_margin"}
+
+
+def test_multi_process_training_is_refused(labeled_images, monkeypatch):
+    """Batches are sharded by rank but nothing averages gradients: each rank would train its own model."""
+    from byol import dist
+    from byol.errors import ConfigError
+
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    with pytest.raises(ConfigError, match=r"multi-process training is not supported yet.*run one process"):
+        _trainer(labeled_images[0], None)

@@ -27,6 +27,7 @@ from byol import dist
 from byol.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, BudgetPlanner, Plan
 from byol.config import OptimConfig, TrainConfig, parse_duration
 from byol.data.loader import BatchIterator, gather_batch
+from byol.errors import ConfigError
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
 from byol.rundir import JsonlLogger, atomic_save
@@ -127,6 +128,10 @@ class Trainer:
         self.evaluate = evaluate
         self.extra = checkpoint_extra or {}
         self.rank, self.world = dist.rank(), dist.world_size()
+        if self.world > 1:
+            # Batches are sharded by rank, but nothing averages gradients or syncs the EMA targets yet.
+            raise ConfigError(f"multi-process training is not supported yet (world size {self.world}): each process "
+                              "would silently train its own model; run one process (without torchrun)")
         if batch_size % (options.accum_steps * self.world):
             raise ValueError("batch size must be divisible by accum_steps * world_size")
         self.micro_batch = batch_size // options.accum_steps  # global micro-batch
