@@ -268,3 +268,30 @@ def test_multi_process_training_is_refused(labeled_images, monkeypatch):
     monkeypatch.setattr(dist, "world_size", lambda: 2)
     with pytest.raises(ConfigError, match=r"multi-process training is not supported yet.*run one process"):
         _trainer(labeled_images[0], None)
+
+
+def test_ema_update_uses_the_online_weights_after_the_optimizer_step(labeled_images):
+    """``xi <- tau xi + (1 - tau) theta`` with theta *after* the step (paper, section 3.1 and algorithm 1)."""
+    from byol.schedules import target_tau
+
+    t = _trainer(labeled_images[0][:16], None, epochs=1, warmup_epochs=0)  # one step, at the peak lr
+    m = t.method
+    t.opt = torch.optim.SGD([p for mod in m.trainable_modules() for p in mod.parameters()], lr=0.2)  # big moves
+
+    def online():
+        return [p.detach().clone() for mod in (m.encoder, m.projector) for p in mod.parameters()]
+
+    def target():
+        return [p.detach().clone() for mod in (m.target_encoder, m.target_projector) for p in mod.parameters()]
+
+    with torch.no_grad():  # a target unlike the online network, so every term of the update shows
+        for p in (*m.target_encoder.parameters(), *m.target_projector.parameters()):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    online_before, target_before = online(), target()
+    assert t.fit()["steps"] == 1
+    tau, online_after = target_tau(0, 1, 0.9), online()
+    assert tau == pytest.approx(0.9)
+    moved = max(float((a - b).abs().max()) for a, b in zip(online_after, online_before))
+    assert moved > 1e-3  # the step moved the online weights: before and after are distinguishable
+    for xi, theta, xi_after in zip(target_before, online_after, target()):
+        torch.testing.assert_close(xi_after, tau * xi + (1 - tau) * theta, rtol=0, atol=1e-6)
