@@ -3,7 +3,8 @@
 The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and
 a source of uint8 batches; it never imports a concrete method. It owns: lr and EMA schedules over
 *optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic) and exact resume,
-the wall-clock budget, progress bar, ``metrics.jsonl`` / TensorBoard, and the collapse monitor.
+measuring the wall-clock budget (:mod:`byol.budget` decides the plan), progress bar, ``metrics.jsonl`` /
+TensorBoard, and the collapse monitor.
 """
 
 from __future__ import annotations
