@@ -551,7 +551,7 @@ class ByolE2E:
         from byol.models.factory import backbone_factory
         from byol.data import load_images
         from byol.engine import LoopOptions, Trainer
-        from byol.schedules import scaled_lr
+        from dataclasses import replace
 
         torch.manual_seed(0)
         t = time.perf_counter()
@@ -565,9 +565,9 @@ class ByolE2E:
         method = build_method(cfg.method, backbone_factory(cfg.model, ch)).to(memory_format=CL)
         opt = make_optimizer(cfg, method.trainable_modules())
         aug = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, CIFAR_MEAN, CIFAR_STD)
-        opts = LoopOptions(epochs=1000.0, peak_lr=scaled_lr(cfg.optim.base_lr, batch), warmup_epochs=0.0,
-                           channels_last=True, log_every=cfg.train.log_every, eval_every_epochs=0.0, progress=False,
-                           amp=amp)
+        # the preset's run, without its budget, warmup and periodic kNN: a fixed number of steps per call
+        train_cfg = replace(cfg.train, epochs=1000.0, budget=None, amp=amp, channels_last=True, progress=False)
+        opts = LoopOptions.from_config(train_cfg, replace(cfg.optim, warmup_epochs=0.0), evaluate_every=0.0)
         self.trainer = Trainer(method, opt, aug, train.images, batch_size=batch, device=torch.device("cpu"),
                                options=opts, run_dir=None)
         # The engine has no per-phase timing: wrap its (private) _views, which gathers the uint8 batch from

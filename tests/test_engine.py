@@ -1,5 +1,6 @@
 """The training loop: checkpoints, exact resume, budget planning, logging."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,10 +9,17 @@ import torch
 from byol.augment import TwoViewAugment, paper_views
 from byol.engine import LoopOptions, Trainer
 from byol.rundir import atomic_save
-from byol.config import MethodConfig
+from byol.config import MethodConfig, OptimConfig, TrainConfig
 from byol.methods import BYOL
 from byol.models import build_backbone
 from byol.optim import build_optimizer
+
+
+def _options(**overrides) -> LoopOptions:
+    """Test options: the config's defaults, a small run (batch 16, 1 warmup epoch), ``overrides`` on top."""
+    base = LoopOptions.from_config(TrainConfig(epochs=3, log_every=1, progress=False, channels_last=False),
+                                   OptimConfig(warmup_epochs=1, batch_size=16), evaluate_every=1.0)
+    return dataclasses.replace(base, peak_lr=0.2, **overrides)
 
 
 def _trainer(images, run_dir, *, stop_after=None, **opts):
@@ -30,9 +38,7 @@ def _trainer(images, run_dir, *, stop_after=None, **opts):
             holder["t"].request_stop()
         return aug(x, g)
 
-    options = LoopOptions(epochs=opts.pop("epochs", 3), peak_lr=0.2, warmup_epochs=1, log_every=1, progress=False,
-                          channels_last=False, **opts)
-    trainer = Trainer(method, opt, augment, images, batch_size=16, device=torch.device("cpu"), options=options,
+    trainer = Trainer(method, opt, augment, images, batch_size=16, device=torch.device("cpu"), options=_options(**opts),
                       run_dir=run_dir, checkpoint_extra={"config": {"note": "test"}})
     holder["t"] = trainer
     return trainer
@@ -237,3 +243,55 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
     assert len(losses["off"]) == len(losses["bf16"]) >= 6
     assert not torch.equal(losses["off"], losses["bf16"])  # bf16 really ran
     torch.testing.assert_close(losses["bf16"], losses["off"], atol=0.05, rtol=0.05)
+
+
+def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
+    train = TrainConfig(epochs=7, budget="1m30s", amp="off", channels_last=False, log_every=3, ckpt_every=11,
+                        ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9)
+    optim = OptimConfig(base_lr=0.4, batch_size=512, warmup_epochs=2.0, accum_steps=4)
+    o = LoopOptions.from_config(train, optim, evaluate_every=0.5)
+    assert dataclasses.asdict(o) == {
+        "epochs": 7, "peak_lr": 0.8, "warmup_epochs": 2.0, "accum_steps": 4, "budget_seconds": 90.0, "amp": "off",
+        "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "eval_every_epochs": 0.5,
+        "seed": 5, "progress": False, "budget_pace_window": 9,
+        "budget_reestimate_until": 0.9, "budget_margin": 0.97,  # the engine's own knobs (not in the config)
+    }
+    with_defaults = {f.name for f in dataclasses.fields(LoopOptions) if f.default is not dataclasses.MISSING}
+    assert with_defaults == {"budget_reestimate_until", "budget_margin"}
+
+
+def test_multi_process_training_is_refused(labeled_images, monkeypatch):
+    """Batches are sharded by rank but nothing averages gradients: each rank would train its own model."""
+    from byol import dist
+    from byol.errors import ConfigError
+
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    with pytest.raises(ConfigError, match=r"multi-process training is not supported yet.*run one process"):
+        _trainer(labeled_images[0], None)
+
+
+def test_ema_update_uses_the_online_weights_after_the_optimizer_step(labeled_images):
+    """``xi <- tau xi + (1 - tau) theta`` with theta *after* the step (paper, section 3.1 and algorithm 1)."""
+    from byol.schedules import target_tau
+
+    t = _trainer(labeled_images[0][:16], None, epochs=1, warmup_epochs=0)  # one step, at the peak lr
+    m = t.method
+    t.opt = torch.optim.SGD([p for mod in m.trainable_modules() for p in mod.parameters()], lr=0.2)  # big moves
+
+    def online():
+        return [p.detach().clone() for mod in (m.encoder, m.projector) for p in mod.parameters()]
+
+    def target():
+        return [p.detach().clone() for mod in (m.target_encoder, m.target_projector) for p in mod.parameters()]
+
+    with torch.no_grad():  # a target unlike the online network, so every term of the update shows
+        for p in (*m.target_encoder.parameters(), *m.target_projector.parameters()):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    online_before, target_before = online(), target()
+    assert t.fit()["steps"] == 1
+    tau, online_after = target_tau(0, 1, 0.9), online()
+    assert tau == pytest.approx(0.9)
+    moved = max(float((a - b).abs().max()) for a, b in zip(online_after, online_before))
+    assert moved > 1e-3  # the step moved the online weights: before and after are distinguishable
+    for xi, theta, xi_after in zip(target_before, online_after, target()):
+        torch.testing.assert_close(xi_after, tau * xi + (1 - tau) * theta, rtol=0, atol=1e-6)

@@ -1,12 +1,12 @@
 """Distributed helpers that also work without a process group (single process = rank 0 of 1).
 
 Everything rank-aware (logging, checkpoint writes, progress bars) asks here, so torchrun/DDP can drop
-in without global state elsewhere.
+in without global state elsewhere. Multi-process training itself does not exist yet: the engine refuses
+a world size above 1.
 """
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as tdist
 
 
@@ -24,26 +24,3 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-
-
-def barrier() -> None:
-    if is_initialized():
-        tdist.barrier()
-
-
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (a no-op copy in a single process)."""
-    if not is_initialized():
-        return x
-    y = x.clone()
-    tdist.all_reduce(y, op=tdist.ReduceOp.SUM)
-    return y / world_size()
-
-
-def broadcast_object(obj):
-    """Rank 0's ``obj`` on every rank."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]

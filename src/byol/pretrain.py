@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from byol.augment import TwoViewAugment, view_specs
+from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.engine import LoopOptions, Trainer
@@ -26,7 +26,6 @@ from byol.monitor import KnnMonitor, knn_monitor
 from byol.optim import build_optimizer
 from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
-from byol.schedules import scaled_lr
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -71,18 +70,6 @@ def _compile(method: torch.nn.Module, device: torch.device) -> None:
     method.forward = torch.compile(method.forward)
 
 
-def loop_options(cfg: PretrainConfig, *, with_monitor: bool) -> LoopOptions:
-    """The engine's options from the config (the config's defaults are the only defaults)."""
-    t, o = cfg.train, cfg.optim
-    return LoopOptions(
-        epochs=t.epochs, peak_lr=scaled_lr(o.base_lr, o.batch_size), warmup_epochs=o.warmup_epochs,
-        accum_steps=o.accum_steps, budget_seconds=t.budget_seconds, amp=t.amp,
-        channels_last=t.channels_last, log_every=t.log_every, ckpt_every=t.ckpt_every,
-        ckpt_seconds=t.ckpt_minutes * 60, eval_every_epochs=t.knn_every if with_monitor else 0.0,
-        seed=t.seed, progress=t.progress, budget_pace_window=t.budget_pace_window,
-    )
-
-
 @dataclass
 class PretrainRun:
     """Everything :func:`build_pretrain` built, before training starts."""
@@ -109,14 +96,15 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     size = d.view_size or train.image_size
-    augment = TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), size, mean, std)
+    augment = TwoViewAugment(*cfg.views.specs, size, mean, std)
     method = build_method(cfg.method, backbone_factory(cfg.model, train.num_channels)).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         _compile(method, device)
     monitor = make_monitor(cfg, train, size, mean, std, device)
-    options = loop_options(cfg, with_monitor=monitor is not None)
+    evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
+    options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
     images = train.images

@@ -89,17 +89,23 @@ def test_check_batch(args, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_the_trainer_and_the_run_use_the_same_batch_check(monkeypatch):
-    """No other batch check: the trainer's (with the process count) is check_batch's, as a ConfigError."""
+def test_the_trainer_uses_the_same_batch_check():
+    """No other batch check: the trainer's is check_batch's, as a ConfigError (a library user's Trainer
+    gets the same one-line message as a config)."""
     import torch
 
-    from byol import dist
+    from byol.config import OptimConfig, TrainConfig
     from byol.engine import LoopOptions, Trainer
 
-    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    options = LoopOptions.from_config(TrainConfig(epochs=1), OptimConfig(batch_size=15, accum_steps=2), evaluate_every=0)
+    with pytest.raises(ConfigError, match=r"^optim.batch_size \(15\) must be divisible by optim.accum_steps \(2\)"):
+        Trainer(torch.nn.Linear(1, 1), None, None, torch.zeros(64, 1, 4, 4, dtype=torch.uint8), batch_size=15,
+                device=torch.device("cpu"), options=options)
+
+
+def test_the_process_count_enters_the_batch_check():
     with pytest.raises(ConfigError, match=r"optim.accum_steps x 3 processes \(6\)"):
-        Trainer(torch.nn.Linear(1, 1), None, None, torch.zeros(64, 1, 4, 4, dtype=torch.uint8), batch_size=16,
-                device=torch.device("cpu"), options=LoopOptions(epochs=1, peak_lr=0.1, accum_steps=2))
+        check_batch(16, 2, world_size=3)
 
 
 def test_a_view_spec_and_the_config_share_one_check_per_field():

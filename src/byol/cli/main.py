@@ -95,7 +95,7 @@ def _default_name(cfg) -> str:
 def cmd_show_views(a: argparse.Namespace) -> int:
     import torch
 
-    from byol.augment import TwoViewAugment, save_view_grid, view_specs
+    from byol.augment import TwoViewAugment, save_view_grid
     from byol.config import PretrainConfig, build_config, find_preset
     from byol.data import load_images, normalization
 
@@ -106,7 +106,7 @@ def cmd_show_views(a: argparse.Namespace) -> int:
                        download=d.download)
     mean, std = normalization(d.source, data.images, d.mean, d.std)
     size = d.view_size or data.image_size
-    s1, s2 = view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both)
+    s1, s2 = cfg.views.specs
     g = torch.Generator().manual_seed(a.seed)
     idx = torch.randperm(len(data), generator=g)[: a.images]
     out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, size, mean, std),
