@@ -47,3 +47,19 @@ def broadcast_object(obj):
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` of every rank concatenated along dim 0 (rank order), differentiable; ``x`` itself in a single process.
+
+    Contrastive losses take their negatives from the whole global batch (SimCLR, Chen et al. 2020,
+    section 2.1: the other 2(N-1) views of the minibatch). The gathered copies carry gradients: backward
+    sums each rank's gradient for its slice over ranks, so a loss computed identically on every rank, once
+    DDP averages the gradients, has the gradient of the same loss computed in one process over the whole
+    batch. All ranks must pass tensors of the same shape.
+    """
+    if not is_initialized() or world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
