@@ -69,6 +69,10 @@ class MethodConfig:
     #: SimCLR's and MoCo's temperature, BYOL's alpha; None = the method's published default
     #: (SimCLR 0.1 on ImageNet, MoCo v2 0.2, BYOL's alpha 0.1 like SimCLR's)
     temperature: float | None = None
+    queue_size: int = 65536  #: MoCo: negatives in the queue, K (MoCo v2: 65536)
+    momentum: float = 0.999  #: MoCo: the key encoder's momentum m, constant (MoCo v2: 0.999)
+    #: MoCo: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
+    split_bn_groups: int = 8
 
 
 @dataclass
