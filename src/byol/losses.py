@@ -75,7 +75,8 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
-def infonce_alpha_beta(p: Tensor, t_same: Tensor, t_other: Tensor, temperature: float, negative_weight: float) -> Tensor:
+def infonce_alpha_beta(p: Tensor, t_same: Tensor, t_other: Tensor, temperature: float,
+                       negative_weight: float) -> Tensor:
     """One direction of BYOL's interpolation toward SimCLR (Grill et al. 2020, App. I, Table 19), *maximized*::
 
         InfoNCE_{a,b} = 2/B sum_i S(v_i, v'_i)

@@ -22,8 +22,8 @@ def projection_head(in_dim: int, config: MethodConfig, *, batch_norm: bool = Tru
 
     ``batch_norm=True``: BYOL's MLP, ``Linear -> BN -> ReLU -> Linear``; SimCLR's projector
     ``g(h) = W2 ReLU(W1 h)`` (Chen et al. 2020, section 2.1) is the same MLP, whose hidden layer its
-    reference code also batch-normalizes. ``batch_norm=False``: MoCo v2's head, ``Linear -> ReLU -> Linear`` (Chen et al. 2020,
-    "Improved baselines", section 2: a 2-layer MLP head, 2048-d hidden layer with ReLU, no BN).
+    reference code also batch-normalizes. ``batch_norm=False``: MoCo v2's head, ``Linear -> ReLU -> Linear``
+    (Chen et al. 2020, "Improved baselines": a 2-layer MLP head, 2048-d hidden layer with ReLU, no BN).
     """
     if batch_norm:
         return MLP(in_dim, config.proj_hidden, config.proj_dim)
