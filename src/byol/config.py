@@ -53,15 +53,33 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """The self-supervised method (``byol.methods.METHODS``) and its heads. The backbone is ``model``."""
+    """The self-supervised method (``byol.methods.METHODS``) and its heads. The backbone is ``model``.
 
-    name: str = "byol"
+    The heads are shared by every method (SimCLR's and MoCo v2's papers use 2048 -> 128); a key that a
+    method does not use is ignored by it. Method-specific values are checked by the method's constructor.
+    """
+
+    name: str = "byol"  #: byol | simclr | moco
     proj_hidden: int = 4096  #: projector MLP hidden width (paper: 4096)
     proj_dim: int = 256  #: projection size (paper: 256)
     pred_hidden: int = 4096  #: predictor MLP hidden width (paper: 4096)
     tau_base: float = 0.996
     target_init: str = "random"
     use_predictor: bool = True
+    #: BYOL: "cosine" (tau_base -> 1, the paper's) or "constant" (tau_base throughout; Table 5a's fixed-tau rows)
+    tau_schedule: str = "cosine"
+    #: BYOL's target: "ema" (the paper's xi), "online-sg" (the online network with stop-gradient, sg(theta)) or
+    #: "online" (theta: gradients flow through the target branch too); Table 5b / App. I, Table 19
+    target: str = "ema"
+    #: BYOL: beta, the weight of the negative term of App. I's InfoNCE_{alpha,beta}; 0 = BYOL's loss
+    negative_weight: float = 0.0
+    #: SimCLR's and MoCo's temperature, BYOL's alpha; None = the method's published default
+    #: (SimCLR 0.1 on ImageNet, MoCo v2 0.2, BYOL's alpha 0.1 like SimCLR's)
+    temperature: float | None = None
+    queue_size: int = 65536  #: MoCo: negatives in the queue, K (MoCo v2: 65536)
+    momentum: float = 0.999  #: MoCo: the key encoder's momentum m, constant (MoCo v2: 0.999)
+    #: MoCo: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
+    split_bn_groups: int = 8
 
 
 @dataclass

@@ -7,6 +7,7 @@ a world size above 1.
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as tdist
 
 
@@ -24,3 +25,19 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """``x`` of every rank concatenated along dim 0 (rank order), differentiable; ``x`` itself in a single process.
+
+    Contrastive losses take their negatives from the whole global batch (SimCLR, Chen et al. 2020,
+    section 2.1: the other 2(N-1) views of the minibatch). The gathered copies carry gradients: backward
+    sums each rank's gradient for its slice over ranks, so a loss computed identically on every rank, once
+    DDP averages the gradients, has the gradient of the same loss computed in one process over the whole
+    batch. All ranks must pass tensors of the same shape.
+    """
+    if not is_initialized() or world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)

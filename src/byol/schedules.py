@@ -23,10 +23,23 @@ def warmup_cosine(step: float, total: int, peak: float, warmup: int, final: floa
     return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def target_tau(step: float, total: int, tau_base: float) -> float:
-    """The paper's EMA decay: ``tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2``."""
+#: ``target_tau``'s schedules: the paper's cosine ramp to 1, or ``tau_base`` throughout.
+TAU_SCHEDULES = ("cosine", "constant")
+
+
+def target_tau(step: float, total: int, tau_base: float, schedule: str = "cosine") -> float:
+    """The paper's EMA decay: ``tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2``.
+
+    ``schedule="constant"`` keeps ``tau_k = tau_base`` for the whole run: the rows of the paper's target
+    ablation (Grill et al. 2020, Table 5a) use a fixed tau (1 = a never-updated target, 0 = the online
+    weights of the previous step), which the cosine cannot express since it always ends at 1.
+    """
     if total <= 0:
         raise ValueError("total steps must be positive")
+    if schedule == "constant":
+        return float(tau_base)
+    if schedule != "cosine":
+        raise ValueError(f"unknown tau schedule {schedule!r} (one of {', '.join(TAU_SCHEDULES)})")
     k = min(step, total)
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
 

@@ -89,3 +89,12 @@ def test_warped_step_is_identity_without_a_change_and_continuous_with_one():
     lr_before = warmup_cosine(40, 100, 1.0, 10)
     lr_after = warmup_cosine(warped_step(41, 160, 40, 40.0, 100), 100, 1.0, 10)
     assert 0 < lr_before - lr_after < 0.02
+
+
+def test_constant_tau_schedule_is_tau_base_throughout():
+    K = 100
+    for base in (0.0, 0.5, 1.0):
+        assert [target_tau(k, K, base, "constant") for k in (0, 37, 100)] == [base] * 3
+    assert target_tau(50, K, 0.0) == pytest.approx(0.5)  # the cosine, the default, still ramps
+    with pytest.raises(ValueError, match="tau schedule"):
+        target_tau(0, K, 0.9, "linear")

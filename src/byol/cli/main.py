@@ -38,7 +38,9 @@ def _add_common_data(p: argparse.ArgumentParser) -> None:
 
 
 def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
-    extra: dict[str, Any] = {"data": {}, "train": {}, "optim": {}}
+    extra: dict[str, Any] = {"data": {}, "train": {}, "optim": {}, "method": {}}
+    if getattr(a, "method", None):
+        extra["method"]["name"] = a.method
     if a.data:
         extra["data"]["source"] = a.data
     if a.data_dir:
@@ -68,8 +70,8 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     if a.resume:
         run_dir = Path(a.resume)
         cfg = load_run_config(run_dir)
-        if a.overrides or a.budget or a.epochs:
-            raise ByolError("--resume continues a run exactly as configured: drop --set/--budget/--epochs")
+        if a.overrides or a.budget or a.epochs or a.method:
+            raise ByolError("--resume continues a run exactly as configured: drop --set/--budget/--epochs/--method")
         summary = run_pretrain(cfg, run_dir, resume=True)
     else:
         files = [find_preset(a.config)] if a.config else []
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--budget", default=None, help="wall-clock budget, e.g. 10m or 1h30m: schedules fit it")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--method", default=None, help="byol (default), simclr or moco: sets method.name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 

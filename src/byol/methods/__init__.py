@@ -3,6 +3,9 @@
 
 from byol.methods.base import Method
 from byol.methods.byol import BYOL
+from byol.methods.moco import MoCo
 from byol.methods.registry import METHODS, BackboneFactory, build_method, method_names, register
+from byol.methods.simclr import SimCLR
 
-__all__ = ["METHODS", "BYOL", "BackboneFactory", "Method", "build_method", "method_names", "register"]
+__all__ = ["METHODS", "BYOL", "BackboneFactory", "Method", "MoCo", "SimCLR", "build_method", "method_names",
+           "register"]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
 from byol.errors import ConfigError
-from byol.losses import byol_loss
+from byol.losses import byol_infonce_loss, byol_loss
+from byol.methods.common import momentum_twin, momentum_update, one_of, projection_head, require, temperature
 from byol.methods.registry import BackboneFactory, register
-from byol.models.heads import MLP, ema_update
-from byol.schedules import target_tau
+from byol.models.heads import MLP
+from byol.schedules import TAU_SCHEDULES, target_tau
+
+#: ``method.target``: the paper's EMA target xi, the online network with stop-gradient sg(theta), or the
+#: online network itself theta (gradients flow through both branches): Table 5b and App. I, Table 19.
+TARGETS = ("ema", "online-sg", "online")
+
+#: alpha of App. I's InfoNCE_{alpha,beta} when ``method.temperature`` is unset: SimCLR's ImageNet temperature.
+DEFAULT_ALPHA = 0.1
 
 
 @register("byol")
@@ -28,48 +34,67 @@ class BYOL(nn.Module):
     ``target_init="random"`` gives the target its own random initialisation (a second call of the
     factory), as the reference code does; ``"copy"`` starts it as a copy of the online network (most
     PyTorch ports do this; the reference code's comment says the choice made no significant difference).
-    ``use_predictor=False`` and ``tau_base`` exist for the paper's ablations (Table 5).
+
+    The paper's ablations (Table 5, App. I / Table 19), all off by default:
+    - ``use_predictor=False``: the projection is compared with the target directly;
+    - ``tau_schedule="constant"``: tau stays ``tau_base`` (tau = 1 with a random target: a never-updated
+      random network; tau = 0: the online weights of the previous step);
+    - ``target="online-sg"`` / ``"online"``: no separate target network; the online projections of the
+      same forward pass serve as targets, with stop-gradient (sg(theta)) or without (theta);
+    - ``negative_weight`` (beta) > 0: App. I's InfoNCE_{alpha,beta} with ``temperature`` alpha
+      (:func:`byol.losses.byol_infonce_loss`); beta = 0 is BYOL's loss.
     """
 
     def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
         super().__init__()
         c = config or MethodConfig()
+        if c.target_init not in ("random", "copy"):
+            raise ConfigError(f"method.target_init must be 'random' or 'copy', got {c.target_init!r}")
+        self.target_mode = one_of(c, "target", TARGETS)
+        self.tau_schedule = one_of(c, "tau_schedule", TAU_SCHEDULES)
+        require(c.negative_weight >= 0, f"method.negative_weight must be >= 0, got {c.negative_weight}")
+        self.negative_weight = float(c.negative_weight)
+        self.temperature = temperature(c, DEFAULT_ALPHA)
+        self.tau_base = c.tau_base
         self.encoder = backbone_factory()
         feat_dim = int(self.encoder.feature_dim)
-        self.projector = MLP(feat_dim, c.proj_hidden, c.proj_dim)
+        self.projector = projection_head(feat_dim, c)
         self.predictor: nn.Module = MLP(c.proj_dim, c.pred_hidden, c.proj_dim) if c.use_predictor else nn.Identity()
-        self.tau_base = c.tau_base
-        if c.target_init == "copy":
-            self.target_encoder = copy.deepcopy(self.encoder)
-            self.target_projector = copy.deepcopy(self.projector)
-        elif c.target_init == "random":
-            self.target_encoder = backbone_factory()
-            self.target_projector = MLP(feat_dim, c.proj_hidden, c.proj_dim)
-        else:
-            raise ConfigError(f"method.target_init must be 'random' or 'copy', got {c.target_init!r}")
-        for p in self._target_params():
-            p.requires_grad_(False)
-
-    def _target_params(self):
-        yield from self.target_encoder.parameters()
-        yield from self.target_projector.parameters()
+        if self.target_mode == "ema":
+            fresh = c.target_init == "random"
+            self.target_encoder = momentum_twin(self.encoder, backbone_factory if fresh else None)
+            self.target_projector = momentum_twin(self.projector,
+                                                  (lambda: projection_head(feat_dim, c)) if fresh else None)
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.encoder, self.projector, self.predictor]
+
+    def _targets(self, view1: Tensor, view2: Tensor, z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """The target projections of both views: xi's (no graph), sg(theta)'s or theta's (``z1``, ``z2``)."""
+        if self.target_mode == "online":
+            return z1, z2
+        if self.target_mode == "online-sg":
+            return z1.detach(), z2.detach()
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_encoder(view1))
+            t2 = self.target_projector(self.target_encoder(view2))
+        return t1.detach(), t2.detach()
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        with torch.no_grad():
-            t1 = self.target_projector(self.target_encoder(view1))
-            t2 = self.target_projector(self.target_encoder(view2))
-        loss = byol_loss(p1, t2.detach(), p2, t1.detach())
+        t1, t2 = self._targets(view1, view2, z1, z2)
+        if self.negative_weight == 0.0:
+            loss = byol_loss(p1, t2, p2, t1)
+        else:
+            loss = byol_infonce_loss(p1, t1, p2, t2, self.temperature, self.negative_weight)
         return {"loss": loss, "proj": z1.detach()}
 
     @torch.no_grad()
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:
-        tau = target_tau(step, total_steps, self.tau_base)
-        ema_update(self.target_encoder, self.encoder, tau)
-        ema_update(self.target_projector, self.projector, tau)
+        if self.target_mode != "ema":
+            return {}
+        tau = target_tau(step, total_steps, self.tau_base, self.tau_schedule)
+        momentum_update([(self.target_encoder, self.encoder), (self.target_projector, self.projector)], tau)
         return {"tau": tau}
