@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     from byol.cli.evaluate import add_subcommands  # eval linear|knn|finetune|transfer, embed, export, report
 
     add_subcommands(sub)
+    from byol.cli.reproduce import add_subcommand as add_reproduce
+
+    add_reproduce(sub)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""``byol reproduce NAME``: flags -> :func:`byol.reproduce.reproduce`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_subcommand(sub: argparse._SubParsersAction) -> None:
+    from byol.reproduce.studies import STUDY_NAMES
+
+    p = sub.add_parser("reproduce", help="the paper's comparisons and ablations, cell by cell, resumable",
+                       description="Train and evaluate every cell of a study (skipping cells already recorded in "
+                                   "OUT/cells), then write OUT/NAME.md and OUT/NAME.png.")
+    p.add_argument("name", choices=(*STUDY_NAMES, "all"), help="which study")
+    p.add_argument("--config", default="cifar10", help="preset every cell starts from (default cifar10)")
+    p.add_argument("--data", default=None, help="data set name or labeled image folder / .zip with a test split")
+    p.add_argument("--budget", default="2m", help="wall-clock budget per cell (default 2m)")
+    p.add_argument("--epochs", type=float, default=None, help="fixed epochs per cell instead of a budget")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default 0 1)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="batch ladder for batch-size (default: the preset's batch, 1/2 and 1/4 of it)")
+    p.add_argument("--eval-train", type=int, default=10000,
+                   help="labeled train images the kNN / linear probes fit on (0: all; default 10000)")
+    p.add_argument("--out", default="reproduce", help="results folder: cells/*.json, NAME.md, NAME.png")
+    p.add_argument("--runs-dir", default=None, help="where the cells' run directories go (default runs/reproduce)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every cell (repeatable)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from byol.errors import ConfigError
+    from byol.reproduce import STUDY_NAMES, Scale, reproduce
+
+    if a.epochs is not None and a.epochs <= 0:
+        raise ConfigError(f"--epochs must be positive, got {a.epochs}")
+    if any(s < 0 for s in a.seeds):
+        raise ConfigError(f"--seeds must be non-negative, got {a.seeds}")
+    scale = Scale(preset=a.config, data=a.data, budget=None if a.epochs else a.budget, epochs=a.epochs,
+                  eval_train=a.eval_train or None, overrides=tuple(a.overrides))
+    command = "byol " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    for name in STUDY_NAMES if a.name == "all" else (a.name,):
+        md, png = reproduce(name, scale, seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
+                            batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None,
+                            command=command.replace(" all", f" {name}") if a.name == "all" else command)
+        print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
+    return 0

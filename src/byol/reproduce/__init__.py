@@ -1,0 +1,39 @@
+"""``byol reproduce``: the paper's comparisons and ablations at a chosen scale, resumable cell by cell.
+
+>>> from byol.reproduce import Scale, reproduce
+>>> reproduce("tau", Scale("cifar10", data="cifar10.zip", budget="2m"), seeds=(0, 1), out_dir="docs/results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from byol.config import PretrainConfig, build_config, find_preset
+from byol.reproduce.report import summarize, write_report
+from byol.reproduce.runner import Scale, cell_id, run_study_cells
+from byol.reproduce.studies import STUDY_NAMES, Cell, Study, get_study
+
+__all__ = ["STUDY_NAMES", "Cell", "Scale", "Study", "cell_id", "reproduce", "study_for", "summarize"]
+
+
+def study_for(name: str, scale: Scale, batch_sizes: tuple[int, ...] | None = None) -> Study:
+    """The study ``name`` for ``scale``: the batch ladder defaults to the preset's batch, 1/2 and 1/4 of it."""
+    cfg = build_config(PretrainConfig, files=[find_preset(scale.preset)], overrides=list(scale.overrides))
+    b = cfg.optim.batch_size
+    ladder = tuple(batch_sizes) if batch_sizes else (b, max(2, b // 2), max(2, b // 4))
+    return get_study(name, batch_ladder=ladder, preset_tau=cfg.method.tau_base)
+
+
+def reproduce(
+    name: str, scale: Scale, *, seeds: tuple[int, ...] = (0, 1), out_dir: str | Path = "reproduce",
+    runs_dir: str | Path | None = None, batch_sizes: tuple[int, ...] | None = None, command: str = "",
+    log: Callable[[str], None] = print,
+) -> tuple[Path, Path | None]:
+    """Run the missing cells of study ``name`` (records in ``out_dir/cells``), then write its report."""
+    out_dir = Path(out_dir)
+    study = study_for(name, scale, batch_sizes)
+    runs = Path(runs_dir) if runs_dir else Path("runs") / "reproduce"
+    records = run_study_cells(study.cells, scale, seeds, out_dir / "cells", runs, log=log)
+    return write_report(study, records, out_dir, command=command or f"byol reproduce {name}",
+                        scale=scale.describe(), seeds=seeds)

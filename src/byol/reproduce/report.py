@@ -1,0 +1,170 @@
+"""A study's records -> ``<name>.md`` (our numbers beside the paper's, the scale, the command, the claims
+checked) and ``<name>.png`` (a plot in the style of the paper's figure or table)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from byol.reports.plots import save_figure
+from byol.reproduce.studies import Cell, Results, Study
+
+METRICS = ("knn", "linear")
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def summarize(study: Study, records: dict[str, list[dict[str, Any]]]) -> Results:
+    """Cell key -> mean of each metric over seeds (+ ``*_sd``, ``collapsed`` share, ``epochs``, ``n``)."""
+    out: Results = {}
+    for cell in study.cells:
+        recs = records.get(cell.key) or []
+        if not recs:
+            continue
+        row: dict[str, float] = {"n": float(len(recs))}
+        for m in METRICS:
+            row[m], row[f"{m}_sd"] = _mean_sd([float(r[m]) for r in recs])
+        row["collapsed"] = sum(bool(r.get("collapsed")) for r in recs) / len(recs)
+        row["epochs"] = statistics.fmean(float(r.get("epochs", 0.0)) for r in recs)
+        row["wall"] = sum(float(r.get("wall_seconds", 0.0)) for r in recs)
+        out[cell.key] = row
+    return out
+
+
+def _references(study: Study) -> dict[str, Cell]:
+    return {c.series: c for c in study.cells if c.reference}
+
+
+def drop(study: Study, res: Results, cell: Cell, metric: str) -> float | None:
+    """Our drop (points) from the cell's reference in its series, or None."""
+    ref = _references(study).get(cell.series)
+    if ref is None or ref.key not in res or cell.key not in res:
+        return None
+    return res[ref.key][metric] - res[cell.key][metric]
+
+
+def paper_drop(study: Study, cell: Cell) -> float | None:
+    ref = _references(study).get(cell.series)
+    if ref is None or ref.paper is None or cell.paper is None:
+        return None
+    return ref.paper - cell.paper
+
+
+def _fmt(v: float | None, sd: float | None = None, n: float = 1) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f} ± {sd:.2f}" if sd is not None and n > 1 else f"{v:.2f}"
+
+
+def table(study: Study, res: Results) -> str:
+    has_drops = bool(_references(study))
+    head = ["setting", "kNN top-1 %", "linear top-1 %"]
+    if has_drops:
+        head += ["linear drop", "kNN drop", "paper drop"]
+    head += ["paper top-1 %", "epochs", "collapsed", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in study.cells:
+        r = res.get(cell.key)
+        if r is None:
+            lines.append(f"| {cell.label} | not run yet |" + " |" * (len(head) - 2))
+            continue
+        row = [cell.label, _fmt(r["knn"], r["knn_sd"], r["n"]), _fmt(r["linear"], r["linear_sd"], r["n"])]
+        if has_drops:
+            row += [_fmt(drop(study, res, cell, "linear")), _fmt(drop(study, res, cell, "knn")),
+                    _fmt(paper_drop(study, cell))]
+        row += [_fmt(cell.paper), f"{r['epochs']:.1f}", f"{r['collapsed'] * r['n']:.0f}/{r['n']:.0f}", f"{r['n']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def claims(study: Study, res: Results, chance: float) -> list[tuple[str, bool | None]]:
+    out = []
+    for claim in study.claims:
+        try:
+            verdict = claim.check(res, chance)
+        except KeyError:
+            verdict = None
+        out.append((claim.text, verdict))
+    return out
+
+
+def plot(study: Study, res: Results, out_png: Path) -> Path:
+    """Bars of top-1 per cell (paper values as markers), or drops by x / by setting for the robustness studies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    if study.plot == "drops-by-x":
+        for series in dict.fromkeys(c.series for c in study.cells):
+            cells = [c for c in study.cells if c.series == series and c.key in res]
+            xs = [float(c.x) for c in cells]
+            ax.plot(xs, [drop(study, res, c, "linear") for c in cells], "o-", label=f"{series} (ours, linear)")
+            paper = [(float(c.x), paper_drop(study, c)) for c in cells if paper_drop(study, c) is not None]
+            if paper:
+                ax.plot(*zip(*paper), "s--", alpha=0.6, label=f"{series} (paper, same ratios)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("drop from the largest batch (points)")
+    else:
+        done = [c for c in study.cells if c.key in res]
+        xs = range(len(done))
+        if study.plot == "drops":
+            vals = [drop(study, res, c, "linear") or 0.0 for c in done]
+            ax.bar(xs, vals, color=["tab:blue" if c.series == "byol" else "tab:orange" for c in done])
+            ax.scatter(xs, [paper_drop(study, c) if paper_drop(study, c) is not None else float("nan") for c in done],
+                       color="k", marker="_", s=300, label="paper")
+            ax.set_ylabel("drop from full views (linear, points)")
+        else:
+            w = 0.4
+            ax.bar([x - w / 2 for x in xs], [res[c.key]["knn"] for c in done], w, label="kNN (ours)")
+            ax.bar([x + w / 2 for x in xs], [res[c.key]["linear"] for c in done], w, label="linear (ours)")
+            ax.scatter(xs, [c.paper if c.paper is not None else float("nan") for c in done], color="k", marker="_",
+                       s=300, label="paper (ImageNet)")
+            ax.set_ylabel("top-1 %")
+        ax.set_xticks(list(xs), [c.label for c in done], rotation=20, ha="right", fontsize=8)
+    ax.set_title(study.title, fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out_png)
+
+
+def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir: Path, *, command: str,
+                 scale: dict[str, Any], seeds: tuple[int, ...]) -> tuple[Path, Path | None]:
+    """Write ``out_dir/<name>.md`` and ``out_dir/<name>.png``; a hand-written ``<name>.notes.md`` next to them
+    (the discussion: why a direction differs from the paper) is included when present."""
+    res = summarize(study, records)
+    any_rec = next((r for rs in records.values() for r in rs), {})
+    chance = 100.0 / float(any_rec.get("num_classes", 10))
+    wall = sum(r["wall"] for r in res.values())
+    png = plot(study, res, out_dir / f"{study.name}.png") if res else None
+    checks = claims(study, res, chance)
+    verdict = {True: "holds here", False: "does **not** hold here", None: "not measured yet"}
+    lines = [
+        f"# {study.title}", "",
+        f"Reproduces the paper's {study.paper_source} at CPU scale. Generated by `byol reproduce {study.name}` "
+        "from the per-cell records in `cells/`; numbers are whatever the runs gave.", "",
+        f"- command: `{command}`",
+        f"- scale: preset `{scale['preset']}`, data `{any_rec.get('data', scale.get('data'))}`, backbone "
+        f"`{any_rec.get('backbone', '?')}`, " + (f"{scale['epochs']:g} epochs per cell" if scale.get("epochs") else
+                                                  f"budget {scale.get('budget')} per cell")
+        + f", seeds {', '.join(map(str, seeds))}, probes fitted on {scale.get('eval_train') or 'all'} labeled train "
+        f"images, scored on the test split (chance {chance:.1f}%)",
+        f"- total wall time of the records: {wall / 60:.1f} min" + (f"; {study.metric_note}" if study.metric_note else ""),
+        "- mean ± sample std over seeds; drops are in points from the reference row of the same method; the paper's "
+        "column is ImageNet linear top-1 of a ResNet-50, so compare directions, not values", "",
+        table(study, res), "", "## The paper's claims, checked", "",
+        *[f"- {text}: {verdict[v]}" for text, v in checks], "",
+    ]
+    if png is not None:
+        lines += [f"![{study.title}]({png.name})", ""]
+    notes = out_dir / f"{study.name}.notes.md"
+    if notes.is_file():
+        lines += ["## Discussion", "", notes.read_text().strip(), ""]
+    md = out_dir / f"{study.name}.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines))
+    return md, png

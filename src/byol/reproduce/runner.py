@@ -1,0 +1,172 @@
+"""Run a study's cells, one JSON record per finished (cell, seed), skipping records already there.
+
+A record's file name is a hash of everything that determines its result (preset, data, budget or epochs,
+evaluation size, the cell's overrides, seed), not of the study: a cell shared by two studies (BYOL at the
+preset's settings is the reference of several) is trained once. Records are small and meant to be
+committed, so a sweep killed or split over sessions and machines resumes where it stopped.
+
+Evaluation follows the paper's protocols at CPU scale: kNN (k=20, cosine, temperature 0.07) and the L-BFGS
+linear probe on frozen features, fitted on (a seeded subset of) the labeled train split, its l2 chosen on a
+validation split carved from it, and scored on the test split. Nothing is selected on test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byol.config import PretrainConfig, build_config, find_preset
+from byol.data import ImageSet, load_images, normalization
+from byol.eval import extract_features, knn_eval, linear_eval
+from byol.models.factory import build_encoder
+from byol.monitor import is_collapsed
+from byol.reports.plots import read_metrics
+from byol.reproduce.studies import Cell
+from byol.runtime.device import resolve_device
+
+RECORD_VERSION = 1
+KNN_K = 20
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What every cell of a sweep shares: the preset, data, training length and evaluation size."""
+
+    preset: str
+    data: str | None = None  #: overrides the preset's data.source (e.g. an image folder or .zip)
+    budget: str | None = "2m"  #: wall-clock budget per cell (None: the preset's epochs, or ``epochs``)
+    epochs: float | None = None  #: fixed epochs per cell instead of a budget
+    eval_train: int | None = 10000  #: labeled train images the probes fit on (None: all)
+    overrides: tuple[str, ...] = ()  #: user ``--set`` overrides applied to every cell
+
+    def describe(self) -> dict[str, Any]:
+        return {"preset": self.preset, "data": self.data, "budget": self.budget, "epochs": self.epochs,
+                "eval_train": self.eval_train, "overrides": list(self.overrides)}
+
+
+def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
+    key = json.dumps({"v": RECORD_VERSION, "scale": scale.describe(), "method": cell.method,
+                      "overrides": list(cell.all_overrides()), "seed": seed}, sort_keys=True)
+    return f"{hashlib.sha1(key.encode()).hexdigest()[:12]}-s{seed}"
+
+
+def cell_config(cell: Cell, scale: Scale, seed: int) -> PretrainConfig:
+    length = [f"train.epochs={scale.epochs}", "train.budget=null"] if scale.epochs else (
+        [f"train.budget={scale.budget}"] if scale.budget else [])
+    extra = {"data": {"source": scale.data}} if scale.data else None
+    overrides = [*scale.overrides, *cell.all_overrides(), f"train.seed={seed}", "train.knn_every=0", *length]
+    return build_config(PretrainConfig, files=[find_preset(scale.preset)], overrides=overrides, extra=extra)
+
+
+def _eval_split(train: ImageSet, n: int | None) -> torch.Tensor:
+    """The labeled train images the probes use: a seeded subset, the same for every cell."""
+    if n is None or n >= len(train):
+        return torch.arange(len(train))
+    return torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n].sort().values
+
+
+def evaluate(encoder: torch.nn.Module, train: ImageSet, test: ImageSet, *, size: int, mean, std,
+             device: torch.device, eval_train: int | None) -> dict[str, float]:
+    """kNN and linear top-1 (%) on the test split, fitted on train only."""
+    idx = _eval_split(train, eval_train)
+    kw = dict(size=size, mean=mean, std=std, device=device)
+    ftr = extract_features(encoder, torch.as_tensor(train.images[idx]), **kw)
+    fte = extract_features(encoder, torch.as_tensor(test.images), **kw)
+    ytr, yte = train.labels[idx], test.labels
+    knn = float(next(iter(knn_eval(ftr, ytr, fte, yte, k=(KNN_K,)).values())))
+    linear = float(linear_eval(ftr, ytr, fte, yte, seed=0)["top1"])
+    return {"knn": knn, "linear": linear}
+
+
+def _collapse(run_dir: Path) -> dict[str, Any]:
+    """The collapse monitor's last reading of a run (per-dimension std of normalized projections)."""
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "z_std" in r]
+    if not rows:
+        return {"collapsed": False}
+    last = rows[-1]
+    return {"collapsed": bool(is_collapsed(last)), "z_std": last["z_std"], "z_std_ref": last["z_std_ref"],
+            "eff_rank": last.get("eff_rank"), "final_loss": last.get("loss")}
+
+
+def _load_test(cfg: PretrainConfig) -> ImageSet:
+    d = cfg.data
+    return load_images(d.source, "test", image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
+                       download=d.download, progress=False)
+
+
+def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, Any]:
+    """Train (unless the cell is the random-init floor) and evaluate one cell with one seed."""
+    from byol.pretrain import load_train_data, run_pretrain
+
+    cfg = cell_config(cell, scale, seed)
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"method": cell.method, "overrides": list(cell.all_overrides()), "seed": seed}
+    if cell.method == "random-init":
+        device = resolve_device(cfg.train.device)
+        train = load_train_data(cfg.data, seed=seed, progress=False)
+        mean, std = normalization(cfg.data.source, train.images, cfg.data.mean, cfg.data.std)
+        size = cfg.data.view_size or train.image_size
+        torch.manual_seed(seed + 1)
+        encoder = build_encoder(cfg.model, train.num_channels).to(device)
+        record.update(epochs=0.0, steps=0, pretrain_seconds=0.0, collapsed=False)
+    else:
+        run_dir = runs_dir / cell_id(cell, scale, seed)
+        summary = run_pretrain(cfg, run_dir)
+        train, mean, std, size, device = (summary[k] for k in ("train", "mean", "std", "size", "device"))
+        encoder = summary["method"].encoder
+        record.update(epochs=summary["epochs"], steps=summary["steps"], pretrain_seconds=summary["seconds"],
+                      batch_size=cfg.optim.batch_size, precision=summary["precision"],
+                      stop_reason=summary["stop_reason"], run_dir=str(run_dir), **_collapse(run_dir))
+    if train.labels is None:
+        from byol.errors import DataError
+
+        raise DataError(f"{cfg.data.source}: reproductions need labels to evaluate (class folders)")
+    test = _load_test(cfg)
+    t1 = time.perf_counter()
+    record.update(evaluate(encoder, train, test, size=size, mean=mean, std=std, device=device,
+                           eval_train=scale.eval_train))
+    record.update(eval_seconds=time.perf_counter() - t1, wall_seconds=time.perf_counter() - t0,
+                  num_classes=int(train.num_classes or int(train.labels.max()) + 1), backbone=cfg.model.backbone,
+                  data=cfg.data.source, host=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                  time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return record
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Atomically (temp file + rename): a killed sweep never leaves a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run_study_cells(
+    cells: tuple[Cell, ...], scale: Scale, seeds: tuple[int, ...], cells_dir: Path, runs_dir: Path,
+    *, log: Callable[[str], None] = print,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every (cell, seed) record of a study, running the missing ones. Returns cell key -> records."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    todo = [(c, s) for c in cells for s in seeds]
+    for i, (cell, seed) in enumerate(todo, 1):
+        path = cells_dir / f"{cell_id(cell, scale, seed)}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: done before ({path.name}), skipped")
+        else:
+            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: running")
+            record = run_cell(cell, scale, seed, runs_dir)
+            record.update(label=cell.label, scale=scale.describe(), version=RECORD_VERSION)
+            write_record(path, record)
+            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: kNN {record['knn']:.2f}, linear {record['linear']:.2f}"
+                f", {record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {path.name}")
+        out.setdefault(cell.key, []).append(record)
+    return out

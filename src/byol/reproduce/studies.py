@@ -1,0 +1,194 @@
+"""The paper's comparisons and ablations as data: which cells a study trains, the paper's number for each,
+and the claims the paper makes about them (checked against our numbers, never forced).
+
+Paper numbers are ImageNet linear top-1 (%) of a ResNet-50 [Grill et al. 2020]: Table 1 (BYOL 1000
+epochs against SimCLR and MoCo v2 as published), and at 300 epochs, batch 4096: Table 16 (batch size),
+Table 17 (augmentations), Table 5a (tau), Tables 5b / 19 (predictor, target, negatives). Ours are CPU-scale
+runs (see each report's "scale" line), so only directions can be compared, not values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Overrides that remove view operations (both views), as in the paper's Table 17 rows.
+NO_COLOUR = ("views.both.jitter_p=0.0", "views.both.gray_p=0.0")
+CROP_ONLY = (*NO_COLOUR, "views.both.blur_p=0.0", "views.both.solarize_p=0.0")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of a study (trained once per seed)."""
+
+    key: str  #: unique within the study
+    label: str  #: row label
+    method: str  #: byol | simclr | moco | random-init (no training: the random-init floor)
+    overrides: tuple[str, ...] = ()  #: ``--set`` overrides on top of the preset (method.name is added)
+    paper: float | None = None  #: the paper's ImageNet linear top-1 for this cell, when it reports one
+    group: str = ""  #: series in tables and plots (default: the method)
+    x: float | str | None = None  #: position on the plot's x axis (e.g. the batch size)
+    reference: bool = False  #: the cell of its group that drops are measured from
+
+    @property
+    def series(self) -> str:
+        return self.group or self.method
+
+    def all_overrides(self) -> tuple[str, ...]:
+        if self.method == "random-init":
+            return self.overrides
+        return (f"method.name={self.method}", *self.overrides)
+
+
+Results = dict[str, dict[str, float]]  #: cell key -> {"knn": mean, "linear": mean, "collapsed": share, ...}
+Check = Callable[[Results, float], "bool | None"]  #: (results, chance %) -> holds? (None: cannot tell)
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    check: Check
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    paper_source: str
+    cells: tuple[Cell, ...]
+    claims: tuple[Claim, ...] = ()
+    plot: str = "bars"  #: bars | drops-by-x (line of drop against x, e.g. batch size) | drops (bars of drops)
+    metric_note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _gt(a: str, b: str, metric: str = "knn") -> Check:
+    return lambda r, chance: (r[a][metric] > r[b][metric]) if a in r and b in r else None
+
+
+def _ge(a: str, b: str, metric: str = "knn") -> Check:
+    return lambda r, chance: (r[a][metric] >= r[b][metric]) if a in r and b in r else None
+
+
+def _collapsed(a: str) -> Check:
+    """Collapse: the monitor fired on most seeds, or kNN within 10 points of chance."""
+    return lambda r, chance: (r[a]["collapsed"] > 0.5 or r[a]["knn"] < chance + 10.0) if a in r else None
+
+
+def _loses_less(a_small: str, a_ref: str, b_small: str, b_ref: str, metric: str = "linear") -> Check:
+    def check(r: Results, chance: float):
+        if not all(k in r for k in (a_small, a_ref, b_small, b_ref)):
+            return None
+        return (r[a_ref][metric] - r[a_small][metric]) < (r[b_ref][metric] - r[b_small][metric])
+
+    return check
+
+
+def baselines() -> Study:
+    cells = (Cell("byol", "BYOL", "byol", paper=74.3), Cell("simclr", "SimCLR", "simclr", paper=69.3),
+             Cell("moco", "MoCo v2", "moco", paper=71.1))
+    claims = (Claim("BYOL >= SimCLR (linear)", _ge("byol", "simclr", "linear")),
+              Claim("BYOL >= MoCo v2 (linear)", _ge("byol", "moco", "linear")),
+              Claim("BYOL >= SimCLR (kNN)", _ge("byol", "simclr")),
+              Claim("BYOL >= MoCo v2 (kNN)", _ge("byol", "moco")))
+    return Study("baselines", "BYOL against SimCLR and MoCo v2 at equal budget",
+                 "Table 1 (ImageNet linear, ResNet-50; BYOL 1000 epochs, SimCLR and MoCo v2 as published)",
+                 cells, claims)
+
+
+#: The paper's Table 16 (ImageNet linear top-1, 300 epochs) by batch size.
+PAPER_BATCH = {"byol": {4096: 72.5, 2048: 72.4, 1024: 72.2, 512: 72.2, 256: 71.8, 128: 69.6, 64: 59.7},
+               "simclr": {4096: 67.9, 2048: 67.8, 1024: 67.4, 512: 66.5, 256: 64.3, 128: 63.6, 64: 59.2}}
+
+
+def batch_size(ladder: tuple[int, ...]) -> Study:
+    """BYOL and SimCLR over a batch ladder (largest first); the paper's column is the same position of its
+    own ladder counted from 4096 by the same ratios."""
+    ladder = tuple(sorted(ladder, reverse=True))
+    cells = []
+    for method in ("byol", "simclr"):
+        for b in ladder:
+            paper_b = 4096 * b // ladder[0]
+            cells.append(Cell(f"{method}-b{b}", f"{'BYOL' if method == 'byol' else 'SimCLR'}, batch {b}", method,
+                              (f"optim.batch_size={b}",), PAPER_BATCH[method].get(paper_b), x=b,
+                              reference=b == ladder[0]))
+    small = ladder[-1]
+    claims = (Claim(f"BYOL loses less than SimCLR from batch {ladder[0]} to {small} (linear)",
+                    _loses_less(f"byol-b{small}", f"byol-b{ladder[0]}", f"simclr-b{small}", f"simclr-b{ladder[0]}")),
+              Claim(f"BYOL loses less than SimCLR from batch {ladder[0]} to {small} (kNN)",
+                    _loses_less(f"byol-b{small}", f"byol-b{ladder[0]}", f"simclr-b{small}", f"simclr-b{ladder[0]}",
+                                "knn")))
+    return Study("batch-size", "Batch size: drop from the largest batch", "Table 16 / Figure 3a (300 epochs)",
+                 tuple(cells), claims, plot="drops-by-x",
+                 metric_note="lr follows the linear scaling rule (base_lr x batch / 256); one time budget per cell")
+
+
+def augmentations() -> Study:
+    paper = {"byol": (72.5, 63.4, 59.4), "simclr": (67.9, 45.7, 40.3)}
+    cells = []
+    for method, name in (("byol", "BYOL"), ("simclr", "SimCLR")):
+        full, nocol, crop = paper[method]
+        cells += [Cell(f"{method}-full", f"{name}, full views", method, (), full, x="full", reference=True),
+                  Cell(f"{method}-no-colour", f"{name}, no colour (no jitter, no grayscale)", method, NO_COLOUR,
+                       nocol, x="no colour"),
+                  Cell(f"{method}-crop-only", f"{name}, crop + flip only", method, CROP_ONLY, crop, x="crop + flip")]
+    claims = (Claim("BYOL loses less than SimCLR without colour (linear)",
+                    _loses_less("byol-no-colour", "byol-full", "simclr-no-colour", "simclr-full")),
+              Claim("BYOL loses less than SimCLR with crop + flip only (linear)",
+                    _loses_less("byol-crop-only", "byol-full", "simclr-crop-only", "simclr-full")),
+              Claim("BYOL loses less than SimCLR without colour (kNN)",
+                    _loses_less("byol-no-colour", "byol-full", "simclr-no-colour", "simclr-full", "knn")))
+    return Study("augmentations", "Augmentations: drop from the full views", "Table 17 / Figure 3b (300 epochs)",
+                 tuple(cells), claims, plot="drops")
+
+
+def tau(preset_tau: float) -> Study:
+    const = ("method.tau_schedule=constant",)
+    cells = (
+        Cell("tau-0", "constant tau 0", "byol", (*const, "method.tau_base=0.0"), 0.3, x="0"),
+        Cell("tau-0.9", "constant tau 0.9", "byol", (*const, "method.tau_base=0.9"), 68.4, x="0.9"),
+        Cell("tau-0.99", "constant tau 0.99", "byol", (*const, "method.tau_base=0.99"), 72.5, x="0.99"),
+        Cell("tau-cosine", f"cosine from tau {preset_tau:g} (the preset)", "byol", (), None, x="cosine"),
+        Cell("tau-1", "tau 1 (fixed random target)", "byol", (*const, "method.tau_base=1.0",
+                                                             "method.target_init=random"), 18.8, x="1"),
+        Cell("random-init", "random init (no training)", "random-init", (), 1.4, x="random"),
+    )
+    claims = (Claim("tau = 0 collapses", _collapsed("tau-0")),
+              Claim("tau = 1 (fixed random target) beats random init (kNN)", _gt("tau-1", "random-init")),
+              Claim("tau = 1 loses clearly to the EMA target (cosine, kNN)", _gt("tau-cosine", "tau-1")),
+              Claim("constant 0.99 beats constant 0.9 (kNN)", _gt("tau-0.99", "tau-0.9")))
+    return Study("tau", "Target decay rate tau", "Table 5a (300 epochs; random init scores 1.4)", cells, claims)
+
+
+def components() -> Study:
+    const0 = ("method.tau_schedule=constant", "method.tau_base=0.0")
+    cells = (
+        Cell("byol", "BYOL (predictor, EMA target)", "byol", (), 72.5),
+        Cell("no-predictor", "no predictor", "byol", ("method.use_predictor=false",), 0.2),
+        Cell("no-target", "no target network (tau 0)", "byol", const0, 5.5),
+        Cell("neither", "no predictor, no target network", "byol", ("method.use_predictor=false", *const0), None),
+        Cell("negatives", "BYOL + negatives (beta 1)", "byol", ("method.negative_weight=1.0",), 70.9),
+    )
+    claims = (Claim("no predictor collapses", _collapsed("no-predictor")),
+              Claim("no target network (tau 0) collapses", _collapsed("no-target")),
+              Claim("BYOL beats the collapsed variants (kNN)",
+                    lambda r, c: all(r["byol"]["knn"] > r[k]["knn"] for k in ("no-predictor", "no-target", "neither")
+                                     if k in r) if "byol" in r else None),
+              Claim("adding negatives does not help BYOL (linear)", _ge("byol", "negatives", "linear")))
+    return Study("components", "Predictor, target network and negatives", "Tables 5b and 19 (300 epochs)", cells,
+                 claims)
+
+
+STUDY_NAMES = ("baselines", "batch-size", "augmentations", "tau", "components")
+
+
+def get_study(name: str, *, batch_ladder: tuple[int, ...], preset_tau: float) -> Study:
+    from byol.errors import ConfigError
+
+    builders: dict[str, Callable[[], Study]] = {
+        "baselines": baselines, "batch-size": lambda: batch_size(batch_ladder), "augmentations": augmentations,
+        "tau": lambda: tau(preset_tau), "components": components,
+    }
+    if name not in builders:
+        raise ConfigError(f"unknown study {name!r}; choose one of {', '.join(STUDY_NAMES)} (or all)")
+    return builders[name]()
