@@ -20,7 +20,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=float, default=None, help="fixed epochs per cell instead of a budget")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default 0 1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                   help="batch ladder for batch-size (default: the preset's batch, 1/2 and 1/4 of it)")
+                   help="batch ladder for batch-size (default: the preset's batch, 1/4 and 1/16 of it)")
     p.add_argument("--eval-train", type=int, default=10000,
                    help="labeled train images the kNN / linear probes fit on (0: all; default 10000)")
     p.add_argument("--out", default="reproduce", help="results folder: cells/*.json, NAME.md, NAME.png")

@@ -121,8 +121,9 @@ def plot(study: Study, res: Results, out_png: Path) -> Path:
             ax.set_ylabel("drop from full views (linear, points)")
         else:
             w = 0.4
-            ax.bar([x - w / 2 for x in xs], [res[c.key]["knn"] for c in done], w, label="kNN (ours)")
-            ax.bar([x + w / 2 for x in xs], [res[c.key]["linear"] for c in done], w, label="linear (ours)")
+            for shift, m in ((-w / 2, "knn"), (w / 2, "linear")):
+                ax.bar([x + shift for x in xs], [res[c.key][m] for c in done], w, label=f"{m} (ours)" if m == "linear"
+                       else "kNN (ours)", yerr=[res[c.key][f"{m}_sd"] for c in done], capsize=3)
             ax.scatter(xs, [c.paper if c.paper is not None else float("nan") for c in done], color="k", marker="_",
                        s=300, label="paper (ImageNet)")
             ax.set_ylabel("top-1 %")

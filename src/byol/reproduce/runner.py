@@ -26,7 +26,7 @@ import torch
 
 from byol.config import PretrainConfig, build_config, find_preset
 from byol.data import ImageSet, load_images, normalization
-from byol.eval import extract_features, knn_eval, linear_eval
+from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
 from byol.monitor import is_collapsed
 from byol.reports.plots import read_metrics
@@ -76,15 +76,10 @@ def _eval_split(train: ImageSet, n: int | None) -> torch.Tensor:
 
 def evaluate(encoder: torch.nn.Module, train: ImageSet, test: ImageSet, *, size: int, mean, std,
              device: torch.device, eval_train: int | None) -> dict[str, float]:
-    """kNN and linear top-1 (%) on the test split, fitted on train only."""
-    idx = _eval_split(train, eval_train)
-    kw = dict(size=size, mean=mean, std=std, device=device)
-    ftr = extract_features(encoder, torch.as_tensor(train.images[idx]), **kw)
-    fte = extract_features(encoder, torch.as_tensor(test.images), **kw)
-    ytr, yte = train.labels[idx], test.labels
-    knn = float(next(iter(knn_eval(ftr, ytr, fte, yte, k=(KNN_K,)).values())))
-    linear = float(linear_eval(ftr, ytr, fte, yte, seed=0)["top1"])
-    return {"knn": knn, "linear": linear}
+    """kNN and linear top-1 (%) on the test split, fitted on (a seeded subset of) train only."""
+    res = evaluate_encoders({"encoder": encoder}, train.subset(_eval_split(train, eval_train)), test, size=size,
+                            mean=mean, std=std, device=device, raw_pixels=False, k=KNN_K)
+    return {"knn": res["knn"]["encoder"], "linear": res["linear"]["encoder"]}
 
 
 def _collapse(run_dir: Path) -> dict[str, Any]:

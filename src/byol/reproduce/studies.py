@@ -120,7 +120,7 @@ def batch_size(ladder: tuple[int, ...]) -> Study:
                                 "knn")))
     return Study("batch-size", "Batch size: drop from the largest batch", "Table 16 / Figure 3a (300 epochs)",
                  tuple(cells), claims, plot="drops-by-x",
-                 metric_note="lr follows the linear scaling rule (base_lr x batch / 256); one time budget per cell")
+                 metric_note="lr follows the linear scaling rule (base_lr x batch / 256)")
 
 
 def augmentations() -> Study:
