@@ -21,6 +21,7 @@ from byol.data import ImageSet, load_images, normalization
 from byol.engine import LoopOptions, Trainer
 from byol.errors import ByolError, ConfigError, DataError
 from byol.methods import build_method
+from byol.methods.registry import method_class
 from byol.models.factory import backbone_factory
 from byol.monitor import KnnMonitor, knn_monitor
 from byol.optim import build_optimizer
@@ -88,6 +89,7 @@ class PretrainRun:
 def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     """Data, views, method, optimizer, monitor and trainer of ``cfg`` (seeded by ``train.seed``)."""
     validate_pretrain(cfg)
+    method_class(cfg.method.name)  # an unknown method is reported before any data is read
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)

@@ -124,6 +124,7 @@ def test_method_flag_is_refused_on_resume_and_unknown_names_are_one_line_errors(
                  tmp_path / "r2", "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     err = capsys.readouterr().err
     assert "unknown method 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()  # refused before any image was decoded
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))

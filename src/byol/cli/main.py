@@ -64,22 +64,25 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from byol.config import PretrainConfig, build_config, find_preset
-    from byol.pretrain import run_pretrain
-    from byol.rundir import load_run_config
 
     if a.resume:
-        run_dir = Path(a.resume)
-        cfg = load_run_config(run_dir)
         if a.overrides or a.budget or a.epochs or a.method:
             raise ByolError("--resume continues a run exactly as configured: drop --set/--budget/--epochs/--method")
-        summary = run_pretrain(cfg, run_dir, resume=True)
+        from byol.pretrain import run_pretrain
+        from byol.rundir import load_run_config
+
+        run_dir = Path(a.resume)
+        summary = run_pretrain(load_run_config(run_dir), run_dir, resume=True)
     else:
+        # the config is checked before torch is imported: a config mistake is reported at once
         files = [find_preset(a.config)] if a.config else []
         cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
             raise ByolError(f"{run_dir} already holds a run: resume it with `byol pretrain --resume {run_dir}`, "
                             "pick another --run-dir, or pass --overwrite")
+        from byol.pretrain import run_pretrain
+
         summary = run_pretrain(cfg, run_dir)
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
@@ -91,7 +94,7 @@ def _default_name(cfg) -> str:
     import time
 
     src = Path(cfg.data.source).stem if os.sep in cfg.data.source else cfg.data.source
-    return f"{src}-{cfg.model.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{src}-{cfg.method.name}-{cfg.model.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cmd_show_views(a: argparse.Namespace) -> int:

@@ -36,9 +36,14 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+def method_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name`` (ConfigError naming the available ones)."""
+    cls = METHODS.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown method {name!r} (method.name); available: {', '.join(method_names())}")
+    return cls
+
+
 def build_method(config: MethodConfig, backbone_factory: BackboneFactory) -> nn.Module:
     """The method ``config.name`` over backbones from ``backbone_factory``."""
-    cls = METHODS.get(config.name)
-    if cls is None:
-        raise ConfigError(f"unknown method {config.name!r} (method.name); available: {', '.join(method_names())}")
-    return cls(backbone_factory, config)
+    return method_class(config.name)(backbone_factory, config)
