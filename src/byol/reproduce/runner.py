@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import PretrainConfig, build_config, find_preset, to_dict
 from byol.data import ImageSet, load_images, normalization
 from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
@@ -53,9 +53,18 @@ class Scale:
                 "eval_train": self.eval_train, "overrides": list(self.overrides)}
 
 
+#: Config keys that do not change a result (where files go, how progress is shown, thread count).
+_NOT_RESULT = (("data", "cache_dir"), ("train", "progress"), ("train", "threads"))
+
+
 def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
-    key = json.dumps({"v": RECORD_VERSION, "scale": scale.describe(), "method": cell.method,
-                      "overrides": list(cell.all_overrides()), "seed": seed}, sort_keys=True)
+    """``<hash>-s<seed>``: the hash covers the cell's fully resolved config (so an edited preset is a new
+    cell, not a stale record), the training length and the evaluation size."""
+    resolved = to_dict(cell_config(cell, scale, seed))
+    for section, key in _NOT_RESULT:
+        resolved[section].pop(key, None)
+    key = json.dumps({"v": RECORD_VERSION, "config": resolved, "random_init": cell.method == "random-init",
+                      "eval_train": scale.eval_train}, sort_keys=True, default=str)
     return f"{hashlib.sha1(key.encode()).hexdigest()[:12]}-s{seed}"
 
 
