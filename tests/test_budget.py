@@ -73,7 +73,7 @@ def test_replan_during_warmup_sets_the_plan_directly():
 
 
 def test_pace_check_only_shortens():
-    p = _planner(budget_seconds=100.0, pace_window=4)
+    p = _planner(budget_seconds=100.0, pace_window=4, reestimate_until=0.0)  # no periodic re-estimates here
     plan = Plan(total_steps=60, warmup_steps=10)
     p.start(plan, step=20, now=20.0)
     now = 20.0
@@ -121,3 +121,22 @@ def test_reestimates_stop_late_in_the_run():
     assert p.after_eval(plan, step=95, elapsed=95.0, eval_started=9.5, eval_seconds=0.0, now=9.5) is plan
     p.start(plan, step=0, now=0.0)
     assert p.after_eval(plan, step=85, elapsed=85.0, eval_started=8.5, eval_seconds=0.0, now=8.5) != plan
+
+
+def test_periodic_reestimates_lengthen_a_plan_a_slow_start_shortened():
+    """A slow moment early in a run (another process busy) shrinks the plan through the pace check; once
+    the host is fast again the periodic re-estimates after warmup give the steps back, continuously."""
+    p = _planner(budget_seconds=100.0, pace_window=4, margin=1.0)
+    plan = p.start(Plan(total_steps=1000, warmup_steps=10), step=0, now=0.0)
+    p.calibrating = False  # calibrated at 0.1 s per step: 1000 steps fit
+    now, step = 0.0, 0
+    for dt in [1.0] * 12 + [0.1] * 200:  # 12 slow steps, then the machine is quiet again
+        step, now = step + 1, now + dt
+        before = plan.position(step)
+        new = p.after_step(plan, step=step, elapsed=now, step_seconds=dt, now=now)
+        if new.total_steps != plan.total_steps and step >= plan.warmup_steps:
+            assert new.position(step)[0] == pytest.approx(before[0])  # lr and tau do not jump
+        plan = new
+    shortest = 12 + int((100 - 12) / 1.0)
+    assert plan.total_steps > 2 * shortest  # grown back towards what the quiet pace allows
+    assert plan.total_steps == pytest.approx(step + (100 - now) / 0.1, rel=0.05)
