@@ -36,7 +36,7 @@ class DataConfig:
     cache_dir: str | None = None
     download: bool = False
     limit: int | None = None  #: pretrain on a seeded random subset of this many images (quick runs, tests)
-    eval_split: str | None = "test"  #: labeled split for the online kNN monitor (None = hold out from train)
+    eval_split: str | None = None  #: split of the online kNN monitor's queries (None: held out of train)
     knn_bank: int = 10000  #: train images in the online kNN bank (0 = no online kNN)
     knn_queries: int = 10000  #: eval images used as online kNN queries
     mean: list[float] | None = None  #: normalization; None = the data set's known statistics or computed

@@ -23,7 +23,7 @@ from byol.errors import ByolError, ConfigError, DataError
 from byol.methods import build_method
 from byol.methods.registry import method_class
 from byol.models.factory import backbone_factory
-from byol.monitor import KnnMonitor, knn_monitor
+from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim import build_optimizer
 from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
@@ -39,12 +39,18 @@ def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> Image
     return train
 
 
+def has_labels(images: ImageSet) -> bool:
+    """Whether some of ``images`` have a label (a joined ``train+unlabeled`` split has -1 for the others)."""
+    return images.labels is not None and len(labeled_positions(images.labels)) > 0
+
+
 def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, device) -> KnnMonitor | None:
     """The online kNN monitor of a run, or None (no labels, ``knn_bank: 0`` or ``knn_every: 0``).
 
-    Queries come from ``data.eval_split`` when it loads with labels, else they are held out of train."""
+    Queries are held out of train's labeled images, or come from ``data.eval_split`` when it is set and
+    loads with labels (by default it is not: nothing is chosen or watched on the test split)."""
     d = cfg.data
-    if d.knn_bank <= 0 or train.labels is None or not cfg.train.knn_every:
+    if d.knn_bank <= 0 or not has_labels(train) or not cfg.train.knn_every:
         return None
     eval_set: ImageSet | None = None
     if d.eval_split:
