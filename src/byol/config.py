@@ -125,6 +125,8 @@ class TrainConfig:
     ckpt_minutes: float = 5.0  #: refresh last.pt at least this often
     knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
     knn_k: int = 20
+    #: after training, kNN of the encoder vs the same architecture at random init on held-out train images
+    verdict: bool = True
     progress: bool = True
 
     @property

@@ -87,6 +87,10 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
           f"({summary['stop_reason']}, {summary['precision']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
+    from byol.verdict import verdict_lines
+
+    for line in verdict_lines(summary["verdict"]):
+        print(line)
     return 0
 
 
