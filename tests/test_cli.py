@@ -77,6 +77,28 @@ def test_the_verdict_is_skipped_and_said(image_folder, tmp_path, capsys, labeled
     assert f"verdict: skipped ({reason})" in capsys.readouterr().out
 
 
+def test_pretrain_on_train_plus_unlabeled(tmp_path, labeled_images, capsys):
+    # the STL-10 layout: train/<class>/ (120 images) and unlabeled/ (40 more, no labels)
+    images, labels = labeled_images
+    root = tmp_path / "stl"
+    for i, (img, y) in enumerate(zip(images, labels)):
+        (root / "train" / f"class{int(y)}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(root / "train" / f"class{int(y)}" / f"{i:03d}.png")
+    (root / "unlabeled").mkdir()
+    for i, img in enumerate(images[::3]):
+        Image.fromarray(img[0].numpy()).save(root / "unlabeled" / f"u{i:03d}.png")
+    run = tmp_path / "run"
+    assert _run(["pretrain", "--config", "tiny", "--data", root, "--split", "train+unlabeled", "--run-dir", run,
+                 "--set", "train.epochs=1", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--threads", 1]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == (120 + 40) // 16  # both parts are pretrained on
+    assert (summary["verdict"]["queries"], summary["verdict"]["bank"]) == (12, 108)  # labels: train's only
+    assert summary["history"][-1]["knn_top1"] >= 0
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["split"] == "train+unlabeled"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

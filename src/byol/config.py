@@ -30,7 +30,7 @@ from byol.viewspec import ViewSpec, view_specs
 @dataclass
 class DataConfig:
     source: str = "fashion-mnist"  #: dataset name (fashion-mnist, cifar10, cifar100, stl10) or folder/zip path
-    split: str = "train"
+    split: str = "train"  #: pretraining split; "a+b" joins splits (train+unlabeled: labels still from train)
     data_dir: str | None = None
     image_size: int | None = None  #: resize images (short side + center crop) when decoding; None = native
     view_size: int | None = None  #: output size of the augmented views (and eval); None = image_size
