@@ -45,3 +45,16 @@ def test_prepare_a_run_with_its_defaults(tiny_run, tmp_path):
                     out_dir=tmp_path, feature_cache=False)
     assert other.data.test is None and len(other.data.train) == 120  # one split, nothing carved
     assert other.out_dir == tmp_path and other.feature_cache_dir is None
+
+
+@pytest.mark.parametrize("val_name", ["val", "valid", "validation"])
+def test_a_folder_without_test_is_evaluated_on_its_val_split(tiny_run, tmp_path, class_folders, val_name):
+    run, _, _ = tiny_run
+    class_folders(tmp_path / "photos" / "train", n_per_class=8, seed=3)
+    class_folders(tmp_path / "photos" / val_name, n_per_class=4, seed=4)
+    notes = []
+    ctx = prepare(SourceSpec(checkpoint=run), str(tmp_path / "photos"), out_dir=tmp_path / "out", log=notes.append,
+                  feature_cache=False)
+    assert (len(ctx.data.train), len(ctx.data.test)) == (24, 12) and not ctx.data.carved
+    assert ctx.data.test_kind == "val" and ctx.splits()["test_from"] == "the data set's val split"
+    assert notes == [f"note: evaluating on the data set's val split: {tmp_path / 'photos'} has no test split"]
