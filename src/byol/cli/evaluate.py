@@ -30,8 +30,8 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="RUN_DIR|FILE.pt",
                      help="a run directory (uses checkpoints/last.pt) or a checkpoint file")
     src.add_argument("--random-init", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                     help="a randomly initialised byol backbone (the random baseline): the architecture of RUN_DIR "
-                          "when given, else --backbone/--width/--small-stem")
+                     help="a randomly initialised byol backbone (the random baseline): the architecture and inputs "
+                          "(channels, view size, mean/std) of RUN_DIR when given, else --backbone/--width/--small-stem")
     src.add_argument("--torchvision", metavar="NAME",
                      help="a torchvision model, e.g. resnet18 (random weights unless --weights FILE)")
     g.add_argument("--backbone", default="resnet18", help="with --random-init: backbone name (default resnet18)")

@@ -137,7 +137,7 @@ def prepare(
     if split is not None and not dataset:
         raise ConfigError("name the data set to embed")
     channels = None
-    if source.random_init not in (False, None, "") and not source.in_channels and dataset:
+    if source.random_init is True and not source.in_channels and dataset:  # a run's baseline takes the run's
         channels = probe_channels(dataset, split or "train", data)
     src = load_source(source, seed=seed, data_channels=channels)
     if split is None:
