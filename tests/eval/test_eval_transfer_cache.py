@@ -185,7 +185,8 @@ def test_cli_steps_and_epochs_together_are_refused(command, capsys):
 
 
 def test_cli_l2_grid_is_refused_when_fine_tuning(capsys):
-    assert main(["eval", "transfer", "--random-init", "--to", "/nowhere", "--mode", "finetune", "--l2-grid", "paper"]) == 2
+    assert main(["eval", "transfer", "--random-init", "--to", "/nowhere", "--mode", "finetune",
+                 "--l2-grid", "paper"]) == 2
     assert "--l2-grid only applies to `--mode linear`" in capsys.readouterr().err
 
 

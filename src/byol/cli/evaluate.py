@@ -90,7 +90,8 @@ def _finetune_args(p: argparse.ArgumentParser, *, labels_default: list[str], ste
 #: the fine-tuning flags (attribute, flag): an error with ``eval transfer --mode linear``
 _FINETUNE_ONLY = (("labels", "--labels"), ("lrs", "--lrs"), ("weight_decays", "--weight-decays"),
                   ("epochs", "--epochs"), ("steps", "--steps"), ("ft_batch_size", "--ft-batch-size"),
-                  ("val_per_class", "--val-per-class"), ("no_augment", "--no-augment"), ("no_baseline", "--no-baseline"))
+                  ("val_per_class", "--val-per-class"), ("no_augment", "--no-augment"),
+                  ("no_baseline", "--no-baseline"))
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
