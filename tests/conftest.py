@@ -18,3 +18,11 @@ def labeled_images():
     base[2 * n :, :, :, ::3] += 150
     labels = torch.arange(3).repeat_interleave(n)
     return base, labels
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A test that runs the CLI with --threads changes torch's process-wide thread count: put it back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -40,6 +40,11 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "completed" and summary["steps"] == 2 * (120 // 16)
     assert any("knn_top1" in h for h in summary["history"])
+    verdict = summary["verdict"]  # 120 images, 3 classes: 12 held-out queries, the other 108 as the bank
+    assert 0 <= verdict["encoder_knn"] <= 100 and 0 <= verdict["random_init_knn"] <= 100
+    assert (verdict["queries"], verdict["bank"], verdict["held_out"]) == (12, 108, "10% of train")
+    out = capsys.readouterr().out
+    assert f"BYOL encoder: {verdict['encoder_knn']:.1f}% kNN, random init {verdict['random_init_knn']:.1f}%: " in out
     # a second pretrain into the same directory refuses to clobber it
     assert _run(["pretrain", *common, "--run-dir", run]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -59,6 +64,39 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     assert not set(bank.tolist()) & set(queries.tolist())
     acc = knn_eval(f[bank], data.labels[bank], f[queries], data.labels[queries], k=(5,))
     assert next(iter(acc.values())) > 50  # 3 easy classes: far above chance (33%) even after 2 tiny epochs
+
+
+@pytest.mark.parametrize("labeled, setting, reason", [(True, "train.verdict=false", "train.verdict is false"),
+                                                      (False, "train.verdict=true", "the data has no labels")])
+def test_the_verdict_is_skipped_and_said(image_folder, tmp_path, capsys, labeled, setting, reason):
+    data = image_folder if labeled else image_folder / "class1"  # one class folder: a flat, unlabeled folder
+    run = tmp_path / "run"
+    assert _run(["pretrain", "--config", "tiny", "--data", data, "--run-dir", run, "--set", setting,
+                 "--set", "train.epochs=0.5", "--set", "optim.batch_size=8", "--threads", 1]) == 0
+    assert json.loads((run / "summary.json").read_text())["verdict"] == {"skipped": reason}
+    assert f"verdict: skipped ({reason})" in capsys.readouterr().out
+
+
+def test_pretrain_on_train_plus_unlabeled(tmp_path, labeled_images, capsys):
+    # the STL-10 layout: train/<class>/ (120 images) and unlabeled/ (40 more, no labels)
+    images, labels = labeled_images
+    root = tmp_path / "stl"
+    for i, (img, y) in enumerate(zip(images, labels)):
+        (root / "train" / f"class{int(y)}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(root / "train" / f"class{int(y)}" / f"{i:03d}.png")
+    (root / "unlabeled").mkdir()
+    for i, img in enumerate(images[::3]):
+        Image.fromarray(img[0].numpy()).save(root / "unlabeled" / f"u{i:03d}.png")
+    run = tmp_path / "run"
+    assert _run(["pretrain", "--config", "tiny", "--data", root, "--split", "train+unlabeled", "--run-dir", run,
+                 "--set", "train.epochs=1", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--threads", 1]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == (120 + 40) // 16  # both parts are pretrained on
+    assert (summary["verdict"]["queries"], summary["verdict"]["bank"]) == (12, 108)  # labels: train's only
+    assert summary["history"][-1]["knn_top1"] >= 0
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["split"] == "train+unlabeled"
 
 
 @pytest.mark.parametrize(

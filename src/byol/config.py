@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from byol.duration import parse_duration
 from byol.errors import ConfigError
 from byol.viewspec import ViewSpec, view_specs
 
@@ -29,14 +30,14 @@ from byol.viewspec import ViewSpec, view_specs
 @dataclass
 class DataConfig:
     source: str = "fashion-mnist"  #: dataset name (fashion-mnist, cifar10, cifar100, stl10) or folder/zip path
-    split: str = "train"
+    split: str = "train"  #: pretraining split; "a+b" joins splits (train+unlabeled: labels still from train)
     data_dir: str | None = None
     image_size: int | None = None  #: resize images (short side + center crop) when decoding; None = native
     view_size: int | None = None  #: output size of the augmented views (and eval); None = image_size
     cache_dir: str | None = None
     download: bool = False
     limit: int | None = None  #: pretrain on a seeded random subset of this many images (quick runs, tests)
-    eval_split: str | None = "test"  #: labeled split for the online kNN monitor (None = hold out from train)
+    eval_split: str | None = None  #: split of the online kNN monitor's queries (None: held out of train)
     knn_bank: int = 10000  #: train images in the online kNN bank (0 = no online kNN)
     knn_queries: int = 10000  #: eval images used as online kNN queries
     mean: list[float] | None = None  #: normalization; None = the data set's known statistics or computed
@@ -124,6 +125,8 @@ class TrainConfig:
     ckpt_minutes: float = 5.0  #: refresh last.pt at least this often
     knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
     knn_k: int = 20
+    #: after training, kNN of the encoder vs the same architecture at random init on held-out train images
+    verdict: bool = True
     progress: bool = True
 
     @property
@@ -331,31 +334,6 @@ def build_config(
         validate_pretrain(cfg)
         return cfg
     return from_dict(cls, data)
-
-
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
-
-
-def parse_duration(text: str | None, key: str | None = None) -> float | None:
-    """``"10m"`` -> 600.0, ``"1h30m"`` -> 5400.0, ``"90s"``/``"90"`` -> 90.0; None -> None.
-
-    A malformed or non-positive duration raises ConfigError, naming ``key`` (the config key) if given.
-    """
-    if text is None or text == "":
-        return None
-    where = f"{key}: " if key else ""
-    t = str(text).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        total = float(t)
-    else:
-        m = _DURATION.match(t)
-        if not m or not any(m.groups()):
-            raise ConfigError(f"{where}bad duration {text!r}: use e.g. 90s, 10m, 1h30m")
-        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-        total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise ConfigError(f"{where}duration must be positive, got {text!r}")
-    return total
 
 
 def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:

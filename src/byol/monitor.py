@@ -45,6 +45,12 @@ COLLAPSE_ADVICE = (
 )
 
 
+def labeled_positions(labels: Tensor) -> Tensor:
+    """Positions of the images that have a label (``>= 0``): a joined split such as ``train+unlabeled``
+    labels its unlabeled images -1, and those are never a kNN bank image or query."""
+    return torch.nonzero(torch.as_tensor(labels) >= 0).flatten()
+
+
 @dataclass
 class KnnMonitor:
     """Online kNN accuracy of an encoder: labeled train images as bank, held-out images as queries
@@ -72,12 +78,13 @@ def knn_monitor(
     train_images: Tensor, train_labels: Tensor, *, bank: int, queries: int, size: int, mean, std, k: int,
     device: torch.device, seed: int, eval_images: Tensor | None = None, eval_labels: Tensor | None = None,
 ) -> KnnMonitor:
-    """A :class:`KnnMonitor` with ``bank`` seeded random train images as bank and ``queries`` queries drawn
-    from ``eval_images`` when given, else held out of train (then disjoint from the bank)."""
+    """A :class:`KnnMonitor` with ``bank`` seeded random labeled train images as bank and ``queries``
+    queries drawn from ``eval_images`` when given, else held out of train (then disjoint from the bank)."""
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(train_images), generator=g)
+    labeled = labeled_positions(train_labels)
+    perm = labeled[torch.randperm(len(labeled), generator=g)]
     if eval_images is None or eval_labels is None:
-        nq = min(queries, len(train_images) // 5)
+        nq = min(queries, len(labeled) // 5)
         q_idx, b_idx = perm[:nq].sort().values, perm[nq : nq + bank]
         q_images, q_labels = train_images[q_idx], train_labels[q_idx]
     else:

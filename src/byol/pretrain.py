@@ -22,11 +22,12 @@ from byol.engine import LoopOptions, Trainer
 from byol.errors import ByolError, ConfigError, DataError
 from byol.methods import build_method
 from byol.methods.registry import method_class
-from byol.models.factory import backbone_factory
-from byol.monitor import KnnMonitor, knn_monitor
+from byol.models.factory import backbone_factory, build_encoder
+from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim import build_optimizer
-from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
+from byol.rundir import env_info, last_checkpoint, last_record, read_checkpoint, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
+from byol.verdict import random_init_verdict
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -39,12 +40,18 @@ def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> Image
     return train
 
 
+def has_labels(images: ImageSet) -> bool:
+    """Whether some of ``images`` have a label (a joined ``train+unlabeled`` split has -1 for the others)."""
+    return images.labels is not None and len(labeled_positions(images.labels)) > 0
+
+
 def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, device) -> KnnMonitor | None:
     """The online kNN monitor of a run, or None (no labels, ``knn_bank: 0`` or ``knn_every: 0``).
 
-    Queries come from ``data.eval_split`` when it loads with labels, else they are held out of train."""
+    Queries are held out of train's labeled images, or come from ``data.eval_split`` when it is set and
+    loads with labels (by default it is not: nothing is chosen or watched on the test split)."""
     d = cfg.data
-    if d.knn_bank <= 0 or train.labels is None or not cfg.train.knn_every:
+    if d.knn_bank <= 0 or not has_labels(train) or not cfg.train.knn_every:
         return None
     eval_set: ImageSet | None = None
     if d.eval_split:
@@ -120,8 +127,25 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
 
 
+def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[str, Any]:
+    """The trained encoder against the same architecture at random init (seed ``train.seed + 1``), by kNN
+    on held-out training images with the run's inputs, and the collapse monitor's last reading in
+    ``run_dir`` (:mod:`byol.verdict`); ``{"skipped": why}`` without labels or with ``train.verdict: false``."""
+    if not cfg.train.verdict:
+        return {"skipped": "train.verdict is false"}
+    if not has_labels(run.train):
+        return {"skipped": "the data has no labels"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed + 1)
+        random_encoder = build_encoder(cfg.model, run.train.num_channels)
+    return random_init_verdict(run.method.encoder, random_encoder.to(run.device), run.train.images, run.train.labels,
+                               size=run.size, mean=run.mean, std=run.std, device=run.device, seed=cfg.train.seed,
+                               name=type(run.method).__name__, collapse=last_record(run_dir, "z_std"))
+
+
 def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Build everything from ``cfg`` and train in ``run_dir`` (``resume``: continue from its last.pt).
+    """Build everything from ``cfg``, train in ``run_dir`` (``resume``: continue from its last.pt), then
+    judge the encoder against random init (:func:`run_verdict`, the summary's ``verdict``).
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
     ``device``, ``run_dir``)."""
@@ -136,6 +160,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) ->
         write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
                         run.train.skipped)
     summary = run.trainer.fit()
+    summary["verdict"] = run_verdict(cfg, run, run_dir)
     write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
                    device=run.device, run_dir=run_dir)

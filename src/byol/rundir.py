@@ -23,8 +23,9 @@ from byol import __version__
 from byol.config import PretrainConfig, build_config
 from byol.errors import ByolError
 
-#: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built).
-SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history")
+#: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
+#: ``verdict`` is the encoder against random init after training (:mod:`byol.verdict`).
+SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history", "verdict")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -120,6 +121,23 @@ def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any]
     (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     if skipped:
         (run_dir / "skipped_files.txt").write_text("\n".join(skipped) + "\n")
+
+
+def last_record(run_dir: Path, key: str) -> dict[str, Any] | None:
+    """The last record of the run's ``metrics.jsonl`` that holds ``key`` (None: no file or no such record)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    with open(path) as fh:
+        hits = [line for line in fh if f'"{key}"' in line]
+    for line in reversed(hits):
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by a kill: the one before it counts
+            continue
+        if key in rec:
+            return rec
+    return None
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:

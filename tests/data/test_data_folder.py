@@ -243,3 +243,42 @@ def test_symlinked_class_folders_are_followed_once(tmp_path: Path, labeled_folde
     (linked / "dog" / "nested" / "loop").symlink_to(linked)  # a cycle must not hang or duplicate
     ds = load_images(str(linked), progress=False)
     assert len(ds) == 6 and ds.classes == ["cat", "dog"]
+
+
+@pytest.fixture
+def stl_tree(tmp_path: Path, save_image, rgb_pixels) -> Path:
+    """The STL-10 layout: ``stl/train/{a,b}`` (2 + 1), ``stl/test/{a,b}`` (1 + 1), ``stl/unlabeled`` (3 images in
+    two subfolders: the unlabeled split has no classes whatever its folders)."""
+    rels = ["train/a/0.png", "train/a/1.png", "train/b/2.png", "test/a/3.png", "test/b/4.png",
+            "unlabeled/x/5.png", "unlabeled/x/6.png", "unlabeled/y/7.png"]
+    for i, rel in enumerate(rels):
+        save_image(tmp_path / "stl" / rel, Image.fromarray(rgb_pixels(i)))
+    return tmp_path / "stl"
+
+
+def test_unlabeled_split_and_train_plus_unlabeled(stl_tree: Path) -> None:
+    train = load_images(str(stl_tree), "train", progress=False)
+    assert len(train) == 3 and train.classes == ["a", "b"]  # unlabeled/ is not part of train
+    unlabeled = load_images(str(stl_tree), "unlabeled", progress=False)
+    assert len(unlabeled) == 3 and unlabeled.labels is None and unlabeled.classes is None
+    both = load_images(str(stl_tree), "train+unlabeled", progress=False)
+    assert both.paths == train.paths + unlabeled.paths and both.classes == ["a", "b"]
+    assert both.labels is not None and both.labels.tolist() == [0, 0, 1, -1, -1, -1]
+    assert torch.equal(both.images[:3], train.images) and torch.equal(both.images[3:], unlabeled.images)
+    labeled = load_images(str(stl_tree), "train+test", progress=False)
+    assert labeled.labels is not None and labeled.labels.tolist() == [0, 0, 1, 0, 1]
+    assert load_images(str(stl_tree), "unlabeled+test", progress=False).labels.tolist() == [-1, -1, -1, 0, 1]
+    for bad in ("train+train", "train+", "train+training"):
+        with pytest.raises(DataError, match="distinct splits"):
+            load_images(str(stl_tree), bad, progress=False)
+    with pytest.raises(DataError, match="no 'val' split"):
+        load_images(str(stl_tree), "train+val", progress=False)
+
+
+def test_a_lone_unlabeled_folder_is_a_class(tmp_path: Path, save_image, rgb_pixels) -> None:
+    for i, rel in enumerate(["cat/0.png", "unlabeled/1.png", "unlabeled/2.png"]):
+        save_image(tmp_path / "odd" / rel, Image.fromarray(rgb_pixels(i)))
+    ds = load_images(str(tmp_path / "odd"), progress=False)
+    assert ds.classes == ["cat", "unlabeled"] and ds.labels is not None and ds.labels.tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match="no 'unlabeled' split"):
+        load_images(str(tmp_path / "odd"), "train+unlabeled", progress=False)

@@ -50,6 +50,12 @@ def write_folder(root, images, labels):
     return root
 
 
+@pytest.fixture
+def class_folders():
+    """``(root, **make_images options) -> root``: generated images written as ``root/class<y>/*.png``."""
+    return lambda root, **options: write_folder(root, *make_images(**options))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_default_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BYOL_CACHE_DIR", str(tmp_path / "default-cache"))

@@ -167,3 +167,40 @@ def test_cli_random_init_with_a_runs_architecture(tiny_run, tmp_path):
     assert card["encoder"]["backbone"]["options"] == cfg["model"]["options"]
     # a different run architecture gives a different cache identity (no stale features reused)
     assert "widths=[4,8]" in card["encoder"]["id"]
+
+
+@pytest.mark.parametrize("flags", [["--labels", "10%"], ["--lrs", "0.1"], ["--epochs", "3"], ["--steps", "10"],
+                                   ["--no-baseline"], ["--weight-decays", "0"], ["--ft-batch-size", "64"],
+                                   ["--val-per-class", "5"], ["--no-augment"]])
+def test_cli_transfer_linear_refuses_fine_tuning_flags(flags, capsys):
+    assert main(["eval", "transfer", "--random-init", "--to", "/nowhere", "--mode", "linear", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"byol: error: {flags[0]} only apply to `--mode finetune` (this is --mode linear)"
+
+
+@pytest.mark.parametrize("command", [["finetune"], ["transfer", "--to", "/nowhere", "--mode", "finetune"]])
+def test_cli_steps_and_epochs_together_are_refused(command, capsys):
+    assert main(["eval", *command, "--random-init", "--steps", "10", "--epochs", "2"]) == 2
+    assert "--steps and --epochs both set how long to fine-tune" in capsys.readouterr().err
+
+
+def test_cli_l2_grid_is_refused_when_fine_tuning(capsys):
+    assert main(["eval", "transfer", "--random-init", "--to", "/nowhere", "--mode", "finetune",
+                 "--l2-grid", "paper"]) == 2
+    assert "--l2-grid only applies to `--mode linear`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, given, steps, epochs", [
+    (["transfer", "--to", "x", "--mode", "finetune"], [], 2000, 30.0),  # transfer's default length: 2000 steps
+    (["transfer", "--to", "x", "--mode", "finetune"], ["--epochs", "3"], None, 3.0),  # not overridden by it
+    (["transfer", "--to", "x", "--mode", "finetune"], ["--steps", "50"], 50, 30.0),
+    (["finetune"], [], None, 30.0),
+    (["finetune"], ["--steps", "50"], 50, 30.0),
+])
+def test_cli_fine_tuning_length(command, given, steps, epochs):
+    from byol.cli.evaluate import _finetune_settings
+    from byol.cli.main import build_parser
+
+    settings = _finetune_settings(build_parser().parse_args(["eval", *command, "--random-init", *given]))
+    assert (settings.steps, settings.epochs) == (steps, epochs)
+    assert settings.lrs == (0.01, 0.03, 0.1, 0.3) and settings.batch_size == 128 and settings.augment

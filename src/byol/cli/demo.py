@@ -16,6 +16,7 @@ from byol.pretrain import run_pretrain
 from byol.data import load_images
 from byol.eval.compare import evaluate_encoders
 from byol.reports import plot_training_curves
+from byol.verdict import verdict_lines
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -43,6 +44,8 @@ def run_demo(run_dir: Path, *, config: str = "fashion-mnist", budget: str | None
     pretrain_seconds = summary["seconds"]
     print(f"pretraining: {summary['epochs']:.2f} epochs, {summary['steps']} steps in {pretrain_seconds:.0f} s "
           f"({summary['stop_reason']}, {summary['precision']}); evaluating...", flush=True)
+    for line in verdict_lines(summary["verdict"]):
+        print(line, flush=True)
     t_eval = time.perf_counter()
     d = cfg.data
     train = summary["train"]

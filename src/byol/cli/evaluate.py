@@ -17,6 +17,7 @@ from byol.errors import ConfigError
 
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext
+    from byol.eval.finetune import FinetuneSettings
     from byol.eval.sources import SourceSpec
 
 
@@ -30,8 +31,8 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="RUN_DIR|FILE.pt",
                      help="a run directory (uses checkpoints/last.pt) or a checkpoint file")
     src.add_argument("--random-init", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                     help="a randomly initialised byol backbone (the random baseline): the architecture of RUN_DIR "
-                          "when given, else --backbone/--width/--small-stem")
+                     help="a randomly initialised byol backbone (the random baseline): the architecture and inputs "
+                          "(channels, view size, mean/std) of RUN_DIR when given, else --backbone/--width/--small-stem")
     src.add_argument("--torchvision", metavar="NAME",
                      help="a torchvision model, e.g. resnet18 (random weights unless --weights FILE)")
     g.add_argument("--backbone", default="resnet18", help="with --random-init: backbone name (default resnet18)")
@@ -64,21 +65,33 @@ def _common_args(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
 
 
 def _finetune_args(p: argparse.ArgumentParser, *, labels_default: list[str], steps_default: int | None) -> None:
+    # Every default is None (False for switches) so that a flag the user gave can be told from one they did
+    # not; the defaults (FinetuneSettings' and these) are applied in _finetune_settings.
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--labels", nargs="+", default=labels_default, metavar="SPEC",
+    g.add_argument("--labels", nargs="+", default=None, metavar="SPEC",
                    help="labeled share(s) of train: 1%%, 10%%, 100%% or a count like 500 "
                         f"(default: {' '.join(labels_default).replace('%', '%%')})")
-    g.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.03, 0.1, 0.3],
+    g.add_argument("--lrs", nargs="+", type=float, default=None,
                    help="learning-rate grid, chosen on the validation split (default 0.01 0.03 0.1 0.3)")
-    g.add_argument("--weight-decays", nargs="+", type=float, default=[0.0], help="weight-decay grid (default 0)")
-    g.add_argument("--epochs", type=float, default=30.0, help="epochs over the labeled subset (default 30)")
-    g.add_argument("--steps", type=int, default=steps_default,
-                   help="total optimizer steps; overrides --epochs" + (f" (default {steps_default})" if steps_default else ""))
-    g.add_argument("--ft-batch-size", type=int, default=128, help="fine-tuning batch size (default 128)")
+    g.add_argument("--weight-decays", nargs="+", type=float, default=None, help="weight-decay grid (default 0)")
+    g.add_argument("--epochs", type=float, default=None,
+                   help="epochs over the labeled subset" + ("" if steps_default else " (default 30)"))
+    g.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps instead of --epochs"
+                        + (f" (default {steps_default} when neither is given)" if steps_default else ""))
+    g.add_argument("--ft-batch-size", type=int, default=None, help="fine-tuning batch size (default 128)")
     g.add_argument("--val-per-class", type=int, default=None,
                    help="validation images per class (default: labels per class, at least 10)")
     g.add_argument("--no-augment", action="store_true", help="no random crop + flip while fine-tuning")
     g.add_argument("--no-baseline", action="store_true", help="skip the supervised-from-scratch baseline")
+    p.set_defaults(labels_default=labels_default, steps_default=steps_default)
+
+
+#: the fine-tuning flags (attribute, flag): an error with ``eval transfer --mode linear``
+_FINETUNE_ONLY = (("labels", "--labels"), ("lrs", "--lrs"), ("weight_decays", "--weight-decays"),
+                  ("epochs", "--epochs"), ("steps", "--steps"), ("ft_batch_size", "--ft-batch-size"),
+                  ("val_per_class", "--val-per-class"), ("no_augment", "--no-augment"),
+                  ("no_baseline", "--no-baseline"))
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +137,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     _common_args(p, dataset=False)
     p.add_argument("--to", required=True, dest="dataset", metavar="DATASET", help="target data set or folder")
     p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
-    p.add_argument("--l2-grid", choices=("default", "paper"), default="default")
+    p.add_argument("--l2-grid", choices=("default", "paper"), default=None,
+                   help="--mode linear: default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
     _finetune_args(p, labels_default=["100%"], steps_default=2000)
     p.set_defaults(func=cmd_transfer)
 
@@ -211,7 +225,7 @@ _SGD_ONLY = (("epochs", "--epochs"), ("sgd_batch_size", "--sgd-batch-size"), ("l
 def cmd_linear(a: argparse.Namespace) -> int:
     if getattr(a, "linear_protocol", "lbfgs") == "sgd":
         return _linear_sgd(a, "linear-sgd")
-    given = [flag for attr, flag in _SGD_ONLY if getattr(a, attr, None) not in (None, False)]
+    given = _given(a, _SGD_ONLY)
     if given:
         raise ConfigError(f"{', '.join(given)} only apply to `--protocol sgd` (this is --protocol lbfgs)")
     return _linear(a, "linear")
@@ -254,15 +268,33 @@ def cmd_knn(a: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(a: argparse.Namespace, protocol: str) -> int:
+def _given(a: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    """The ``flags`` the user gave (their value is not the None / False that stands for "not given")."""
+    return [flag for attr, flag in flags if getattr(a, attr, None) not in (None, False)]
+
+
+def _finetune_settings(a: argparse.Namespace) -> FinetuneSettings:
+    """The fine-tuning flags with their defaults filled in; ``--steps`` and ``--epochs`` are exclusive."""
     from byol.eval.finetune import FinetuneSettings
+
+    if a.steps is not None and a.epochs is not None:
+        raise ConfigError("--steps and --epochs both set how long to fine-tune: give one of them")
+    d = FinetuneSettings()
+    steps = a.steps if a.steps is not None else (a.steps_default if a.epochs is None else None)
+    settings = FinetuneSettings(lrs=tuple(a.lrs or d.lrs), weight_decays=tuple(a.weight_decays or d.weight_decays),
+                                epochs=a.epochs if a.epochs is not None else d.epochs, steps=steps,
+                                batch_size=a.ft_batch_size if a.ft_batch_size is not None else d.batch_size,
+                                augment=not a.no_augment)
+    settings.validate()
+    return settings
+
+
+def _finetune(a: argparse.Namespace, protocol: str) -> int:
     from byol.eval.protocols import run_finetune
     from byol.eval.subsets import parse_labels
 
-    specs = [parse_labels(s) for s in a.labels]  # fail fast on a bad --labels
-    settings = FinetuneSettings(lrs=tuple(a.lrs), weight_decays=tuple(a.weight_decays), epochs=a.epochs,
-                                steps=a.steps, batch_size=a.ft_batch_size, augment=not a.no_augment)
-    settings.validate()
+    specs = [parse_labels(s) for s in a.labels or a.labels_default]  # fail fast on a bad --labels
+    settings = _finetune_settings(a)
     ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
     for spec, out in zip(specs, run_finetune(ctx, specs, settings, protocol=protocol, val_per_class=a.val_per_class,
                                              baseline=not a.no_baseline, log=_say)):
@@ -281,7 +313,12 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 def cmd_transfer(a: argparse.Namespace) -> int:
     if a.mode == "linear":
+        given = _given(a, _FINETUNE_ONLY)
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to `--mode finetune` (this is --mode linear)")
         return _linear(a, "transfer-linear")
+    if a.l2_grid is not None:
+        raise ConfigError("--l2-grid only applies to `--mode linear`; --mode finetune chooses among --lrs")
     return _finetune(a, "transfer-finetune")
 
 

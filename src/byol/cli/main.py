@@ -31,6 +31,9 @@ def _add_common_data(p: argparse.ArgumentParser) -> None:
                    help="override a config key (repeatable)")
     p.add_argument("--data", default=None, help="data set name (fashion-mnist, cifar10, ...) or image folder / .zip")
     p.add_argument("--data-dir", default=None, help="where the data set's files are (torchvision root or IDX files)")
+    p.add_argument("--split", default=None,
+                   help="split to pretrain on (data.split, default train); train+unlabeled adds a folder's "
+                        "unlabeled/ images (or STL-10's), labels still come from train")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this size when decoding")
     p.add_argument("--download", action="store_true", help="let torchvision download the data set (needs internet)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -45,6 +48,8 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
         extra["data"]["source"] = a.data
     if a.data_dir:
         extra["data"]["data_dir"] = a.data_dir
+    if a.split:
+        extra["data"]["split"] = a.split
     if a.image_size:
         extra["data"]["image_size"] = a.image_size
     if a.download:
@@ -87,6 +92,10 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
           f"({summary['stop_reason']}, {summary['precision']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
+    from byol.verdict import verdict_lines
+
+    for line in verdict_lines(summary["verdict"]):
+        print(line)
     return 0
 
 

@@ -17,7 +17,8 @@ class ImageSet:
 
     Attributes:
         images: uint8 ``[N, C, H, W]``.
-        labels: int64 ``[N]``, or ``None`` for unlabeled data (flat folders, STL-10 ``unlabeled``).
+        labels: int64 ``[N]``, or ``None`` for unlabeled data (flat folders, STL-10 ``unlabeled``). In a
+            split joining labeled and unlabeled parts (``train+unlabeled``) the unlabeled images have -1.
         classes: class names indexed by label, or ``None`` when unlabeled.
         name: short name of the data set (``"cifar10"``, or the folder/zip name for user data).
         paths: for each image, its source file relative to the folder or zip it came from

@@ -47,7 +47,8 @@ def load_images(
         source: a data set name (``fashion-mnist``/``fmnist``, ``cifar10``, ``cifar100``, ``stl10``), or the
             path of an image folder or a ``.zip`` of one (layout rules in :mod:`byol.data.layout`). Names
             win over a same-named folder in the working directory; write ``./cifar10`` to mean the folder.
-        split: ``train``/``test`` (STL-10 also ``unlabeled``, ``train+unlabeled``; folders also ``val``).
+        split: ``train``/``test`` (STL-10 also ``unlabeled``, ``train+unlabeled``; folders also ``val``,
+            ``unlabeled`` and joined splits such as ``train+unlabeled``, see :mod:`byol.data.layout`).
         image_size: resize the shorter side to this and centre-crop a square. Without it, the images of a
             folder must all have one size.
         data_dir: where a named data set's files are (Fashion-MNIST also looks in

@@ -66,9 +66,9 @@ class EvalContext:
         """Frozen train and test features (from the cache when possible) and how many came from it."""
         from byol.eval.cache import features_for
 
-        carved = "carved" if self.data.carved else "native"
-        extra = {"channel_op": self.plan.channel_op, "test": carved,
-                 "test_fraction": self.test_fraction if carved == "carved" else None}
+        kind = self.data.test_kind
+        extra = {"channel_op": self.plan.channel_op, "test": kind,
+                 "test_fraction": self.test_fraction if kind == "carved" else None}
         out, hits = [], 0
         for split in ("train", "test"):
             f, hit = features_for(self.source.encoder, self.images(split), cache_dir=self.feature_cache_dir,
@@ -127,7 +127,7 @@ def prepare(
     ``split``, that one split, labels optional: ``byol embed``); plans the input adaptation; picks the
     output directory (``out_dir``, else :func:`default_out_dir`) and the feature cache
     (``RUN_DIR/eval/features`` for a run's encoder, else ``OUT_DIR/features``; none without
-    ``feature_cache``). ``log`` receives notes such as a carved test split.
+    ``feature_cache``). ``log`` receives notes such as a val or carved test split.
     """
     from byol.runtime.device import resolve_device, set_threads
 
@@ -137,7 +137,7 @@ def prepare(
     if split is not None and not dataset:
         raise ConfigError("name the data set to embed")
     channels = None
-    if source.random_init not in (False, None, "") and not source.in_channels and dataset:
+    if source.random_init is True and not source.in_channels and dataset:  # a run's baseline takes the run's
         channels = probe_channels(dataset, split or "train", data)
     src = load_source(source, seed=seed, data_channels=channels)
     if split is None:

@@ -42,6 +42,7 @@ class EvalData:
     test_note: str  #: how the test split was obtained
     num_classes: int
     decoded_size: int | None = None  #: a foreign folder decoded at the encoder's size
+    test_kind: str = "native"  #: where ``test`` comes from: "native" (the test split), "val" or "carved"
 
     @property
     def carved(self) -> bool:
@@ -95,15 +96,41 @@ def probe_channels(ds: str, split: str, options: DataOptions) -> int:
                        progress=False).num_channels
 
 
-def load_eval_data(
-    src: EncoderSource, ds: str | None, options: DataOptions, *, log: Callable[[str], None] | None = None
-) -> EvalData:
-    """Labeled train and test splits of ``ds`` (default: ``src``'s pretraining data); a folder without a
-    test split gets one carved from train (stratified, seed :data:`TEST_HOLDOUT_SEED`), said through ``log``."""
+def _evaluation_split(ds: str, train: Any, kw: dict[str, Any], options: DataOptions,
+                      log: Callable[[str], None] | None) -> tuple[Any, Any, Any, Any, str, str]:
+    """``(test, train, train_index, test_index, note, kind)``: the test split of ``ds``, else (a folder) its
+    val split, else a stratified share of ``train`` (seed :data:`TEST_HOLDOUT_SEED`), said through ``log``."""
     import torch
 
     from byol.data import load_images
     from byol.eval.splits import stratified_split
+
+    everything = torch.arange(len(train))
+    try:
+        return load_images(ds, "test", **kw), train, everything, None, "the data set's test split", "native"
+    except DataError:
+        if is_named_dataset(ds):
+            raise
+    say = log or (lambda _: None)
+    try:
+        val = load_images(ds, "val", **kw)
+    except DataError:
+        frac = options.test_fraction
+        keep, hold = stratified_split(train.labels, frac, TEST_HOLDOUT_SEED, name="test fraction")
+        note = f"held out {frac:.0%} of train (stratified, seed {TEST_HOLDOUT_SEED}): {ds} has no test split"
+        say(f"note: {note}")
+        return train.subset(hold), train.subset(keep), keep, hold, note, "carved"
+    say(f"note: evaluating on the data set's val split: {ds} has no test split")
+    return val, train, everything, None, "the data set's val split", "val"
+
+
+def load_eval_data(
+    src: EncoderSource, ds: str | None, options: DataOptions, *, log: Callable[[str], None] | None = None
+) -> EvalData:
+    """Labeled train and test splits of ``ds`` (default: ``src``'s pretraining data). A folder without a
+    test split is evaluated on its val split (``val/``, ``valid/``, ``validation/``), else on a test split
+    carved from train (stratified, seed :data:`TEST_HOLDOUT_SEED`); a note says which through ``log``."""
+    from byol.data import load_images
 
     ds = ds or src.source_dataset
     if not ds:
@@ -112,26 +139,15 @@ def load_eval_data(
     train = load_images(ds, "train", **kw)
     if train.labels is None:
         raise DataError(f"{ds} has no labels: evaluation needs a labeled data set (one subfolder per class)")
-    note = "the data set's test split"
-    try:
-        test = load_images(ds, "test", **kw)
-        index, hold = torch.arange(len(train)), None
-    except DataError:
-        if is_named_dataset(ds):
-            raise
-        frac = options.test_fraction
-        keep, hold = stratified_split(train.labels, frac, TEST_HOLDOUT_SEED, name="test fraction")
-        test, train, index = train.subset(hold), train.subset(keep), keep
-        note = f"held out {frac:.0%} of train (stratified, seed {TEST_HOLDOUT_SEED}): {ds} has no test split"
-        if log is not None:
-            log(f"note: {note}")
+    test, train, index, hold, note, kind = _evaluation_split(ds, train, kw, options, log)
     if test.labels is None:
-        raise DataError(f"{ds}: the test split has no labels")
+        raise DataError(f"{ds}: the {'val' if kind == 'val' else 'test'} split has no labels")
     k = train.num_classes or int(train.labels.max()) + 1
     if test.classes is not None and train.classes is not None and test.classes != train.classes:
-        raise DataError(f"{ds}: train and test splits have different classes")
+        raise DataError(f"{ds}: train and {'val' if kind == 'val' else 'test'} splits have different classes")
     return EvalData(name=ds, key=_dataset_key(ds), train=train, test=test, train_index=index, test_index=hold,
-                    test_note=note, num_classes=int(k), decoded_size=None if same_source(src, ds) else kw["image_size"])
+                    test_note=note, num_classes=int(k), decoded_size=None if same_source(src, ds) else kw["image_size"],
+                    test_kind=kind)
 
 
 def load_split(src: EncoderSource, ds: str, split: str, options: DataOptions) -> EvalData:

@@ -150,16 +150,23 @@ def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
 
 
 def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) -> EncoderSource:
+    """A random-init backbone: ``spec``'s architecture, or a run's. A run's baseline also takes the run's
+    inputs (channels, view size, mean/std, its data set decoded as in pretraining), so that it is compared
+    with the run's encoder on equal terms."""
     from byol.models import build_backbone
 
-    in_ch = spec.in_channels or data_channels or 3
+    run_cfg: dict[str, Any] = {}
     if spec.random_init is True:
         name, width, small_stem, options = spec.backbone, spec.width, spec.small_stem, {}
     else:
+        from byol.config import to_dict
         from byol.rundir import load_run_config
 
-        m = load_run_config(Path(spec.random_init)).model
+        cfg = load_run_config(Path(spec.random_init))
+        m, run_cfg = cfg.model, to_dict(cfg)
         name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
+    d = run_cfg.get("data") or {}
+    in_ch = spec.in_channels or (len(d["mean"]) if d.get("mean") else None) or data_channels or 3
 
     def make(s: int) -> nn.Module:
         return _seeded(s, lambda: build_backbone(name, width=width, small_stem=small_stem, in_channels=in_ch,
@@ -171,7 +178,8 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
         ident=f"random-init:{name}:w{width:g}:ss{int(small_stem)}:c{in_ch}:{opt_tag}:seed{seed}",
         in_channels=in_ch, make_scratch=lambda: make(seed + 1),
         meta={"name": name, "width": width, "small_stem": small_stem, "in_channels": in_ch, "options": options},
-        stats_from="the data set's",
+        mean=d.get("mean"), std=d.get("std"), stats_from="the source run's" if d.get("mean") else "the data set's",
+        size=d.get("view_size"), config=run_cfg,
     )
 
 

@@ -1,0 +1,54 @@
+"""The online kNN monitor watches held-out train images, never the test split unless asked, and never
+uses an image without a label (the -1 of a joined ``train+unlabeled`` split)."""
+
+import pytest
+import torch
+from PIL import Image
+
+from byol.config import PretrainConfig, build_config, find_preset
+from byol.data import load_images
+from byol.monitor import knn_monitor
+from byol.pretrain import make_monitor
+
+
+@pytest.fixture
+def split_folder(tmp_path):
+    """``root/train/{a,b}`` (20 random 8x8 grey images each) and ``root/test/{a,b}`` (4 each, all white:
+    no train image is white, so a query's pixels tell which split it came from)."""
+    g = torch.Generator().manual_seed(0)
+    root = tmp_path / "photos"
+    for split, n in (("train", 20), ("test", 4)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                px = torch.randint(0, 200, (8, 8), generator=g, dtype=torch.uint8) if split == "train" else \
+                    torch.full((8, 8), 255, dtype=torch.uint8)
+                Image.fromarray(px.numpy()).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def _monitor(folder, tmp_path, *overrides):
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=[
+        f"data.source={folder}", f"data.cache_dir={tmp_path / 'cache'}", *overrides])
+    train = load_images(str(folder), "train", cache_dir=tmp_path / "cache", progress=False)
+    return make_monitor(cfg, train, 8, [0.5], [0.25], torch.device("cpu"))
+
+
+def test_queries_are_held_out_of_train_by_default(split_folder, tmp_path):
+    assert PretrainConfig().data.eval_split is None
+    mon = _monitor(split_folder, tmp_path)
+    assert len(mon.queries) == 40 // 5 and (mon.queries < 255).any(dim=(1, 2, 3)).all()  # train images only
+    bank = {tuple(x.flatten().tolist()) for x in mon.bank}
+    assert not any(tuple(q.flatten().tolist()) in bank for q in mon.queries)  # disjoint from the bank
+    explicit = _monitor(split_folder, tmp_path, "data.eval_split=test")
+    assert len(explicit.queries) == 8 and (explicit.queries == 255).all()  # set explicitly: the test split
+
+
+def test_images_without_a_label_are_neither_bank_nor_queries():
+    images = torch.arange(30, dtype=torch.uint8).view(30, 1, 1, 1).expand(30, 1, 4, 4).contiguous()
+    labels = torch.tensor([0, 1] * 5 + [-1] * 20)
+    mon = knn_monitor(images, labels, bank=100, queries=100, size=4, mean=[0.5], std=[0.25], k=3,
+                      device=torch.device("cpu"), seed=0)
+    seen = torch.cat([mon.bank, mon.queries])[:, 0, 0, 0]
+    assert sorted(seen.tolist()) == list(range(10))  # the 10 labeled images: 2 queries (10 // 5), 8 in the bank
+    assert len(mon.queries) == 2 and (torch.cat([mon.bank_labels, mon.query_labels]) >= 0).all()
