@@ -72,7 +72,8 @@ def cell_config(cell: Cell, scale: Scale, seed: int) -> PretrainConfig:
     length = [f"train.epochs={scale.epochs}", "train.budget=null"] if scale.epochs else (
         [f"train.budget={scale.budget}"] if scale.budget else [])
     extra = {"data": {"source": scale.data}} if scale.data else None
-    overrides = [*scale.overrides, *cell.all_overrides(), f"train.seed={seed}", "train.knn_every=0", *length]
+    overrides = [*scale.overrides, *cell.all_overrides(), f"train.seed={seed}", "train.knn_every=0",
+                 "train.verdict=false", *length]  # the cells are evaluated here, on the test split
     return build_config(PretrainConfig, files=[find_preset(scale.preset)], overrides=overrides, extra=extra)
 
 
