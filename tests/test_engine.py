@@ -247,12 +247,14 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
 
 def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
     train = TrainConfig(epochs=7, budget="1m30s", amp="off", channels_last=False, log_every=3, ckpt_every=11,
-                        ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9)
+                        ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9, keep_checkpoints=2,
+                        stop_on_collapse=True)
     optim = OptimConfig(base_lr=0.4, batch_size=512, warmup_epochs=2.0, accum_steps=4)
     o = LoopOptions.from_config(train, optim, evaluate_every=0.5)
     assert dataclasses.asdict(o) == {
         "epochs": 7, "peak_lr": 0.8, "warmup_epochs": 2.0, "accum_steps": 4, "budget_seconds": 90.0, "amp": "off",
-        "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "eval_every_epochs": 0.5,
+        "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "keep_checkpoints": 2,
+        "stop_on_collapse": True, "eval_every_epochs": 0.5,
         "seed": 5, "progress": False, "budget_pace_window": 9,
         "budget_reestimate_until": 0.9, "budget_margin": 0.97,  # the engine's own knobs (not in the config)
     }

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from byol.durations import parse_duration
 from byol.errors import ConfigError
 from byol.viewspec import ViewSpec, view_specs
 
@@ -121,7 +122,9 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 20
     ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
-    ckpt_minutes: float = 5.0  #: refresh last.pt at least this often
+    ckpt_minutes: float = 1.0  #: refresh last.pt at least this often (what a killed run may lose; docs/reliability.md)
+    keep_checkpoints: int = 3  #: numbered checkpoints kept, the newest (0 = all)
+    stop_on_collapse: bool = False  #: a suspected collapse stops the run (default: one warning)
     knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
     knn_k: int = 20
     progress: bool = True
@@ -333,31 +336,6 @@ def build_config(
     return from_dict(cls, data)
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
-
-
-def parse_duration(text: str | None, key: str | None = None) -> float | None:
-    """``"10m"`` -> 600.0, ``"1h30m"`` -> 5400.0, ``"90s"``/``"90"`` -> 90.0; None -> None.
-
-    A malformed or non-positive duration raises ConfigError, naming ``key`` (the config key) if given.
-    """
-    if text is None or text == "":
-        return None
-    where = f"{key}: " if key else ""
-    t = str(text).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        total = float(t)
-    else:
-        m = _DURATION.match(t)
-        if not m or not any(m.groups()):
-            raise ConfigError(f"{where}bad duration {text!r}: use e.g. 90s, 10m, 1h30m")
-        h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-        total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise ConfigError(f"{where}duration must be positive, got {text!r}")
-    return total
-
-
 def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:
     """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
 
@@ -402,6 +380,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
     if t.budget_pace_window <= 0:
         raise ConfigError(f"train.budget_pace_window must be a positive number of steps, got {t.budget_pace_window}")
+    if t.keep_checkpoints < 0:
+        raise ConfigError(f"train.keep_checkpoints must be 0 (keep all) or more, got {t.keep_checkpoints}")
     if t.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
     _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used

@@ -25,7 +25,8 @@ from byol.methods.registry import method_class
 from byol.models.factory import backbone_factory
 from byol.monitor import KnnMonitor, knn_monitor
 from byol.optim import build_optimizer
-from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_run_files, write_summary
+from byol.checkpoints import run_lock
+from byol.rundir import env_info, last_checkpoint, read_checkpoint, write_config, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
 
 
@@ -120,23 +121,76 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
 
 
-def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Build everything from ``cfg`` and train in ``run_dir`` (``resume``: continue from its last.pt).
+#: Keys a resume may change (with ``allow_changes``): how long, how often, where and how fast, never what
+#: is learned. Any other difference between a run's checkpoint and the resumed config is refused.
+RESUME_SAFE_KEYS = frozenset({
+    "train.budget", "train.epochs", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
+    "train.keep_checkpoints", "train.stop_on_collapse", "train.progress", "train.threads", "train.device",
+    "data.data_dir", "data.cache_dir", "data.download", "description",
+})
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:  # section.key; deeper dicts (views, model.options) compare whole
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_changes: bool) -> list[str]:
+    """The keys in which ``now`` (the config a resume would use) differs from ``stored`` (the checkpoint's);
+    ConfigError naming them unless all are in :data:`RESUME_SAFE_KEYS` and ``allow_changes``."""
+    old, new = _flat(stored), _flat(now)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    unsafe = [k for k in changed if k not in RESUME_SAFE_KEYS]
+    diffs = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in (unsafe or changed))
+    if unsafe:
+        raise ConfigError(f"--resume refused: {diffs} differ from the run's checkpoint and would change the result; "
+                          "start a new run instead")
+    if changed and not allow_changes:
+        raise ConfigError(f"--resume: {diffs} differ from the run's checkpoint; pass --allow-changes to apply them")
+    return changed
+
+
+def _resume_from(cfg: PretrainConfig, run_dir: Path, allow_changes: bool) -> dict[str, Any]:
+    last = last_checkpoint(run_dir)
+    if not last.is_file():
+        raise ByolError(f"nothing to resume: {last} does not exist")
+    ckpt = read_checkpoint(last)
+    check_resume_config(ckpt.get("config") or {}, to_dict(cfg), allow_changes)
+    return ckpt
+
+
+def _finished(ckpt: dict[str, Any]) -> bool:
+    st = ckpt["state"]
+    return bool(st.get("finished")) or 0 < st.get("total_steps", 0) <= st.get("step", 0)
+
+
+def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
+                 allow_changes: bool = False) -> dict[str, Any]:
+    """Build everything from ``cfg`` and train in ``run_dir`` (``resume``: continue from its last.pt, whose
+    stored config must equal ``cfg`` but for :data:`RESUME_SAFE_KEYS` changed with ``allow_changes``).
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
-    ``device``, ``run_dir``)."""
+    ``device``, ``run_dir``); a resume of a finished run trains nothing and returns ``{"finished": True,
+    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused)."""
     run_dir = Path(run_dir)
-    run = build_pretrain(cfg, run_dir)
-    last = last_checkpoint(run_dir)
-    if resume:
-        if not last.is_file():
-            raise ByolError(f"nothing to resume: {last} does not exist")
-        run.trainer.load(read_checkpoint(last))
-    else:
-        write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
-                        run.train.skipped)
-    summary = run.trainer.fit()
-    write_summary(run_dir, summary)
+    with run_lock(run_dir):
+        ckpt = _resume_from(cfg, run_dir, allow_changes) if resume else None
+        if ckpt is not None and _finished(ckpt):
+            return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
+        run = build_pretrain(cfg, run_dir)
+        if ckpt is not None:
+            run.trainer.load(ckpt)
+            write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
+        else:
+            write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
+                            run.train.skipped)
+        summary = run.trainer.fit()
+        write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
                    device=run.device, run_dir=run_dir)
     return summary
