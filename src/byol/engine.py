@@ -252,7 +252,7 @@ class Trainer:
             with self.autocast:
                 out = self.method(v1, v2)
             if not bool(torch.isfinite(out["loss"].detach()).all()):
-                raise self._halt(f"loss became {float(out['loss'])} at step {self.state.step + 1} (lower "
+                raise self._halt(f"loss became {float(out['loss'].detach())} at step {self.state.step + 1} (lower "
                                  "optim.base_lr or use train.amp=off)")
             loss = out["loss"] / self.o.accum_steps
             (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -276,7 +276,7 @@ class Trainer:
             rec.update(collapse_stats(out["proj"]))
             if st.step > st.warmup_steps and is_collapsed(rec) and self.o.stop_on_collapse:
                 raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): "
-                                 + COLLAPSE_ADVICE.format(**rec).splitlines()[0])
+                                 + COLLAPSE_ADVICE.format(**rec).split(". ")[0])
             if st.step > st.warmup_steps and is_collapsed(rec) and not self._collapse_warned:
                 warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=3)
                 self._collapse_warned = True
