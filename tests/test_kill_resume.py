@@ -87,7 +87,7 @@ def test_sigkill_at_five_random_steps_then_resume_is_bitwise_identical(image_fol
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=lambda s: s.name)
 def test_a_stop_signal_saves_and_exits_then_the_resume_continues(sig, image_folder, tmp_path):
     run = tmp_path / "run"
     proc = _start(tmp_path, ["pretrain", *_args(image_folder, tmp_path), "--run-dir", run])
