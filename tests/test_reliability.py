@@ -177,3 +177,8 @@ def test_resume_refuses_changes_that_alter_the_result_and_allows_safe_ones(finis
     assert "method.tau_base (0.99 -> 0.5)" in capsys.readouterr().err
     assert (run / "metrics.jsonl").read_text() == metrics  # nothing was trained by any of these
     assert json.loads((run / "summary.json").read_text())["steps"] == 7
+
+
+def test_a_checkpoint_written_before_digests_still_loads(tmp_path):
+    torch.save(_state(4), tmp_path / "last.pt")  # how byol wrote checkpoints before: plain torch.save, no digest
+    assert read_checkpoint(tmp_path / "last.pt")["state"]["step"] == 4

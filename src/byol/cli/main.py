@@ -69,6 +69,8 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         from byol.pretrain import run_pretrain
         from byol.rundir import load_run_config
 
+        if a.method:
+            raise ByolError("--resume continues the run's method: drop --method (or start a new run)")
         run_dir = Path(a.resume)
         cfg = load_run_config(run_dir, overrides=a.overrides, extra=_extra_from_args(a))
         summary = run_pretrain(cfg, run_dir, resume=True, allow_changes=a.allow_changes)
