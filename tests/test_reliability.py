@@ -55,7 +55,7 @@ def test_a_full_disk_is_a_one_line_error_and_last_pt_stays(image_folder, tmp_pat
                  "--set", "train.knn_every=0", "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("byol: error: cannot write") and "no space left" in err and "\n" not in err
-    assert f"last good checkpoint is {run / 'checkpoints' / 'step0000003.pt'}" in err
+    assert err.endswith(f"the last good checkpoint is {run / 'checkpoints' / 'last.pt'}")  # the step-3 one, intact
     assert read_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 3
 
 
@@ -182,3 +182,13 @@ def test_resume_refuses_changes_that_alter_the_result_and_allows_safe_ones(finis
 def test_a_checkpoint_written_before_digests_still_loads(tmp_path):
     torch.save(_state(4), tmp_path / "last.pt")  # how byol wrote checkpoints before: plain torch.save, no digest
     assert read_checkpoint(tmp_path / "last.pt")["state"]["step"] == 4
+
+
+def test_the_resume_check_ignores_values_left_to_be_resolved_from_the_data():
+    from byol.errors import ConfigError
+    from byol.pretrain import check_resume_config
+
+    stored = {"data": {"mean": [0.5], "source": "x"}, "optim": {"base_lr": 0.5}}
+    assert check_resume_config(stored, {"data": {"mean": None, "source": "x"}, "optim": {"base_lr": 0.5}}, False) == []
+    with pytest.raises(ConfigError, match=r"data.mean \(\[0.5\] -> \[0.4\]\)"):
+        check_resume_config(stored, {"data": {"mean": [0.4], "source": "x"}, "optim": {"base_lr": 0.5}}, True)

@@ -93,7 +93,8 @@ def _write_verified(data: bytes, digest: dict[str, Any], path: Path) -> None:
         _atomic_write(data, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            good = last_good(path.parent)
+            last = path.with_name("last.pt")
+            good = last if last.is_file() and verify(last) is None else last_good(path.parent)
             raise CheckpointError(f"cannot write {path}: no space left on device; the last good checkpoint is "
                                   f"{good or 'none'}") from None
         raise

@@ -144,7 +144,9 @@ def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_chang
     """The keys in which ``now`` (the config a resume would use) differs from ``stored`` (the checkpoint's);
     ConfigError naming them unless all are in :data:`RESUME_SAFE_KEYS` and ``allow_changes``."""
     old, new = _flat(stored), _flat(now)
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    derived = ("data.mean", "data.std", "data.view_size")  # None: resolved from the data, as the stored ones were
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+                     and not (k in derived and new.get(k) is None))
     unsafe = [k for k in changed if k not in RESUME_SAFE_KEYS]
     diffs = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in (unsafe or changed))
     if unsafe:
