@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import byol.pretrain  # noqa: F401 - imported before the subprocess starts, so main() answers at once
 from byol.checkpoints import read_checkpoint
 from byol.cli import main
 
@@ -30,9 +31,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _args(image_folder, tmp_path):
+def _args(image_folder, tmp_path, epochs=6):
     return ["--config", "tiny", "--data", str(image_folder), "--set", f"data.cache_dir={tmp_path / 'cache'}",
-            "--set", "train.epochs=6", "--set", "train.ckpt_every=3", "--set", "train.log_every=1",
+            "--set", f"train.epochs={epochs}", "--set", "train.ckpt_every=3", "--set", "train.log_every=1",
             "--set", "train.knn_every=0", "--set", "train.threads=1", "--no-progress"]
 
 
@@ -88,10 +89,13 @@ def test_sigkill_at_five_random_steps_then_resume_is_bitwise_identical(image_fol
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=lambda s: s.name)
-def test_a_stop_signal_saves_and_exits_then_the_resume_continues(sig, image_folder, tmp_path):
+def test_a_stop_signal_saves_and_exits_then_the_resume_continues(sig, image_folder, tmp_path, capsys):
     run = tmp_path / "run"
-    proc = _start(tmp_path, ["pretrain", *_args(image_folder, tmp_path), "--run-dir", run])
+    # 30 epochs (210 steps, over 6 s): the run is still going when the second process and the signal come
+    proc = _start(tmp_path, ["pretrain", *_args(image_folder, tmp_path, epochs=30), "--run-dir", run])
     _wait_for_step(proc, run, 5)
+    assert main(["pretrain", "--resume", str(run)]) == 2  # a second process in the same run dir is refused
+    assert f"in use by process {proc.pid}" in capsys.readouterr().err
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]

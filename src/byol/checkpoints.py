@@ -182,6 +182,20 @@ def _lock_owner(lock: Path) -> int | None:
         return None
 
 
+def _create_with_pid(lock: Path, pid: int) -> bool:
+    """Create ``lock`` holding ``pid`` in one step (a hard link of a written temp file: nobody ever sees it
+    empty); False if it exists."""
+    tmp = lock.with_name(f"{lock.name}.{pid}")
+    tmp.write_text(f"{pid}\n")
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` (our PID) while training: a second process writing there is refused; a lock
@@ -191,18 +205,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     lock = run_dir / ".lock"
     me = os.getpid()
     for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None and owner != me and _pid_alive(owner):
-                raise CheckpointError(f"{run_dir} is in use by process {owner} (lock {lock}); wait for it to end "
-                                      "or use another --run-dir") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{me}\n")
-        break
+        if _create_with_pid(lock, me):
+            break
+        owner = _lock_owner(lock)
+        if owner is not None and owner != me and _pid_alive(owner):
+            raise CheckpointError(f"{run_dir} is in use by process {owner} (lock {lock}); wait for it to end "
+                                  "or use another --run-dir")
+        lock.unlink(missing_ok=True)  # stale: its process is gone
     else:
         raise CheckpointError(f"cannot take the lock {lock}")
     try:
