@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from PIL import Image
 
 # Deterministic, small-footprint tests on the 2-core CI machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -26,3 +27,15 @@ def _restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def image_folder(tmp_path, labeled_images):
+    images, labels = labeled_images
+    root = tmp_path / "imgs"
+    for i, (img, y) in enumerate(zip(images, labels)):
+        d = root / f"class{int(y)}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
+    (root / "class0" / "broken.png").write_bytes(b"not an image at all")
+    return root

@@ -13,18 +13,6 @@ from byol.rundir import load_encoder
 from byol.eval import extract_features, knn_eval
 
 
-@pytest.fixture
-def image_folder(tmp_path, labeled_images):
-    images, labels = labeled_images
-    root = tmp_path / "imgs"
-    for i, (img, y) in enumerate(zip(images, labels)):
-        d = root / f"class{int(y)}"
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
-    (root / "class0" / "broken.png").write_bytes(b"not an image at all")
-    return root
-
-
 def _run(args):
     return main([str(a) for a in args])
 

@@ -247,12 +247,14 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
 
 def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
     train = TrainConfig(epochs=7, budget="1m30s", amp="off", channels_last=False, log_every=3, ckpt_every=11,
-                        ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9)
+                        ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9, keep_checkpoints=2,
+                        stop_on_collapse=True)
     optim = OptimConfig(base_lr=0.4, batch_size=512, warmup_epochs=2.0, accum_steps=4)
     o = LoopOptions.from_config(train, optim, evaluate_every=0.5)
     assert dataclasses.asdict(o) == {
         "epochs": 7, "peak_lr": 0.8, "warmup_epochs": 2.0, "accum_steps": 4, "budget_seconds": 90.0, "amp": "off",
-        "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "eval_every_epochs": 0.5,
+        "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "keep_checkpoints": 2,
+        "stop_on_collapse": True, "eval_every_epochs": 0.5,
         "seed": 5, "progress": False, "budget_pace_window": 9,
         "budget_reestimate_until": 0.9, "budget_margin": 0.97,  # the engine's own knobs (not in the config)
     }
@@ -295,3 +297,48 @@ def test_ema_update_uses_the_online_weights_after_the_optimizer_step(labeled_ima
     assert moved > 1e-3  # the step moved the online weights: before and after are distinguishable
     for xi, theta, xi_after in zip(target_before, online_after, target()):
         torch.testing.assert_close(xi_after, tau * xi + (1 - tau) * theta, rtol=0, atol=1e-6)
+
+
+def _forward_patched(trainer, change, from_call):
+    """The method's forward, its output changed by ``change(out)`` from the ``from_call``-th call on."""
+    inner, calls = trainer.method.forward, {"n": 0}
+
+    def forward(v1, v2):
+        calls["n"] += 1
+        out = inner(v1, v2)
+        return change(out) if calls["n"] >= from_call else out
+
+    trainer.method.forward = forward
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(labeled_images, tmp_path):
+    from byol.checkpoints import read_checkpoint
+    from byol.errors import TrainingError
+
+    t = _trainer(labeled_images[0], tmp_path, ckpt_every=3, log_every=100)  # the NaN step is not a log step
+    _forward_patched(t, lambda out: {**out, "loss": out["loss"] * float("nan")}, from_call=5)
+    with pytest.raises(TrainingError) as e:
+        t.fit()
+    last = tmp_path / "checkpoints" / "last.pt"
+    assert str(e.value) == (f"loss became nan at step 5 (lower optim.base_lr or use train.amp=off); stopped without "
+                            f"saving, the last good checkpoint is {last} (step 3)")
+    ckpt = read_checkpoint(last)
+    assert ckpt["state"]["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["method"].values())
+    assert all(torch.isfinite(p).all() for p in t.method.parameters())  # the NaN step never reached the weights
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_collapse_warns_by_default_and_stops_on_request(labeled_images, tmp_path, stop):
+    from byol.errors import TrainingError
+
+    t = _trainer(labeled_images[0], tmp_path, epochs=2, stop_on_collapse=stop)
+    _forward_patched(t, lambda out: {**out, "proj": torch.ones_like(out["proj"])}, from_call=1)  # all one point
+    if not stop:
+        with pytest.warns(UserWarning, match="collapse suspected"):
+            assert t.fit()["stop_reason"] == "completed"
+        return
+    with pytest.raises(TrainingError, match=r"^collapse at step 3 \(train.stop_on_collapse\): representation collapse suspected: the per-dimension "
+                       r"std .* is 0.0000 .*; stopped without saving, no checkpoint was saved yet$"):
+        t.fit()
+    assert t.state.step == 3  # the first step past warmup (2 steps)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()  # nothing saved: ckpt_every is 1000

@@ -8,7 +8,8 @@ import byol
 
 LAYERS = {
     "errors": 0, "config": 0, "duration": 0, "viewspec": 0, "dist": 0, "_lazy": 0,
-    "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1, "schedules": 1, "rundir": 1, "runtime": 1,
+    "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1, "schedules": 1, "rundir": 1, "checkpoints": 1,
+    "resume": 1, "runtime": 1,
     "methods": 2,
     "budget": 3, "engine": 3, "monitor": 3, "eval": 3, "verdict": 3,
     "pretrain": 4,

@@ -122,7 +122,9 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 20
     ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
-    ckpt_minutes: float = 5.0  #: refresh last.pt at least this often
+    ckpt_minutes: float = 1.0  #: refresh last.pt at least this often (what a killed run may lose; docs/reliability.md)
+    keep_checkpoints: int = 3  #: numbered checkpoints kept, the newest (0 = all)
+    stop_on_collapse: bool = False  #: a suspected collapse stops the run (default: one warning)
     knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
     knn_k: int = 20
     #: after training, kNN of the encoder vs the same architecture at random init on held-out train images
@@ -380,6 +382,8 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
     if t.budget_pace_window <= 0:
         raise ConfigError(f"train.budget_pace_window must be a positive number of steps, got {t.budget_pace_window}")
+    if t.keep_checkpoints < 0:
+        raise ConfigError(f"train.keep_checkpoints must be 0 (keep all) or more, got {t.keep_checkpoints}")
     if t.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
     _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used

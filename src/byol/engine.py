@@ -10,13 +10,10 @@ TensorBoard, and the collapse monitor.
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,11 +25,13 @@ from byol import dist
 from byol.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, BudgetPlanner, Plan
 from byol.config import OptimConfig, TrainConfig, check_batch
 from byol.data.loader import BatchIterator, gather_batch
-from byol.errors import ConfigError
+from byol.errors import ConfigError, TrainingError
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
-from byol.rundir import JsonlLogger, atomic_save
+from byol.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
+from byol.rundir import JsonlLogger
 from byol.runtime.device import PRECISION_NAMES, autocast_for, resolve_amp
+from byol.runtime.signals import stop_on_signals
 from byol.schedules import scaled_lr, warmup_cosine
 
 CHECKPOINT_VERSION = 1
@@ -56,6 +55,8 @@ class LoopOptions:
     log_every: int
     ckpt_every: int
     ckpt_seconds: float
+    keep_checkpoints: int  #: numbered checkpoints kept (the newest; 0 = all)
+    stop_on_collapse: bool  #: a collapse stops the run (else one warning)
     eval_every_epochs: float  #: period of ``evaluate`` (0: only at the end)
     seed: int
     progress: bool
@@ -73,7 +74,8 @@ class LoopOptions:
             epochs=train.epochs, peak_lr=scaled_lr(optim.base_lr, optim.batch_size), warmup_epochs=optim.warmup_epochs,
             accum_steps=optim.accum_steps, budget_seconds=train.budget_seconds, amp=train.amp,
             channels_last=train.channels_last, log_every=train.log_every, ckpt_every=train.ckpt_every,
-            ckpt_seconds=train.ckpt_minutes * 60, eval_every_epochs=evaluate_every, seed=train.seed,
+            ckpt_seconds=train.ckpt_minutes * 60, keep_checkpoints=train.keep_checkpoints,
+            stop_on_collapse=train.stop_on_collapse, eval_every_epochs=evaluate_every, seed=train.seed,
             progress=train.progress, budget_pace_window=train.budget_pace_window,
         )
 
@@ -93,6 +95,7 @@ class TrainState:
     anchor_value: float = 0.0
     elapsed: float = 0.0  #: training seconds used so far (across resumes)
     history: list[dict[str, Any]] = field(default_factory=list)  #: eval results per epoch
+    finished: bool = False  #: the run ended (completed or budget reached): a resume has nothing to train
 
     @property
     def plan(self) -> Plan:
@@ -152,6 +155,7 @@ class Trainer:
         self.gen.manual_seed(options.seed * 1000 + self.rank)
         self.state = TrainState()
         self._collapse_warned = False
+        self._saved_step: int | None = None  #: the step of the last checkpoint written or loaded
         self._stop_requested = False
         self.stop_reason = ""
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
@@ -160,27 +164,9 @@ class Trainer:
         """Ask the loop to save and stop at the next step boundary (what SIGINT/SIGTERM do)."""
         self._stop_requested = True
 
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        """First Ctrl-C / SIGTERM: stop cleanly at the step boundary; a second one: stop at once."""
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-
-        if threading.current_thread() is threading.main_thread():  # signals can only be set there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    previous[sig] = signal.signal(sig, handler)
-                except (ValueError, OSError):
-                    pass
-        try:
-            yield
-        finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
+    def _stop_on_signals(self) -> Any:
+        """First Ctrl-C / SIGTERM / SIGUSR1: stop cleanly at the step boundary; a second one: stop at once."""
+        return stop_on_signals(lambda: self._stop_requested, self.request_stop)
 
     def schedule_position(self) -> tuple[float, int]:
         """(position, K) at which the lr and tau schedules are read for the current step."""
@@ -194,28 +180,20 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
-        return {
-            "version": CHECKPOINT_VERSION,
-            "method": self.method.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "state": self.state.__dict__.copy(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "augment": self.gen.get_state(),
-            },
-            **self.extra,
-        }
+        return {"version": CHECKPOINT_VERSION, "method": self.method.state_dict(), "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None, "state": self.state.__dict__.copy(),
+                "rng": rng_state(self.gen), **self.extra}
 
     def save(self, numbered: bool = False) -> None:
+        """``last.pt`` (+ a numbered checkpoint, keeping the newest ``keep_checkpoints``), verified on load."""
         if not self.run_dir or not dist.is_main():
             return
-        ckpt = self.checkpoint()
-        atomic_save(ckpt, self.run_dir / "checkpoints" / "last.pt")
+        ckpt_dir = self.run_dir / "checkpoints"
+        save_checkpoint(self.checkpoint(), ckpt_dir / "last.pt",
+                        *([ckpt_dir / numbered_name(self.state.step)] if numbered else []))
         if numbered:
-            atomic_save(ckpt, self.run_dir / "checkpoints" / f"step{self.state.step:07d}.pt")
-        self._last_save = self.clock()
+            rotate(ckpt_dir, self.o.keep_checkpoints)
+        self._last_save, self._saved_step = self.clock(), self.state.step
 
     def load(self, ckpt: dict[str, Any]) -> None:
         self.method.load_state_dict(ckpt["method"])
@@ -223,11 +201,16 @@ class Trainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.gen.set_state(rng["augment"].to(self.gen.get_state().device) if hasattr(rng["augment"], "to") else rng["augment"])
+        restore_rng(ckpt["rng"], self.gen)
+        self._saved_step = self.state.step
+
+    def _halt(self, what: str) -> TrainingError:
+        """The error that stops a run whose state must not be saved (it would overwrite a good checkpoint)."""
+        if self.run_dir is None or self._saved_step is None:
+            good = "no checkpoint was saved yet"
+        else:
+            good = f"the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'} (step {self._saved_step})"
+        return TrainingError(f"{what}; stopped without saving, {good}")
 
     def _maybe_checkpoint(self) -> None:
         """A numbered checkpoint every ``ckpt_every`` steps, else ``last.pt`` when it is ``ckpt_seconds`` old."""
@@ -268,6 +251,9 @@ class Trainer:
             v1, v2 = self._views(next(micro_batches))
             with self.autocast:
                 out = self.method(v1, v2)
+            if not bool(torch.isfinite(out["loss"].detach()).all()):
+                raise self._halt(f"loss became {float(out['loss'].detach())} at step {self.state.step + 1} (lower "
+                                 "optim.base_lr or use train.amp=off)")
             loss = out["loss"] / self.o.accum_steps
             (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler:
@@ -288,11 +274,12 @@ class Trainer:
                "pairs_per_s": self._window_pairs / max(now - self._window_t, 1e-9)}
         if "proj" in out:
             rec.update(collapse_stats(out["proj"]))
+            if st.step > st.warmup_steps and is_collapsed(rec) and self.o.stop_on_collapse:
+                raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): "
+                                 + COLLAPSE_ADVICE.format(**rec).split(". ")[0])
             if st.step > st.warmup_steps and is_collapsed(rec) and not self._collapse_warned:
                 warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=3)
                 self._collapse_warned = True
-        if not math.isfinite(rec["loss"]):
-            raise FloatingPointError(f"loss became {rec['loss']} at step {st.step}: lower optim.base_lr or use amp=off")
         if dist.is_main():
             logger.log(rec)
         if self._bar is not None:
@@ -384,6 +371,7 @@ class Trainer:
             self._bar = None
         if not self.stop_reason.startswith("interrupted"):
             self.stop_reason = self.stop_reason or "completed"
+            self.state.finished = True
             self._run_eval(logger)
             self.state.elapsed = self._elapsed()
         self.save()

@@ -15,3 +15,7 @@ class ConfigError(ByolError):
 
 class DataError(ByolError):
     """Missing, empty or unreadable data."""
+
+
+class TrainingError(ByolError):
+    """A run that had to stop (a non-finite loss, a collapse with ``train.stop_on_collapse``)."""

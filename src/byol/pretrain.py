@@ -19,13 +19,15 @@ from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.engine import LoopOptions, Trainer
-from byol.errors import ByolError, ConfigError, DataError
+from byol.errors import ConfigError, DataError
 from byol.methods import build_method
 from byol.methods.registry import method_class
 from byol.models.factory import backbone_factory, build_encoder
 from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim import build_optimizer
-from byol.rundir import env_info, last_checkpoint, last_record, read_checkpoint, write_run_files, write_summary
+from byol.checkpoints import run_lock
+from byol.resume import finished, resume_checkpoint
+from byol.rundir import env_info, last_record, write_config, write_run_files, write_summary
 from byol.runtime.device import resolve_device, set_threads
 from byol.verdict import random_init_verdict
 
@@ -143,25 +145,30 @@ def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[st
                                name=type(run.method).__name__, collapse=last_record(run_dir, "z_std"))
 
 
-def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Build everything from ``cfg``, train in ``run_dir`` (``resume``: continue from its last.pt), then
-    judge the encoder against random init (:func:`run_verdict`, the summary's ``verdict``).
+def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
+                 allow_changes: bool = False) -> dict[str, Any]:
+    """Build everything from ``cfg``, train in ``run_dir`` (``resume``: continue from its last.pt, whose
+    stored config must equal ``cfg`` but for :data:`byol.resume.RESUME_SAFE_KEYS` changed with
+    ``allow_changes``), then judge the encoder against random init (:func:`run_verdict`, ``verdict``).
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
-    ``device``, ``run_dir``)."""
+    ``device``, ``run_dir``); a resume of a finished run trains nothing and returns ``{"finished": True,
+    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused)."""
     run_dir = Path(run_dir)
-    run = build_pretrain(cfg, run_dir)
-    last = last_checkpoint(run_dir)
-    if resume:
-        if not last.is_file():
-            raise ByolError(f"nothing to resume: {last} does not exist")
-        run.trainer.load(read_checkpoint(last))
-    else:
-        write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
-                        run.train.skipped)
-    summary = run.trainer.fit()
-    summary["verdict"] = run_verdict(cfg, run, run_dir)
-    write_summary(run_dir, summary)
+    with run_lock(run_dir):
+        ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes) if resume else None
+        if ckpt is not None and finished(ckpt):
+            return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
+        run = build_pretrain(cfg, run_dir)
+        if ckpt is not None:
+            run.trainer.load(ckpt)
+            write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
+        else:
+            write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
+                            run.train.skipped)
+        summary = run.trainer.fit()
+        summary["verdict"] = run_verdict(cfg, run, run_dir)
+        write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
                    device=run.device, run_dir=run_dir)
     return summary

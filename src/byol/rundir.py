@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from byol import __version__
+from byol import __version__, checkpoints
 from byol.config import PretrainConfig, build_config
 from byol.errors import ByolError
 
@@ -98,29 +98,34 @@ def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
 
 
-def load_run_config(run_dir: Path) -> PretrainConfig:
-    """The resolved config of a run directory."""
+def load_run_config(run_dir: Path, overrides: list[str] | tuple = (),
+                    extra: dict[str, Any] | None = None) -> PretrainConfig:
+    """The resolved config of a run directory (with ``extra`` and ``--set`` ``overrides`` on top)."""
     f = Path(run_dir) / "config.yaml"
     if not f.is_file():
         raise ByolError(f"{run_dir} is not a run directory (no config.yaml); start a run with `byol pretrain`")
-    return build_config(PretrainConfig, files=[f])
+    return build_config(PretrainConfig, files=[f], overrides=overrides, extra=extra)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint, on the CPU (tensors and RNG states alike: ``torch.set_rng_state`` takes only CPU
-    tensors, so a checkpoint is never mapped to an accelerator here; load_state_dict moves weights)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A verified checkpoint on the CPU, read without running code (:func:`byol.checkpoints.read_checkpoint`)."""
+    return checkpoints.read_checkpoint(path)
 
 
 def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str]) -> None:
     """The files a new run starts with: ``config.yaml``, ``env.json``, ``skipped_files.txt``."""
+    write_config(run_dir, resolved)
+    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    if skipped:
+        (run_dir / "skipped_files.txt").write_text("\n".join(skipped) + "\n")
+
+
+def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    """``config.yaml``: the fully resolved config of the run."""
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
-    if skipped:
-        (run_dir / "skipped_files.txt").write_text("\n".join(skipped) + "\n")
 
 
 def last_record(run_dir: Path, key: str) -> dict[str, Any] | None:

@@ -8,7 +8,9 @@ eager ops to float rounding (tested); speed is in ``benchmarks/RESULTS.md``.
 
 It is used for float32 views on CPU with bilinear crops. It is compiled with the system C compiler
 (``$CC``, else ``cc``/``gcc``/``clang``) into ``$BYOL_CACHE_DIR/kernels`` (default ``~/.cache/byol/kernels``) the first time it is
-needed (about a second), keyed by the source, the compiler and the CPU. Without a compiler, or when
+needed (about a second), keyed by the source, the compiler and the CPU. A cache directory or library that is
+not private to the user (another owner, or writable by group/others) is never loaded: the kernel is then
+built in a private temporary directory, with one warning. Without a compiler, or when
 compiling fails, byol warns once and uses the eager ops: same results, slower. ``BYOL_FUSED_VIEWS=0``
 turns the fast path off.
 """
@@ -44,6 +46,7 @@ _FALLBACK_FLAGS = _BASE_FLAGS  # compilers without -march=native
 _lock = threading.Lock()
 _lib: Any = None
 _tried = False
+_private: Path | None = None  #: this process's own build directory, when the cache directory is not private
 
 
 def _enabled() -> bool:
@@ -78,6 +81,30 @@ def _cpu_signature() -> str:
     return platform.machine() + platform.processor() + flags
 
 
+def _private_to_me(path: Path) -> bool:
+    """Whether ``path`` is owned by this user and not writable by group or others (so nobody else can
+    have put a library there for ctypes to load)."""
+    st = path.stat()
+    return (not hasattr(os, "getuid") or st.st_uid == os.getuid()) and not st.st_mode & 0o022
+
+
+def _build_dir(out_dir: Path) -> Path:
+    """``out_dir`` (created private if missing) when it is private to this user; else, with one warning, a
+    private temporary directory of this process."""
+    global _private
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if _private_to_me(out_dir):
+            return out_dir
+    except OSError:
+        pass
+    if _private is None:
+        _private = Path(tempfile.mkdtemp(prefix="byol-kernels-"))
+        warnings.warn(f"the view-kernel cache {out_dir} is not private to this user (another owner, or writable by "
+                      f"group/others): building the kernel in {_private} instead", stacklevel=3)
+    return _private
+
+
 def compile_kernel(cache_dir: Path | None = None, compiler: str | None = None) -> Path:
     """Compile ``_fused_views.c`` (or reuse the cached build) and return the shared library's path.
 
@@ -90,11 +117,10 @@ def compile_kernel(cache_dir: Path | None = None, compiler: str | None = None) -
         raise RuntimeError("no C compiler found (set $CC, or install gcc/clang)")
     src = _SOURCE.read_bytes()
     key = hashlib.sha256(src + cc.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()
-    out_dir = cache_dir or _cache_dir()
+    out_dir = _build_dir(cache_dir or _cache_dir())
     lib = out_dir / f"fused_views_{key[:16]}.so"
-    if lib.exists():
+    if lib.exists() and _private_to_me(lib):
         return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:

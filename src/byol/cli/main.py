@@ -71,13 +71,17 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     from byol.config import PretrainConfig, build_config, find_preset
 
     if a.resume:
-        if a.overrides or a.budget or a.epochs or a.method:
-            raise ByolError("--resume continues a run exactly as configured: drop --set/--budget/--epochs/--method")
         from byol.pretrain import run_pretrain
         from byol.rundir import load_run_config
 
+        if a.method:
+            raise ByolError("--resume continues the run's method: drop --method (or start a new run)")
         run_dir = Path(a.resume)
-        summary = run_pretrain(load_run_config(run_dir), run_dir, resume=True)
+        cfg = load_run_config(run_dir, overrides=a.overrides, extra=_extra_from_args(a))
+        summary = run_pretrain(cfg, run_dir, resume=True, allow_changes=a.allow_changes)
+        if summary.get("finished"):
+            print(f"{run_dir} already finished ({summary['steps']} steps): nothing to train")
+            return 0
     else:
         # the config is checked before torch is imported: a config mistake is reported at once
         files = [find_preset(a.config)] if a.config else []
@@ -151,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<data>-<backbone>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: apply --set/--budget/--epochs changes of keys that do not change the result "
+                        "(budget, epochs, log/checkpoint cadence, progress, threads, device)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (all devices, accumulation)")
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--budget", default=None, help="wall-clock budget, e.g. 10m or 1h30m: schedules fit it")

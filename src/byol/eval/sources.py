@@ -9,6 +9,7 @@ can also build its supervised-from-scratch twin: the same architecture, freshly 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,13 @@ def _load_weights(enc: nn.Module, weights: Path, name: str) -> None:
     else:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ByolError(f"--weights {weights}: refused, it holds objects other than tensors and plain values "
+                            "(loading them could run code); export weights with `byol export`") from None
         except Exception as exc:
             raise ByolError(f"--weights {weights}: not a state_dict file ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise ByolError(f"--weights {weights}: not a state_dict file (a {type(state).__name__})")
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "heads.", "head."))}
     own = enc.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))

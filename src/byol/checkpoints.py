@@ -1,0 +1,235 @@
+"""Checkpoint files: atomic, verified writes, safe reads, keep-last-N rotation and the run-directory lock.
+
+A checkpoint is a plain ``torch.save`` file that holds only tensors, dicts, lists, numbers, strings and
+None, so it is read with ``torch.load(..., weights_only=True)``: a file that needs anything else (e.g. a
+crafted pickle whose ``__reduce__`` runs a command) is refused before any of it runs.
+
+Writes go to a temporary file in the same directory, are fsynced and renamed over the target. Beside each
+checkpoint ``FILE.sha256`` lists the sha256 and size of the bytes it may hold: written *before* the
+rename with both the new and the previous digest, so a kill at any point leaves a file that verifies.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from byol.errors import ByolError
+
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate",
+           "run_lock", "numbered_name", "rng_state", "restore_rng"]
+
+_NUMBERED = re.compile(r"^step(\d{7,})\.pt$")
+_CHUNK = 1 << 20
+
+
+class CheckpointError(ByolError):
+    """A checkpoint that cannot be written or read safely."""
+
+
+def numbered_name(step: int) -> str:
+    return f"step{step:07d}.pt"
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_bytes(fh: BinaryIO, data: bytes) -> None:
+    """Write ``data`` in 1 MB chunks (one place, so tests can interrupt a write half-way)."""
+    view = memoryview(data)
+    for i in range(0, len(view), _CHUNK):
+        fh.write(view[i : i + _CHUNK])
+
+
+def _atomic_write(data: bytes, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            _write_bytes(fh, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _known_digests(path: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(_digest_path(path).read_text())["accept"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def save_checkpoint(obj: dict[str, Any], *paths: Path) -> None:
+    """Serialize ``obj`` once, then write it to each of ``paths`` atomically with its digest (module docs).
+
+    A full disk (ENOSPC/EDQUOT) raises :class:`CheckpointError` (one line); the previous file is intact."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    new = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_verified(data, new, path)
+
+
+def _write_verified(data: bytes, digest: dict[str, Any], path: Path) -> None:
+    try:
+        previous = [d for d in _known_digests(path)[:1] if path.is_file()]
+        _atomic_write(json.dumps({"accept": [digest, *previous]}).encode(), _digest_path(path))
+        _atomic_write(data, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            last = path.with_name("last.pt")
+            good = last if last.is_file() and verify(last) is None else last_good(path.parent)
+            raise CheckpointError(f"cannot write {path}: no space left on device; the last good checkpoint is "
+                                  f"{good or 'none'}") from None
+        raise
+
+
+def verify(path: Path) -> str | None:
+    """Why ``path`` fails its digest check (None: it verifies, or it has no digest file: older byol)."""
+    accept = _known_digests(path)
+    if not _digest_path(path).is_file():
+        return None
+    size = path.stat().st_size
+    if not any(d.get("size") == size for d in accept):
+        return f"size {size} bytes, expected {' or '.join(str(d.get('size')) for d in accept)}"
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return None if any(d.get("sha256") == h.hexdigest() for d in accept) else "sha256 mismatch"
+
+
+def _numbered(ckpt_dir: Path) -> list[Path]:
+    found = [p for p in Path(ckpt_dir).glob("step*.pt") if _NUMBERED.match(p.name)]
+    return sorted(found, key=lambda p: int(_NUMBERED.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def last_good(ckpt_dir: Path) -> Path | None:
+    """The newest numbered checkpoint in ``ckpt_dir`` that verifies."""
+    for p in reversed(_numbered(ckpt_dir)):
+        if verify(p) is None:
+            return p
+    return None
+
+
+def rotate(ckpt_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` numbered checkpoints (and their digests); ``keep <= 0``: keep all."""
+    if keep <= 0:
+        return
+    for p in _numbered(ckpt_dir)[:-keep]:
+        p.unlink(missing_ok=True)
+        _digest_path(p).unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A verified checkpoint on the CPU, loaded with ``weights_only=True`` (no code runs).
+
+    Tensors and RNG states alike stay on the CPU (``torch.set_rng_state`` takes only CPU tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    problem = verify(path)
+    if problem:
+        good = last_good(path.parent)
+        hint = f"the last good checkpoint is {good}" if good else "no numbered checkpoint verifies"
+        raise CheckpointError(f"checkpoint {path} is damaged ({problem}); {hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain values, and loading them "
+            f"could run code ({what[:120]}); if you trust it, re-save it with plain contents (load it with "
+            "torch.load(f, weights_only=False), turn other objects into tensors/lists/dicts, torch.save)") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a byol checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _create_with_pid(lock: Path, pid: int) -> bool:
+    """Create ``lock`` holding ``pid`` in one step (a hard link of a written temp file: nobody ever sees it
+    empty); False if it exists."""
+    tmp = lock.with_name(f"{lock.name}.{pid}")
+    tmp.write_text(f"{pid}\n")
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` (our PID) while training: a second process writing there is refused; a lock
+    left by a process that no longer exists is taken over. Released on exit."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    me = os.getpid()
+    for _ in range(3):
+        if _create_with_pid(lock, me):
+            break
+        owner = _lock_owner(lock)
+        if owner is not None and owner != me and _pid_alive(owner):
+            raise CheckpointError(f"{run_dir} is in use by process {owner} (lock {lock}); wait for it to end "
+                                  "or use another --run-dir")
+        lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise CheckpointError(f"cannot take the lock {lock}")
+    try:
+        yield
+    finally:
+        if _lock_owner(lock) == me:
+            lock.unlink(missing_ok=True)
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """The random states a resume must restore: torch's, CUDA's (if any) and the views' generator."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "augment": gen.get_state()}
+
+
+def restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    gen.set_state(rng["augment"].to(gen.get_state().device))

@@ -1,0 +1,64 @@
+"""Resuming a run: which config differences a resume may apply, and whether there is anything left to train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from byol.errors import ByolError, ConfigError
+from byol.rundir import last_checkpoint, read_checkpoint
+
+
+#: Keys a resume may change (with ``allow_changes``): how long, how often, where and how fast, never what
+#: is learned. Any other difference between a run's checkpoint and the resumed config is refused.
+RESUME_SAFE_KEYS = frozenset({
+    "train.budget", "train.epochs", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
+    "train.keep_checkpoints", "train.stop_on_collapse", "train.progress", "train.threads", "train.device",
+    "data.data_dir", "data.cache_dir", "data.download", "description",
+})
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:  # section.key; deeper dicts (views, model.options) compare whole
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_changes: bool) -> list[str]:
+    """The keys in which ``now`` (the config a resume would use) differs from ``stored`` (the checkpoint's);
+    ConfigError naming them unless all are in :data:`RESUME_SAFE_KEYS` and ``allow_changes``."""
+    old, new = _flat(stored), _flat(now)
+    derived = ("data.mean", "data.std", "data.view_size")  # None: resolved from the data, as the stored ones were
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+                     and not (k in derived and new.get(k) is None))
+    unsafe = [k for k in changed if k not in RESUME_SAFE_KEYS]
+    diffs = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in (unsafe or changed))
+    if unsafe:
+        raise ConfigError(f"--resume refused: {diffs} differ from the run's checkpoint and would change the result; "
+                          "start a new run instead")
+    if changed and not allow_changes:
+        raise ConfigError(f"--resume: {diffs} differ from the run's checkpoint; pass --allow-changes to apply them")
+    return changed
+
+
+def resume_checkpoint(run_dir: Path, config: dict[str, Any], allow_changes: bool) -> dict[str, Any]:
+    """The run's last checkpoint (verified), after checking that ``config`` (the resolved config the resume
+    would use) may continue it (:func:`check_resume_config`)."""
+    last = last_checkpoint(run_dir)
+    if not last.is_file():
+        raise ByolError(f"nothing to resume: {last} does not exist")
+    ckpt = read_checkpoint(last)
+    check_resume_config(ckpt.get("config") or {}, config, allow_changes)
+    return ckpt
+
+
+def finished(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint's run already trained to its last planned step."""
+    st = ckpt["state"]
+    return bool(st.get("finished")) or 0 < st.get("total_steps", 0) <= st.get("step", 0)
+
+
