@@ -53,16 +53,29 @@ class Scale:
                 "eval_train": self.eval_train, "overrides": list(self.overrides)}
 
 
-#: Config keys that do not change a result (where files go, how progress is shown, thread count).
-_NOT_RESULT = (("data", "cache_dir"), ("train", "progress"), ("train", "threads"))
+#: Config keys that do not change a result (where files go, how progress is shown, checkpoint cadence...).
+_NOT_RESULT = frozenset({"data.cache_dir", "train.progress", "train.threads", "train.ckpt_every", "train.ckpt_minutes",
+                         "train.keep_checkpoints", "train.log_every", "train.verdict", "description"})
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
-    """``<hash>-s<seed>``: the hash covers the cell's fully resolved config (so an edited preset is a new
-    cell, not a stale record), the training length and the evaluation size."""
-    resolved = to_dict(cell_config(cell, scale, seed))
-    for section, key in _NOT_RESULT:
-        resolved[section].pop(key, None)
+    """``<hash>-s<seed>``. The hash covers the cell's fully resolved config where it differs from the
+    library's defaults (so an edited preset is a new cell, never a stale record, while a new config key
+    with a default does not orphan the records), the training length and the evaluation size. A change of
+    a default that changes results must bump ``RECORD_VERSION``."""
+    defaults = _flat(to_dict(PretrainConfig()))
+    resolved = {k: v for k, v in _flat(to_dict(cell_config(cell, scale, seed))).items()
+                if k not in _NOT_RESULT and (k not in defaults or v != defaults[k])}
     key = json.dumps({"v": RECORD_VERSION, "config": resolved, "random_init": cell.method == "random-init",
                       "eval_train": scale.eval_train}, sort_keys=True, default=str)
     return f"{hashlib.sha1(key.encode()).hexdigest()[:12]}-s{seed}"
