@@ -11,8 +11,9 @@ With a budget:
    of the last ones (the first steps pay one-off warm-up costs).
 2. *Re-estimates* at every periodic evaluation (epoch end) until ``reestimate_until`` of the run is
    done, from the wall-clock pace since the previous one (logging, checkpoints and slow steps included).
-3. *Pace check* after every step: when the mean wall time of the last ``pace_window`` steps says the
-   plan no longer fits the budget, the run is shortened at once.
+3. *Pace check* after every step once re-estimates have stopped (the last ``1 - reestimate_until`` of the
+   run): when the mean wall time of the last ``pace_window`` steps says the plan no longer fits the budget,
+   the run is shortened at once, so the schedules still end at the last step instead of a hard stop.
 4. *Periodic re-estimates* after warmup, every ``REESTIMATE_EVERY`` of the planned steps (at least a pace
    window) until ``reestimate_until`` of the run, from the wall-clock pace since the previous (re-)estimate:
    these may also lengthen the run. Without them a slow moment early in a run (another process busy for
@@ -190,8 +191,10 @@ class BudgetPlanner:
         self._last_end = now
         if self.budget_seconds is None or self.calibrating:
             return plan
-        if len(self._recent) == self.pace_window:
-            # the host slowed down since the last plan: shorten the run before the hard stop cuts it
+        if len(self._recent) == self.pace_window and step > self.reestimate_until * plan.total_steps:
+            # after the last re-estimate the host slowed down: shorten the run before the hard stop cuts it.
+            # Earlier, the periodic re-estimates (a longer window) follow the pace both ways: a pace check
+            # there shrank the plan on a passing slow moment and ran the schedules ahead for good.
             pace = sum(self._recent) / len(self._recent)
             left = (plan.total_steps - step) * self.seconds_per_step(pace, self.eval_seconds)
             if elapsed + left + self.eval_seconds > self.budget_seconds:

@@ -79,3 +79,31 @@ def test_cell_ids_depend_on_everything_that_changes_a_result():
     assert cell_id(a, s, 0) != cell_id(a, s, 1)
     assert cell_id(a, s, 0) != cell_id(a, Scale("tiny", budget="2m"), 0)
     assert cell_id(a, s, 0) == cell_id(a, Scale("tiny", budget="1m"), 0)
+
+
+def test_an_interrupted_cell_records_nothing_and_the_next_sweep_resumes_it(split_folder, tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM stops a cell's training cleanly: no record is written for it (an interrupted run is
+    not a result) and the sweep stops; the next sweep continues that cell from its checkpoint."""
+    from byol import engine
+
+    real_fit, calls = engine.Trainer.fit, {"n": 0}
+
+    def fit_stopped_once(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            self.request_stop()  # what the first SIGINT/SIGTERM does
+        return real_fit(self)
+
+    monkeypatch.setattr(engine.Trainer, "fit", fit_stopped_once)
+    rc, out = _run(split_folder, tmp_path, "baselines")
+    assert rc == 130 and not list((out / "cells").glob("*.json"))
+    resumed = []
+    real_run = __import__("byol.pretrain", fromlist=["run_pretrain"]).run_pretrain
+
+    def spy(cfg, run_dir, **kw):
+        resumed.append(kw.get("resume", False))
+        return real_run(cfg, run_dir, **kw)
+
+    monkeypatch.setattr("byol.pretrain.run_pretrain", spy)
+    rc, out = _run(split_folder, tmp_path, "baselines")
+    assert rc == 0 and resumed[0] is True and len(list((out / "cells").glob("*.json"))) == 3

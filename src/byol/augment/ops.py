@@ -12,6 +12,9 @@ Differences from torchvision's functional ops (documented where they occur):
 * crop boxes are sampled once and clipped (DeepMind's code), not with torchvision's 10-try rejection loop;
 * crop boxes are continuous (sub-pixel), resampled with ``grid_sample``, so there is no antialiasing;
 * brightness defaults to the paper's additive form; contrast blends with the per-channel mean.
+
+The file is over 400 lines because it is one family of small, independent ops that the eager view path
+and the fused kernel's tests both read as the reference; splitting it would only scatter them.
 """
 
 from __future__ import annotations

@@ -185,6 +185,16 @@ def _topk_acc(logits: Tensor, y: Tensor, k: int) -> float:
     return 100.0 * hit.double().mean().item()
 
 
+def _l2_grid(l2_grid: Sequence[float] | None) -> list[float]:
+    """The penalties to try, largest first (each fit warm-starts the next)."""
+    grid = sorted({float(v) for v in (DEFAULT_L2_GRID if l2_grid is None else l2_grid)}, reverse=True)
+    if not grid:
+        raise ConfigError("l2_grid is empty")
+    if any(v < 0 or not math.isfinite(v) for v in grid):
+        raise ConfigError(f"l2_grid values must be finite and >= 0, got {grid}")
+    return grid
+
+
 def linear_eval(
     train_x: Tensor | np.ndarray,
     train_y: Tensor | np.ndarray,
@@ -227,12 +237,7 @@ def linear_eval(
     if not torch.isfinite(xtr).all() or not torch.isfinite(xte).all():
         raise DataError("features contain NaN or inf")
 
-    grid = sorted({float(v) for v in (DEFAULT_L2_GRID if l2_grid is None else l2_grid)}, reverse=True)
-    if not grid:
-        raise ConfigError("l2_grid is empty")
-    if any(v < 0 or not math.isfinite(v) for v in grid):
-        raise ConfigError(f"l2_grid values must be finite and >= 0, got {grid}")
-
+    grid = _l2_grid(l2_grid)
     val_acc: dict[float, float] = {}
     init = None
     if len(grid) == 1:

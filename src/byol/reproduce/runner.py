@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,9 +122,23 @@ def _load_test(cfg: PretrainConfig) -> ImageSet:
                        download=d.download, progress=False)
 
 
+def _train(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
+    """Pretrain a cell, continuing its run where a killed sweep left it. A stopped run (Ctrl-C, SIGTERM)
+    records nothing: the interrupt propagates, and the next sweep resumes the cell."""
+    from byol.pretrain import run_pretrain
+
+    summary = run_pretrain(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file())
+    if summary.get("finished"):  # trained, but killed before its record was written: train it again
+        shutil.rmtree(run_dir)
+        summary = run_pretrain(cfg, run_dir)
+    if summary["stop_reason"].startswith("interrupted"):
+        raise KeyboardInterrupt(f"{run_dir}: {summary['stop_reason']}")
+    return summary
+
+
 def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, Any]:
     """Train (unless the cell is the random-init floor) and evaluate one cell with one seed."""
-    from byol.pretrain import load_train_data, run_pretrain
+    from byol.pretrain import load_train_data
 
     cfg = cell_config(cell, scale, seed)
     t0 = time.perf_counter()
@@ -138,7 +153,7 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
         record.update(epochs=0.0, steps=0, pretrain_seconds=0.0, collapsed=False)
     else:
         run_dir = runs_dir / cell_id(cell, scale, seed)
-        summary = run_pretrain(cfg, run_dir)
+        summary = _train(cfg, run_dir)
         train, mean, std, size, device = (summary[k] for k in ("train", "mean", "std", "size", "device"))
         encoder = summary["method"].encoder
         record.update(epochs=summary["epochs"], steps=summary["steps"], pretrain_seconds=summary["seconds"],
