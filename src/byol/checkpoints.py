@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import torch
 
 from byol.errors import ByolError
+from byol._proc import pid_alive
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate",
            "run_lock", "numbered_name", "rng_state", "restore_rng"]
@@ -165,15 +166,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _lock_owner(lock: Path) -> int | None:
     try:
@@ -208,7 +200,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         if _create_with_pid(lock, me):
             break
         owner = _lock_owner(lock)
-        if owner is not None and owner != me and _pid_alive(owner):
+        if owner is not None and owner != me and pid_alive(owner):
             raise CheckpointError(f"{run_dir} is in use by process {owner} (lock {lock}); wait for it to end "
                                   "or use another --run-dir")
         lock.unlink(missing_ok=True)  # stale: its process is gone

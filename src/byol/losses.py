@@ -3,7 +3,8 @@
 BYOL's loss (Grill et al., Eq. 2 and Algorithm 1): for a prediction p and a target projection z,
 ``l(p, z) = || p/||p|| - z/||z|| ||^2 = 2 - 2 cos(p, z)``. The symmetric loss adds the two
 directions and *then* averages over the batch (summing, not averaging, the two terms matters with
-LARS: BYOL_SPEC pitfall 1). The target branch must already be detached by the caller.
+LARS, whose bias and BN updates are not scale-invariant: the paper, appendix F.5; averaging gave 51.4
+against 62.4 linear at 100 epochs in lightly PR 1286). The target branch must already be detached by the caller.
 
 The contrastive losses of the baselines and of BYOL's interpolation toward SimCLR live here too
 (:func:`nt_xent`, :func:`info_nce`, :func:`infonce_alpha_beta`). All of them cosine-normalize their

@@ -8,7 +8,6 @@ Layout: ``config.yaml`` (fully resolved), ``env.json`` (versions, device, git co
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -26,22 +25,6 @@ from byol.errors import ByolError
 #: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
 #: ``verdict`` is the encoder against random init after training (:mod:`byol.verdict`).
 SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history", "verdict")
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 
 class JsonlLogger:

@@ -1,7 +1,7 @@
 """Schedules as pure functions of the (0-based) optimizer step.
 
 ``k`` counts optimizer steps (not micro-batches), ``total`` is K, the total number of optimizer
-steps of the run (BYOL_SPEC pitfall 4: a wrong K sends tau to 1 early).
+steps of the run (counting micro-batches instead sends tau to 1 early: solo-learn issues 248 and 286).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from byol._proc import pid_alive
 
 CACHE_VERSION = 1
 # Images up to this size (the larger side, after resizing) are cached; larger ones are decoded every time.
@@ -85,15 +86,6 @@ def read_entry(path: Path) -> DecodedImages | None:
     return DecodedImages(images=images, labels=labels, meta=meta)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
@@ -121,7 +113,7 @@ class EntryWriter:
                 pid = int(old.name[len(f".tmp-{self.final.name}-") :].split("-")[0])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 shutil.rmtree(old, ignore_errors=True)
 
     def array(self, shape: tuple[int, int, int, int]) -> np.ndarray:
