@@ -39,3 +39,64 @@ def image_folder(tmp_path, labeled_images):
         Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
     (root / "class0" / "broken.png").write_bytes(b"not an image at all")
     return root
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels with (almost) no data: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def junk_folder(tmp_path):
+    """Two classes of 20 good 16x16 RGB images plus one file of every bad kind a user's folder holds.
+
+    Returns ``(root, expect)``: ``expect["used"]`` images, ``expect["skipped"]`` {name: reason} and
+    ``expect["converted"]`` {conversion: count} (what loading at ``image_size=16`` must report)."""
+    import io
+
+    import numpy as np
+
+    root = tmp_path / "junk"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / c / f"{i:02d}.png")
+    rgb = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (root / "a" / "empty.png").write_bytes(b"")
+    (root / "a" / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (root / "a" / "notes.jpg").write_text("this is not an image")
+    (root / "a" / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))  # PIL refuses it at open
+    (root / "b" / "bomb2.png").write_bytes(_png_header_only(10_000, 10_000))  # PIL only warns: refused by byol
+    os.symlink(root / "a" / "gone.png", root / "b" / "link.png")  # a broken symlink
+    os.close(os.open(os.fsencode(root / "b") + b"/\xff\xfe.jpg", os.O_CREAT | os.O_WRONLY, 0o644))  # empty, not UTF-8
+    rgb.save(root / "b" / "png-named.jpg", "PNG")  # wrong extension: used
+    Image.fromarray(rng.integers(0, 256, (2, 2, 3), dtype=np.uint8)).save(root / "b" / "tiny.png")
+    rgb.convert("CMYK").save(root / "b" / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 65536, (16, 16), dtype=np.uint16)).save(root / "b" / "deep.png")  # 16-bit
+    rgb.convert("P", palette=Image.Palette.ADAPTIVE).save(root / "b" / "palette.png")
+    rgb.convert("RGBA").save(root / "b" / "alpha.png")
+    with open(os.fsencode(root / "b") + b"/caf\xe9.png", "wb") as f:  # a good image with a Latin-1 name
+        rgb.save(f, "PNG")
+    locked = root / "b" / "locked.png"
+    rgb.save(locked)
+    locked.chmod(0)
+    skipped = {"a/empty.png": "empty file", "a/truncated.jpg": "truncated", "a/notes.jpg": "not an image",
+               "a/bomb.png": "too large (decompression bomb?)", "b/bomb2.png": "too large (decompression bomb?)",
+               "b/link.png": "broken symlink", os.fsdecode(b"b/\xff\xfe.jpg"): "empty file"}
+    used = 40 + 8
+    if os.geteuid() != 0:  # root reads any file
+        skipped["b/locked.png"] = "permission denied"
+        used -= 1
+    converted = {"upscaled (smaller than 16 px)": 1, "CMYK to RGB": 1, "16-bit or float to 8-bit": 1,
+                 "palette to RGB": 1, "transparency composited on black": 1}
+    return root, {"used": used, "skipped": skipped, "converted": converted}

@@ -96,7 +96,7 @@ def test_pretrain_on_train_plus_unlabeled(tmp_path, labeled_images, capsys):
         (["pretrain", "--config", "tiny", "--data", "/no/such/folder"], "/no/such/folder"),
         (["pretrain", "--config", "tiny", "--budget", "ten minutes"], "bad duration"),
         (["pretrain", "--config", "tiny", "--set", "train.budget_pace_window=0"],
-         "train.budget_pace_window must be a positive number of steps"),
+         "train.budget_pace_window must be positive"),
         (["pretrain", "--resume", "/no/such/run"], "not a run directory"),
     ],
 )

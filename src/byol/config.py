@@ -13,6 +13,8 @@ code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.spec
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 import types
 import typing
@@ -235,6 +237,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, bool) and key.endswith(".amp") and not value:
@@ -254,15 +258,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value  # Any
 
 
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``word``, else ``""``."""
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a (possibly partial) dict, rejecting unknown keys."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted((k for k in data if k not in names), key=str)
     if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(prefix + n for n in names)}"
-        )
+        bad = str(unknown[0])
+        raise ConfigError(f"unknown config key '{prefix}{bad}'{did_you_mean(prefix + bad, [prefix + n for n in names])}; "
+                          f"valid keys here: {', '.join(prefix + n for n in names)}")
     kwargs = {name: _coerce(data[name], hints[name], prefix + name) for name in names if name in data}
     return cls(**kwargs)
 
@@ -303,14 +313,26 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or exc.__class__.__name__
+    return " ".join(f"{where}: {what}".split())
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -364,6 +386,49 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
         raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")
 
 
+#: (section, key) -> (lowest, highest, whether the lowest is allowed): the ranges types cannot express.
+_RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
+    ("data", "image_size"): (0, math.inf, False), ("data", "view_size"): (0, math.inf, False),
+    ("data", "knn_bank"): (0, math.inf, True), ("data", "knn_queries"): (0, math.inf, True),
+    ("model", "width"): (0, math.inf, False),
+    ("method", "proj_hidden"): (0, math.inf, False), ("method", "proj_dim"): (0, math.inf, False),
+    ("method", "pred_hidden"): (0, math.inf, False), ("method", "tau_base"): (0, 1, True),
+    ("method", "negative_weight"): (0, math.inf, True), ("method", "temperature"): (0, math.inf, False),
+    ("method", "queue_size"): (0, math.inf, False), ("method", "momentum"): (0, 1, True),
+    ("method", "split_bn_groups"): (0, math.inf, False),
+    ("optim", "base_lr"): (0, math.inf, False), ("optim", "weight_decay"): (0, math.inf, True),
+    ("optim", "momentum"): (0, 1, True), ("optim", "eta"): (0, math.inf, False),
+    ("optim", "warmup_epochs"): (0, math.inf, True),
+    ("train", "epochs"): (0, math.inf, False), ("train", "budget_pace_window"): (0, math.inf, False),
+    ("train", "threads"): (0, math.inf, False), ("train", "log_every"): (0, math.inf, False),
+    ("train", "ckpt_every"): (0, math.inf, False), ("train", "ckpt_minutes"): (0, math.inf, False),
+    ("train", "keep_checkpoints"): (0, math.inf, True), ("train", "knn_every"): (0, math.inf, True),
+    ("train", "knn_k"): (0, math.inf, False), ("data", "limit"): (0, math.inf, False),
+}
+
+#: Keys with a fixed set of values (the method and backbone names are checked by their registries).
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("method", "tau_schedule"): ("cosine", "constant"), ("method", "target"): ("ema", "online-sg", "online"),
+    ("method", "target_init"): ("random", "copy"), ("train", "amp"): ("auto", "off", "fp16", "bf16"),
+}
+
+
+def _check_ranges(cfg: PretrainConfig) -> None:
+    for (section, key), (low, high, closed) in _RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        if value < low or (value == low and not closed) or value > high:
+            lo = f"{'>=' if closed else '>'} {low:g}"
+            want = f"in [{low:g}, {high:g}]" if high < math.inf else ("positive" if lo == "> 0" else lo)
+            raise ConfigError(f"{section}.{key} must be {want}, got {value!r}")
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}"
+                              f"{did_you_mean(str(value), list(allowed))}")
+
+
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """The checks that types alone cannot express: ranges, the batch, the budget and the views.
 
@@ -371,19 +436,6 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     runs it again for configs built or changed in code, which never went through ``build_config``.
     """
     o, t = cfg.optim, cfg.train
-    if cfg.data.limit is not None and cfg.data.limit <= 0:
-        raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}")
     check_batch(o.batch_size, o.accum_steps)
-    if o.base_lr <= 0:
-        raise ConfigError(f"optim.base_lr must be positive, got {o.base_lr}")
-    if not 0.0 <= cfg.method.tau_base <= 1.0:
-        raise ConfigError(f"method.tau_base must be in [0, 1], got {cfg.method.tau_base}")
-    if t.epochs <= 0:
-        raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
-    if t.budget_pace_window <= 0:
-        raise ConfigError(f"train.budget_pace_window must be a positive number of steps, got {t.budget_pace_window}")
-    if t.keep_checkpoints < 0:
-        raise ConfigError(f"train.keep_checkpoints must be 0 (keep all) or more, got {t.keep_checkpoints}")
-    if t.amp not in ("auto", "off", "fp16", "bf16"):
-        raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, got {t.amp!r}")
+    _check_ranges(cfg)
     _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used

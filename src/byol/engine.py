@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from byol import dist
-from byol.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, BudgetPlanner, Plan
+from byol.budget import BUDGET_MARGIN, CALIBRATION_STEPS, REESTIMATE_UNTIL, BudgetPlanner, Plan
 from byol.config import OptimConfig, TrainConfig, check_batch
 from byol.data.loader import BatchIterator, gather_batch
 from byol.errors import ConfigError, TrainingError
@@ -358,11 +358,19 @@ class Trainer:
                     self._bar.update(1)
                 self._maybe_eval(logger)
                 if self.budget.exhausted(st.elapsed) and st.step < st.total_steps:
+                    self._check_budget_fits(step_seconds)
                     self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
                     warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=2)
                     break
                 self._maybe_checkpoint()
         return self._finish(logger)
+
+    def _check_budget_fits(self, step_seconds: float) -> None:
+        """A budget used up before the pace could even be measured is a user error, not a short run."""
+        if self.state.step < CALIBRATION_STEPS and self._elapsed0 == 0:
+            raise self._halt(f"train.budget ({self.budget.budget_seconds:g} s) ran out after {self.state.step} "
+                             f"step(s) of about {step_seconds:.2g} s: too short to train anything (a useful run "
+                             f"needs minutes here, e.g. --budget 5m)")
 
     def _finish(self, logger: JsonlLogger) -> dict[str, Any]:
         """Close the bar; unless interrupted, the final evaluation; save ``last.pt``; the summary."""

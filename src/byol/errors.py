@@ -6,7 +6,11 @@ Anything a user can cause (bad path, bad config value, corrupt data set) raises 
 
 
 class ByolError(Exception):
-    """An error caused by user input, reported without a traceback."""
+    """An error caused by user input, reported without a traceback, on one line: a line break inside the
+    message (e.g. from a user's value or key) is shown as ``\\n``."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *args)
 
 
 class ConfigError(ByolError):

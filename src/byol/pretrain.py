@@ -165,7 +165,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
             write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
         else:
             write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
-                            run.train.skipped)
+                            run.train.skipped, run.train.skip_reasons)
         summary = run.trainer.fit()
         summary["verdict"] = run_verdict(cfg, run, run_dir)
         write_summary(run_dir, summary)

@@ -95,12 +95,18 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoints.read_checkpoint(path)
 
 
-def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str]) -> None:
-    """The files a new run starts with: ``config.yaml``, ``env.json``, ``skipped_files.txt``."""
+def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str],
+                    reasons: dict[str, str] | None = None) -> None:
+    """The files a new run starts with: ``config.yaml``, ``env.json``, ``skipped_files.txt``.
+
+    ``skipped_files.txt`` has one ``path<TAB>reason`` line per skipped file, the path relative to the data
+    folder, its bytes exactly as on disk (names that are not UTF-8 are written back as they were)."""
     write_config(run_dir, resolved)
     (run_dir / "env.json").write_text(json.dumps(env, indent=2))
     if skipped:
-        (run_dir / "skipped_files.txt").write_text("\n".join(skipped) + "\n")
+        reasons = reasons or {}
+        lines = "".join(f"{f}\t{reasons.get(f, 'unreadable')}\n" for f in skipped)
+        (run_dir / "skipped_files.txt").write_text(lines, encoding="utf-8", errors="surrogateescape")
 
 
 def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:

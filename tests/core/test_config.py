@@ -39,11 +39,31 @@ def _error(*overrides: str) -> str:
         ("optim.accum_steps=0", "optim.accum_steps"),
         ("optim.batch_size=15", "optim.batch_size"),  # with accum_steps 2 below: not divisible
         ("train.budget_pace_window=0", "train.budget_pace_window"),
+        ("optim.base_lr=-0.1", "optim.base_lr"),
+        ("optim.base_lr=.nan", "optim.base_lr"),  # YAML's NaN: finite numbers only
+        ("optim.weight_decay=-1e-6", "optim.weight_decay"),
+        ("optim.warmup_epochs=-1", "optim.warmup_epochs"),
+        ("method.proj_dim=0", "method.proj_dim"),
+        ("method.temperature=0", "method.temperature"),
+        ("method.tau_schedule=cosin", "method.tau_schedule"),
+        ("train.knn_k=0", "train.knn_k"),
+        ("train.ckpt_minutes=0", "train.ckpt_minutes"),
+        ("data.image_size=-32", "data.image_size"),
     ],
 )
 def test_a_bad_value_fails_at_load_with_one_line_naming_the_key(override, names):
     message = _error("optim.accum_steps=2", override)
     assert message.startswith(names) or f"'{names}'" in message, message
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("optim.base_lrr=0.1", "did you mean 'optim.base_lr'?"),
+    ("optm.base_lr=0.1", "did you mean 'optim'?"),
+    ("train.bugdet=10m", "did you mean 'train.budget'?"),
+    ("method.tau_schedule=cosin", "did you mean 'cosine'?"),
+])
+def test_a_mistyped_key_or_choice_gets_a_did_you_mean(override, suggestion):
+    assert suggestion in _error(override)
 
 
 def test_a_bad_batch_says_how_to_fix_it():

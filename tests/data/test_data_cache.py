@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,13 @@ from byol.data.cache import MAX_CACHED_SIZE
 def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts in-process calls of the single-image decoder."""
     calls: list[int] = []
-    real = decode.decode_image
+    real = decode.decode_noted
 
-    def counting(data: bytes, channels: int, image_size: int | None) -> np.ndarray:
+    def counting(data: bytes, channels: int, image_size: int | None) -> tuple[np.ndarray, list[str]]:
         calls.append(1)
         return real(data, channels, image_size)
 
-    monkeypatch.setattr(decode, "decode_image", counting)
+    monkeypatch.setattr(decode, "decode_noted", counting)
     return calls
 
 
@@ -98,28 +99,46 @@ def test_large_images_are_not_cached(tmp_path: Path, labeled_folder) -> None:
     assert _entries(cache) == []
 
 
-def test_interrupted_decode_leaves_no_entry(
+def test_an_interrupted_decode_leaves_no_entry_and_resumes_without_redoing_chunks(
     tmp_path: Path, labeled_folder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _ = labeled_folder
     cache = tmp_path / "cache"
-    real = decode.decode_image
+    fresh = load_images(str(root), cache_dir=tmp_path / "other-cache", progress=False)
+    monkeypatch.setattr(workers, "_CHUNK_FILES", (2, 2))  # 3 chunks of 2 files
+    real = decode.decode_noted
     calls: list[int] = []
 
-    def dies_on_third(data: bytes, channels: int, image_size: int | None) -> np.ndarray:
+    def dies_on_fifth(data: bytes, channels: int, image_size: int | None) -> tuple[np.ndarray, list[str]]:
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 5:
             raise KeyboardInterrupt
         return real(data, channels, image_size)
 
-    monkeypatch.setattr(decode, "decode_image", dies_on_third)
+    monkeypatch.setattr(decode, "decode_noted", dies_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         load_images(str(root), cache_dir=cache, progress=False)
-    assert _entries(cache) == []  # neither a half entry nor a temporary directory
+    (partial,) = _entries(cache)  # no complete entry: only the partial build, with 2 chunks journaled
+    assert partial.name.startswith(".partial-") and len((partial / "progress.jsonl").read_text().splitlines()) == 2
 
-    monkeypatch.setattr(decode, "decode_image", real)
+    calls.clear()
     ds = load_images(str(root), cache_dir=cache, progress=False)
-    assert len(ds) == 6 and [p.name.startswith(".tmp") for p in _entries(cache)] == [False]
+    assert len(calls) == 2  # only the unfinished chunk was decoded again
+    assert [p.name.startswith(".") for p in _entries(cache)] == [False]
+    assert torch.equal(ds.images, fresh.images) and ds.paths == fresh.paths
+
+
+def test_a_partial_build_of_a_live_process_is_left_alone(tmp_path: Path, labeled_folder) -> None:
+    root, _ = labeled_folder
+    cache = tmp_path / "cache"
+    load_images(str(root), cache_dir=cache, progress=False)
+    (entry,) = _entries(cache)
+    partial = cache / "images" / f".partial-{entry.name}"
+    shutil.rmtree(entry)
+    partial.mkdir()
+    (partial / "owner.pid").write_text(str(os.getppid()))  # a live process is building it
+    ds = load_images(str(root), cache_dir=cache, progress=False)
+    assert len(ds) == 6 and (partial / "owner.pid").read_text() == str(os.getppid())
 
 
 def test_stale_temporary_directory_of_dead_process_is_removed(tmp_path: Path, labeled_folder) -> None:

@@ -173,7 +173,8 @@ def test_corrupt_files_are_skipped_and_listed_once(tmp_path: Path, labeled_folde
     skipped_warnings = [w for w in caught if issubclass(w.category, SkippedImagesWarning)]
     assert len(skipped_warnings) == 1
     message = str(skipped_warnings[0].message)
-    assert "skipped 2 unreadable" in message and "cat/broken.jpg" in message and "dog/empty.png" in message
+    assert "6 images; skipped 2 file(s) (" in message and "1 not an image" in message and "1 empty file" in message
+    assert "cat/broken.jpg, dog/empty.png" in message and "\n" not in message
     assert ds.skipped == ["cat/broken.jpg", "dog/empty.png"]
     assert len(ds) == 6 and ds.labels is not None and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     for rel, pixels in _by_path(ds).items():

@@ -191,6 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _one_line_warnings() -> None:
+    """byol's own warnings (skipped files, a cache that cannot be written, a suspected collapse...) are
+    printed as one plain ``byol: warning:`` line, not Python's two lines with a line of our source code."""
+    default = warnings.showwarning
+    if getattr(default, "_byol_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if issubclass(category, UserWarning) and str(filename).startswith(_PACKAGE_DIR):
+            text = str(message).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            print(f"byol: warning: {text}", file=file or sys.stderr)
+            return
+        default(message, category, filename, lineno, file, line)
+
+    show._byol_one_line = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # keep freed memory in the process unless BYOL_MALLOC=glibc (byol/runtime.py)
     warnings.filterwarnings("default", category=UserWarning, module="byol")
+    _one_line_warnings()
     try:
         return int(args.func(args) or 0)
     except ByolError as exc:

@@ -6,6 +6,7 @@ fingerprint (sizes and modification times, no decoding) that changes whenever th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -34,7 +35,11 @@ def _is_hidden(relpath: str) -> bool:
 
 
 class DirStore:
-    """The files below a directory, recursively; symlinked folders are followed (each real folder once)."""
+    """The files below a directory, recursively; symlinked folders are followed (each real folder once).
+
+    Dangling symlinks are listed too (reading one raises ``FileNotFoundError`` "broken symlink"), so that
+    they are reported with the other files that could not be used instead of vanishing silently.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -65,7 +70,10 @@ class DirStore:
                         elif entry.is_file():
                             st = entry.stat()
                             found.append((rel, st.st_size, st.st_mtime_ns))
-                    except OSError:  # a dangling symlink or a file removed meanwhile
+                        elif entry.is_symlink():  # dangling: listed, so that it is reported as skipped
+                            st = entry.stat(follow_symlinks=False)
+                            found.append((rel, -1, st.st_mtime_ns))
+                    except OSError:  # a file removed meanwhile
                         continue
             found.sort()
             self._stats = found
@@ -75,12 +83,18 @@ class DirStore:
         return [rel for rel, _, _ in self._scan()]
 
     def read(self, relpath: str) -> bytes:
-        return (self.root / relpath).read_bytes()
+        path = self.root / relpath
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if path.is_symlink():
+                raise FileNotFoundError(errno.ENOENT, "broken symlink", str(path)) from None
+            raise
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for rel, size, mtime in self._scan():
-            digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+            digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
     def close(self) -> None:

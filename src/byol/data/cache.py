@@ -5,8 +5,12 @@ split, the requested image size and channels, and a cheap fingerprint of the sou
 modification times; a zip's size and mtime), so an edited source gets a new entry instead of stale pixels.
 
 Entries are built in a temporary sibling directory and renamed into place in one step, so a run killed
-half-way leaves no entry that looks complete. Leftover temporary directories of dead processes are removed
-the next time the same entry is written. Old entries are never deleted automatically: remove the folder.
+half-way leaves no entry that looks complete. A resumable build (:class:`EntryWriter` with
+``resumable=True``, used for folders) works in ``.partial-<entry>/`` and journals each finished chunk of
+files (``progress.jsonl``, appended only after the chunk's pixels are flushed to disk): a build that was
+interrupted (Ctrl-C, SIGKILL, a crash) continues where it stopped the next time, without decoding the
+finished chunks again. Leftover unique temporary directories of dead processes are removed the next time
+the same entry is written. Old entries are never deleted automatically: remove the folder.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from byol._proc import pid_alive
+from byol.data.decode import DecodeReport
+from byol.errors import ByolError
 
 CACHE_VERSION = 1
 # Images up to this size (the larger side, after resizing) are cached; larger ones are decoded every time.
@@ -95,16 +104,24 @@ def _fsync_file(path: Path) -> None:
 class EntryWriter:
     """Builds an entry in a temporary directory; :meth:`commit` renames it into place atomically.
 
-    Use as a context manager: leaving the block without committing (an exception, Ctrl-C) deletes the
-    temporary directory.
+    Use as a context manager. Leaving the block without committing deletes the temporary directory, except
+    for a ``resumable`` build interrupted by anything but a data error: its ``.partial-`` directory and
+    journal (:attr:`journal`) stay for the next build of the same entry. When another live process is
+    already building the same entry resumably, this one builds privately (not resumable) instead.
     """
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, *, resumable: bool = False) -> None:
         self.final = final
         final.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temps()
-        self.tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.journal: ChunkJournal | None = None
+        partial = final.parent / f".partial-{final.name}"
+        if resumable and _claim(partial):
+            self.tmp = partial
+            self.journal = ChunkJournal(partial)
+        else:
+            self.tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.tmp.mkdir()
         self._committed = False
 
     def _remove_stale_temps(self) -> None:
@@ -117,11 +134,28 @@ class EntryWriter:
                 shutil.rmtree(old, ignore_errors=True)
 
     def array(self, shape: tuple[int, int, int, int]) -> np.ndarray:
-        """A writable memory-mapped uint8 ``images.npy`` in the temporary directory."""
-        return np.lib.format.open_memmap(self.tmp / _IMAGES, mode="w+", dtype=np.uint8, shape=shape)
+        """A writable memory-mapped uint8 ``images.npy`` in the temporary directory (a resumable build
+        reopens the one it left, if its shape matches, and keeps its journal; otherwise starts afresh)."""
+        path = self.tmp / _IMAGES
+        if self.journal is not None and path.exists():
+            try:
+                old = np.load(path, mmap_mode="r+")
+                if old.shape == tuple(shape) and old.dtype == np.uint8:
+                    self.journal.attach(old)
+                    return old
+            except (OSError, ValueError):
+                pass
+        if self.journal is not None:
+            self.journal.reset()
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        if self.journal is not None:
+            self.journal.attach(images)
+        return images
 
     def keep_rows(self, images: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Replace ``images.npy`` by its rows ``keep`` (copied in bounded chunks); returns the new array."""
+        if self.journal is not None:
+            self.journal.reset()  # the rows move: the journal no longer describes images.npy
         compact = np.lib.format.open_memmap(
             self.tmp / "compact.npy", mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:])
         )
@@ -136,6 +170,8 @@ class EntryWriter:
         """Write labels and metadata, fsync everything and move the entry into place."""
         if isinstance(images, np.memmap):
             images.flush()
+        for extra in (_JOURNAL, _OWNER):
+            (self.tmp / extra).unlink(missing_ok=True)
         if labels is not None:
             np.save(self.tmp / _LABELS, labels.astype(np.int64))
         (self.tmp / _META).write_text(json.dumps({"version": CACHE_VERSION, **meta}))
@@ -153,6 +189,79 @@ class EntryWriter:
     def __enter__(self) -> EntryWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if not self._committed:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._committed:
+            return
+        if self.journal is not None and exc_type is not None and not issubclass(exc_type, ByolError):
+            self.journal.close()  # interrupted: keep the finished chunks for the next build
+            (self.tmp / _OWNER).unlink(missing_ok=True)
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_JOURNAL = "progress.jsonl"
+_OWNER = "owner.pid"
+
+
+def _claim(partial: Path) -> bool:
+    """Make ``partial`` ours (create it, or take it over from a dead process); False if a live one owns it."""
+    partial.mkdir(parents=True, exist_ok=True)
+    owner = partial / _OWNER
+    try:
+        pid = int(owner.read_text().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and pid != os.getpid() and pid_alive(pid):
+        return False
+    owner.write_text(str(os.getpid()))
+    return True
+
+
+class ChunkJournal:
+    """The finished chunks of a resumable build: one JSON line per chunk, written only after the chunk's
+    pixels were flushed (at most every ``flush_seconds``; a kill loses only the chunks since then)."""
+
+    def __init__(self, folder: Path, flush_seconds: float = 2.0) -> None:
+        self.path = folder / _JOURNAL
+        self.flush_seconds = flush_seconds
+        self._images: np.ndarray | None = None
+        self._pending: list[str] = []
+        self._last = time.monotonic()
+
+    def attach(self, images: np.ndarray) -> None:
+        self._images = images
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self.path.unlink(missing_ok=True)
+
+    def done(self) -> dict[int, DecodeReport]:
+        out: dict[int, DecodeReport] = {}
+        if not self.path.exists():
+            return out
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                out[int(rec["start"])] = DecodeReport({int(k): str(v) for k, v in rec["failed"].items()},
+                                                      Counter({str(k): int(v) for k, v in rec["converted"].items()}))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a line cut by a kill: that chunk is decoded again
+        return out
+
+    def record(self, start: int, report: DecodeReport) -> None:
+        self._pending.append(json.dumps({"start": start, "failed": report.failed, "converted": dict(report.converted)}))
+        if time.monotonic() - self._last >= self.flush_seconds:
+            self.close()
+
+    def close(self) -> None:
+        """Flush the pixels, then append the pending chunk lines."""
+        if not self._pending:
+            return
+        if isinstance(self._images, np.memmap):
+            self._images.flush()
+        with open(self.path, "a") as f:
+            f.write("".join(line + "\n" for line in self._pending))
+            f.flush()
+            os.fsync(f.fileno())
+        self._pending.clear()
+        self._last = time.monotonic()

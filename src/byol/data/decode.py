@@ -11,7 +11,12 @@ Conversion rules (the same for every file, so a data set is consistent):
 * One channel is the ITU-R 601-2 luma of colour images; three channels replicate a grey image.
 * EXIF orientation is applied, so phone photos are upright.
 * With ``image_size``, the shorter side is resized to ``image_size`` (bicubic, antialiased) and the
-  centre square is cropped; large JPEGs are decoded at reduced scale first (PIL draft mode).
+  centre square is cropped; large JPEGs are decoded at reduced scale first (PIL draft mode). A smaller
+  image is upscaled the same way.
+* An image with more than :data:`MAX_PIXELS` pixels to decode (after JPEG draft reduction) is refused as a
+  possible decompression bomb (PIL's own limit, but enforced instead of warned about).
+
+:func:`decode_noted` also says which of these conversions a file needed (counted in a folder's report).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import io
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,8 +35,40 @@ _WIDE_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
+#: Pixels above which an image is refused as a possible decompression bomb (PIL's limit: about 89 MP).
+MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+#: Why a file was skipped (the reasons counted in a folder's report).
+EMPTY, NOT_IMAGE, TRUNCATED, TOO_LARGE = "empty file", "not an image", "truncated", "too large (decompression bomb?)"
+
+
+@dataclass
+class DecodeReport:
+    """What decoding a list of files found: the failed positions with a reason, and the conversions."""
+
+    failed: dict[int, str] = field(default_factory=dict)  #: position -> reason (byol.data.decode reasons)
+    converted: Counter[str] = field(default_factory=Counter)  #: conversion -> number of files
+
+    def add(self, start: int, part: DecodeReport) -> None:
+        self.failed.update({start + i: why for i, why in part.failed.items()})
+        self.converted.update(part.converted)
+
+
 class UnreadableImage(Exception):
-    """A file PIL cannot decode (corrupt, truncated, not an image)."""
+    """A file PIL cannot decode; ``reason`` is one of the short reasons above."""
+
+    def __init__(self, detail: str, reason: str = NOT_IMAGE) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in text:
+        return TOO_LARGE
+    if "truncated" in text or "broken data stream" in text or isinstance(exc, (EOFError, SyntaxError)):
+        return TRUNCATED
+    return NOT_IMAGE
 
 
 @dataclass(frozen=True)
@@ -43,10 +80,12 @@ class Probe:
 
 
 def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise UnreadableImage("the file is empty", EMPTY)
     try:
         im = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises several types for bad files
-        raise UnreadableImage(str(exc)) from exc
+        raise UnreadableImage(str(exc), _reason(exc)) from exc
     return im
 
 
@@ -97,6 +136,21 @@ def _composite_on_black(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(black, rgba).convert("RGB")
 
 
+def _conversion(im: Image.Image) -> str | None:
+    """What :func:`_to_mode` will do to ``im`` beyond a plain grey/colour change, for the report."""
+    if im.mode in _WIDE_MODES:
+        return "16-bit or float to 8-bit"
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return "transparency composited on black"
+    if im.mode == "P":
+        return "palette to RGB"
+    if im.mode == "CMYK":
+        return "CMYK to RGB"
+    if im.mode not in ("1", "L", "RGB"):
+        return f"{im.mode} to RGB"
+    return None
+
+
 def _to_mode(im: Image.Image, channels: int) -> Image.Image:
     """An 8-bit ``L`` (channels=1) or ``RGB`` (channels=3) image."""
     if im.mode in _WIDE_MODES:
@@ -124,25 +178,37 @@ def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
 
 def decode_image(data: bytes, channels: int, image_size: int | None) -> np.ndarray:
     """Decode one encoded image to uint8 ``[channels, H, W]`` (see the module docstring for the rules)."""
+    return decode_noted(data, channels, image_size)[0]
+
+
+def decode_noted(data: bytes, channels: int, image_size: int | None) -> tuple[np.ndarray, list[str]]:
+    """:func:`decode_image` and the conversions the file needed (e.g. ``"CMYK to RGB"``, ``"upscaled"``)."""
+    notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         im = _open(data)
         try:
             if image_size is not None and im.format == "JPEG":
                 im.draft(im.mode, (image_size, image_size))  # decode at 1/2, 1/4 or 1/8 scale when possible
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise UnreadableImage(f"{im.size[0]}x{im.size[1]} pixels is over {MAX_PIXELS}", TOO_LARGE)
             im.load()
             im = ImageOps.exif_transpose(im)
+            note = _conversion(im)
+            if note:
+                notes.append(note)
             im = _to_mode(im, channels)
             if image_size is not None:
+                if min(im.size) < image_size:
+                    notes.append(f"upscaled (smaller than {image_size} px)")
                 im = _resize_center_crop(im, image_size)
             arr = np.asarray(im)
         except UnreadableImage:
             raise
         except Exception as exc:  # truncated data, bad codec state, decompression bombs, ...
-            raise UnreadableImage(str(exc)) from exc
+            raise UnreadableImage(str(exc), _reason(exc)) from exc
     if arr.ndim == 2:
         arr = arr[None]
     else:
         arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
-
+    return np.ascontiguousarray(arr), notes

@@ -3,6 +3,12 @@
 Small images (at most :data:`~byol.data.cache.MAX_CACHED_SIZE` pixels a side after resizing) are decoded
 once into the on-disk cache and memory-mapped from then on. Larger images are decoded at ``image_size``
 into memory on every load (N x C x S x S bytes); a streaming path for large data sets is future work.
+
+Files that cannot be used are skipped and counted by reason (empty, not an image, truncated, too large,
+broken symlink, permission denied); files that need a conversion (CMYK, 16-bit, palette, transparency,
+upscaling) are converted and counted. Both are reported once per load as one :class:`SkippedImagesWarning`
+line (the CLI prints it as one plain line) and kept on the ImageSet (``skipped``, ``skip_reasons``,
+``converted``); a pretraining run also lists the skipped files in ``skipped_files.txt``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import functools
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +45,7 @@ _SKIPPED_SHOWN = 5
 
 
 class SkippedImagesWarning(UserWarning):
-    """Some files of an image folder could not be decoded and were left out."""
+    """Some files of an image folder could not be decoded and were left out, or needed a conversion."""
 
 
 def default_workers() -> int:
@@ -66,15 +73,33 @@ def _probe_sample(store: FileStore, files: list[str]) -> list[_decode.Probe]:
     return probes
 
 
-def _warn_skipped(skipped: list[str], source: str) -> None:
-    if not skipped:
+def printable(name: str) -> str:
+    """A file name safe to print: bytes that are not UTF-8 (kept by Python as surrogates) as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in counter.most_common())
+
+
+def report_line(source: str, used: int, skipped: list[str], reasons: dict[str, str], converted: dict[str, int]) -> str:
+    """The one line that says what a folder's files became: used, skipped (why, which) and converted."""
+    line = f"{printable(source)}: {used} images"
+    if skipped:
+        shown = ", ".join(printable(f) for f in skipped[:_SKIPPED_SHOWN]) + (", ..." if len(skipped) > _SKIPPED_SHOWN else "")
+        why = _counts(Counter(reasons.get(f, "unreadable") for f in skipped))
+        line += f"; skipped {len(skipped)} file(s) ({why}): {shown}"
+    if converted:
+        line += f"; converted {sum(converted.values())} ({_counts(Counter(converted))})"
+    return line
+
+
+def _warn_skipped(decoded: DecodedImages, source: str) -> None:
+    meta = decoded.meta
+    if not meta["skipped"] and not meta.get("converted"):
         return
-    shown = ", ".join(skipped[:_SKIPPED_SHOWN]) + (", ..." if len(skipped) > _SKIPPED_SHOWN else "")
-    warnings.warn(
-        f"skipped {len(skipped)} unreadable image file(s) in {source}: {shown} (full list in ImageSet.skipped)",
-        SkippedImagesWarning,
-        stacklevel=4,
-    )
+    line = report_line(source, len(meta["paths"]), meta["skipped"], meta.get("skip_reasons", {}), meta.get("converted", {}))
+    warnings.warn(line, SkippedImagesWarning, stacklevel=4)
 
 
 def _target_shape(
@@ -104,18 +129,22 @@ def _decode_all(
 ) -> DecodedImages:
     """Decode every file of ``layout``, into the cache ``writer`` if given, else into memory."""
     images = writer.array(shape) if writer is not None else np.empty(shape, dtype=np.uint8)
-    failed = decode_into(images, layout.files, store, image_size=image_size, workers=workers, progress=progress, desc=desc)
+    report = decode_into(images, layout.files, store, image_size=image_size, workers=workers, progress=progress,
+                         desc=desc, journal=writer.journal if writer is not None else None)
+    failed = sorted(report.failed)
     skipped = [layout.files[i] for i in failed]
     if len(failed) == len(layout.files):
         raise DataError(
             f"none of the {len(layout.files)} image files in {source} can be decoded "
-            f"(e.g. {', '.join(skipped[:3])}); check the files"
+            f"(e.g. {', '.join(printable(f) for f in skipped[:3])}: {_counts(Counter(report.failed.values()))}); "
+            "check the files"
         )
     keep = np.setdiff1d(np.arange(len(layout.files)), np.asarray(failed, dtype=np.int64))
     if failed:
         images = writer.keep_rows(images, keep) if writer is not None else images[keep]
     labels = None if layout.labels is None else np.asarray(layout.labels, dtype=np.int64)[keep]
-    meta = {"source": source, "classes": layout.classes, "paths": [layout.files[i] for i in keep], "skipped": skipped}
+    meta = {"source": source, "classes": layout.classes, "paths": [layout.files[i] for i in keep], "skipped": skipped,
+            "skip_reasons": {layout.files[i]: report.failed[i] for i in failed}, "converted": dict(report.converted)}
     return DecodedImages(images=images, labels=labels, meta=meta)
 
 
@@ -147,7 +176,7 @@ def load_folder(
             decoded = decode_to(None) if max(shape[2:]) > MAX_CACHED_SIZE else _decode_via_cache(decode_to, final)
     finally:
         store.close()
-    _warn_skipped(decoded.meta["skipped"], source)
+    _warn_skipped(decoded, source)
     return ImageSet(
         images=torch.from_numpy(decoded.images),
         labels=None if decoded.labels is None else torch.from_numpy(decoded.labels),
@@ -155,13 +184,15 @@ def load_folder(
         name=name,
         paths=list(decoded.meta["paths"]),
         skipped=list(decoded.meta["skipped"]),
+        skip_reasons=dict(decoded.meta.get("skip_reasons", {})),
+        converted=dict(decoded.meta.get("converted", {})),
     )
 
 
 def _decode_via_cache(decode_to: Callable[[EntryWriter | None], DecodedImages], final: Path) -> DecodedImages:
     """Decode into a new cache entry at ``final`` and map it back; in memory if the cache is unwritable."""
     try:
-        with EntryWriter(final) as writer:
+        with EntryWriter(final, resumable=True) as writer:
             fresh = decode_to(writer)
             writer.commit(fresh.images, fresh.labels, fresh.meta)
     except OSError as exc:  # read-only or full disk: the cache is an optimisation, not a requirement

@@ -24,6 +24,8 @@ class ImageSet:
         paths: for each image, its source file relative to the folder or zip it came from
             (``None`` for torchvision data sets, which have no files per image).
         skipped: source files that could not be decoded and were left out.
+        skip_reasons: why each skipped file was left out (``skipped`` entry -> reason).
+        converted: conversions some files needed (e.g. ``"CMYK to RGB"``) -> number of files.
     """
 
     images: torch.Tensor
@@ -32,6 +34,8 @@ class ImageSet:
     name: str
     paths: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+    skip_reasons: dict[str, str] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] not in (1, 3):
@@ -74,6 +78,8 @@ class ImageSet:
             name=self.name,
             paths=None if self.paths is None else [self.paths[i] for i in idx.tolist()],
             skipped=list(self.skipped),
+            skip_reasons=dict(self.skip_reasons),
+            converted=dict(self.converted),
         )
 
     def __repr__(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from byol.config import did_you_mean
 from byol.data.folder import load_folder
 from byol.data.imageset import ImageSet
 from byol.data.torchvision_sets import load_named
@@ -76,8 +77,10 @@ def load_images(
         )  # fmt: skip
     path = Path(source).expanduser()
     if not path.exists():
-        names = ", ".join(sorted(set(DATASET_ALIASES.values())))
-        raise DataError(f"{source} does not exist and is not a data set name ({names}); pass an image folder or .zip")
+        names = sorted(set(DATASET_ALIASES.values()))
+        hint = did_you_mean(source.lower(), names) if not _looks_like_path(source) else ""
+        raise DataError(f"{source} does not exist and is not a data set name{hint} ({', '.join(names)}); "
+                        "pass an image folder or .zip")
     return load_folder(
         path, split, image_size=image_size, channels=channels, cache_dir=cache_dir, progress=progress, workers=workers
     )
