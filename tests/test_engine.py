@@ -212,7 +212,10 @@ def test_amp_auto_picks_bf16_only_on_cpus_with_amx(monkeypatch):
     monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
     assert engine.resolve_amp(cpu, "auto") == "off"
     assert not isinstance(engine.autocast_for(cpu, "auto")[0], torch.autocast)
+    monkeypatch.setattr(engine, "cuda_has_bf16", lambda: False)
     assert engine.resolve_amp(cuda, "auto") == "fp16"
+    monkeypatch.setattr(engine, "cuda_has_bf16", lambda: True)  # Ampere and later: bf16, no loss scaling
+    assert engine.resolve_amp(cuda, "auto") == "bf16"
     with pytest.warns(UserWarning, match="AMX"):
         engine.autocast_for(cpu, "bf16")
 
@@ -245,21 +248,11 @@ def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
         "epochs": 7, "peak_lr": 0.8, "warmup_epochs": 2.0, "accum_steps": 4, "budget_seconds": 90.0, "amp": "off",
         "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "keep_checkpoints": 2,
         "stop_on_collapse": True, "eval_every_epochs": 0.5,
-        "seed": 5, "progress": False, "budget_pace_window": 9,
+        "seed": 5, "progress": False, "budget_pace_window": 9, "sync_bn": None,
         "budget_reestimate_until": 0.9, "budget_margin": 0.97,  # the engine's own knobs (not in the config)
     }
     with_defaults = {f.name for f in dataclasses.fields(LoopOptions) if f.default is not dataclasses.MISSING}
     assert with_defaults == {"budget_reestimate_until", "budget_margin"}
-
-
-def test_multi_process_training_is_refused(labeled_images, monkeypatch):
-    """Batches are sharded by rank but nothing averages gradients: each rank would train its own model."""
-    from byol import dist
-    from byol.errors import ConfigError
-
-    monkeypatch.setattr(dist, "world_size", lambda: 2)
-    with pytest.raises(ConfigError, match=r"multi-process training is not supported yet.*run one process"):
-        _trainer(labeled_images[0], None)
 
 
 def test_ema_update_uses_the_online_weights_after_the_optimizer_step(labeled_images):

@@ -11,7 +11,7 @@ LAYERS = {
     "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1, "schedules": 1, "rundir": 1, "checkpoints": 1,
     "resume": 1, "runtime": 1,
     "methods": 2,
-    "budget": 3, "engine": 3, "monitor": 3, "eval": 3, "verdict": 3,
+    "budget": 3, "engine": 3, "trainstate": 3, "replicas": 3, "monitor": 3, "eval": 3, "verdict": 3,
     "pretrain": 4,
     "reports": 5, "reproduce": 5,
     "cli": 6,

@@ -132,6 +132,9 @@ class TrainConfig:
     #: after training, kNN of the encoder vs the same architecture at random init on held-out train images
     verdict: bool = True
     progress: bool = True
+    #: with several processes (torchrun): BN statistics over all of them, the paper's cross-replica BN
+    #: (section 3.3); None = on, except for MoCo, whose shuffling BN is per process (docs/distributed.md)
+    sync_bn: bool | None = None
 
     @property
     def budget_seconds(self) -> float | None:

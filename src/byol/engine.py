@@ -4,7 +4,9 @@ The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, 
 a source of uint8 batches; it never imports a concrete method. It owns: lr and EMA schedules over
 *optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic) and exact resume,
 measuring the wall-clock budget (:mod:`byol.budget` decides the plan), progress bar, ``metrics.jsonl`` /
-TensorBoard, and the collapse monitor.
+TensorBoard, and the collapse monitor. Under torchrun it trains one model over all processes
+(:mod:`byol.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
+decisions.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,89 +23,23 @@ import torch
 from torch import Tensor, nn
 
 from byol import dist
-from byol.budget import BUDGET_MARGIN, CALIBRATION_STEPS, REESTIMATE_UNTIL, BudgetPlanner, Plan
-from byol.config import OptimConfig, TrainConfig, check_batch
+from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan
+from byol.config import check_batch
 from byol.data.loader import BatchIterator, gather_batch
-from byol.errors import ConfigError, TrainingError
+from byol.errors import TrainingError
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
+from byol.replicas import Replicas
 from byol.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
 from byol.rundir import JsonlLogger
 from byol.runtime.device import PRECISION_NAMES, autocast_for, resolve_amp
 from byol.runtime.signals import stop_on_signals
-from byol.schedules import scaled_lr, warmup_cosine
+from byol.schedules import warmup_cosine
+from byol.trainstate import LoopOptions, TrainState
 
 CHECKPOINT_VERSION = 1
 
-
-@dataclass
-class LoopOptions:
-    """Everything about *how* to train (not what): explicit values, no config object.
-
-    The fields without a default come from the config (:meth:`from_config`), whose defaults are the
-    only ones; the engine's own knobs (not in the config) keep theirs here.
-    """
-
-    epochs: float
-    peak_lr: float
-    warmup_epochs: float
-    accum_steps: int
-    budget_seconds: float | None
-    amp: str  # auto (see resolve_amp) | off | fp16 | bf16
-    channels_last: bool
-    log_every: int
-    ckpt_every: int
-    ckpt_seconds: float
-    keep_checkpoints: int  #: numbered checkpoints kept (the newest; 0 = all)
-    stop_on_collapse: bool  #: a collapse stops the run (else one warning)
-    eval_every_epochs: float  #: period of ``evaluate`` (0: only at the end)
-    seed: int
-    progress: bool
-    budget_pace_window: int  #: with a budget: steps whose mean wall time the pace check uses (byol.budget)
-    #: re-estimate the step budget at epoch ends until this fraction of the run is done
-    budget_reestimate_until: float = REESTIMATE_UNTIL
-    #: share of the remaining time planned for (the rest absorbs speed noise)
-    budget_margin: float = BUDGET_MARGIN
-
-    @classmethod
-    def from_config(cls, train: TrainConfig, optim: OptimConfig, *, evaluate_every: float) -> LoopOptions:
-        """The options of a run configured by ``train`` and ``optim``; ``evaluate_every``: epochs between
-        two periodic evaluations (0 when the run has none, e.g. no online kNN monitor)."""
-        return cls(
-            epochs=train.epochs, peak_lr=scaled_lr(optim.base_lr, optim.batch_size), warmup_epochs=optim.warmup_epochs,
-            accum_steps=optim.accum_steps, budget_seconds=train.budget_seconds, amp=train.amp,
-            channels_last=train.channels_last, log_every=train.log_every, ckpt_every=train.ckpt_every,
-            ckpt_seconds=train.ckpt_minutes * 60, keep_checkpoints=train.keep_checkpoints,
-            stop_on_collapse=train.stop_on_collapse, eval_every_epochs=evaluate_every, seed=train.seed,
-            progress=train.progress, budget_pace_window=train.budget_pace_window,
-        )
-
-
-@dataclass
-class TrainState:
-    """What a checkpoint stores about the loop (``checkpoint()["state"]`` is this object's ``__dict__``)."""
-
-    step: int = 0  #: optimizer steps done
-    micro: int = 0  #: micro-batches consumed in the current epoch
-    epoch: int = 0
-    #: the budget.Plan fields (see there): the run's length K, warmup, and the schedules' re-mapping
-    total_steps: int = 0
-    warmup_steps: int = 0
-    sched_total: int = 0
-    anchor_step: int = 0
-    anchor_value: float = 0.0
-    elapsed: float = 0.0  #: training seconds used so far (across resumes)
-    history: list[dict[str, Any]] = field(default_factory=list)  #: eval results per epoch
-    finished: bool = False  #: the run ended (completed or budget reached): a resume has nothing to train
-
-    @property
-    def plan(self) -> Plan:
-        return Plan(**{f.name: getattr(self, f.name) for f in fields(Plan)})
-
-    @plan.setter
-    def plan(self, plan: Plan) -> None:
-        for f in fields(Plan):
-            setattr(self, f.name, getattr(plan, f.name))
+__all__ = ["CHECKPOINT_VERSION", "LoopOptions", "TrainState", "Trainer"]
 
 
 class Trainer:
@@ -132,11 +67,8 @@ class Trainer:
         self.evaluate = evaluate
         self.extra = checkpoint_extra or {}
         self.rank, self.world = dist.rank(), dist.world_size()
-        if self.world > 1:
-            # Batches are sharded by rank, but nothing averages gradients or syncs the EMA targets yet.
-            raise ConfigError(f"multi-process training is not supported yet (world size {self.world}): each process "
-                              "would silently train its own model; run one process (without torchrun)")
         check_batch(batch_size, options.accum_steps, self.world)
+        self.replicas = Replicas(method, method.trainable_modules(), device, sync_bn=options.sync_bn)
         self.micro_batch = batch_size // options.accum_steps  # global micro-batch
         self.batch_size = batch_size
         self.batches = BatchIterator(len(images), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)
@@ -152,8 +84,10 @@ class Trainer:
         self.precision = PRECISION_NAMES[amp]
         self.autocast, self.scaler = autocast_for(device, amp)
         self.gen = torch.Generator(device=device)
-        self.gen.manual_seed(options.seed * 1000 + self.rank)
+        # one seed on every rank: each draws the views' parameters of the global batch and keeps its part
+        self.gen.manual_seed(options.seed * 1000)
         self.state = TrainState()
+        self.skipped_steps = 0  #: optimizer steps the gradient scaler skipped (inf/NaN gradients) in this fit
         self._collapse_warned = False
         self._saved_step: int | None = None  #: the step of the last checkpoint written or loaded
         self._stop_requested = False
@@ -233,52 +167,75 @@ class Trainer:
 
     def _views(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         x = gather_batch(self.images, idx, self.device)
-        v1, v2 = self.augment(x, self.gen)
+        v1, v2 = self.augment(x, self.gen, **({"shard": self.replicas.shard} if self.world > 1 else {}))
         if self.o.channels_last and v1.dim() == 4:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
-    def _optimizer_step(self, micro_batches: Iterator[Tensor]) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def _optimizer_step(self, micro_batches: Iterator[Tensor]) -> tuple[dict[str, Tensor], dict[str, float] | None]:
         """One optimizer step over ``accum_steps`` micro-batches at the scheduled lr, then the method's
         ``after_step`` (BYOL's EMA update must see the online weights *after* the optimizer step).
 
-        Returns the last micro-batch's outputs and the method's scalars (e.g. tau)."""
+        Returns the last micro-batch's outputs (``loss``: the global batch's) and the method's scalars (e.g.
+        tau), or None for them when the gradient scaler skipped the step: then nothing moved."""
         position, sched_total = self.schedule_position()
         set_lr(self.opt, warmup_cosine(position, sched_total, self.o.peak_lr, self.state.warmup_steps))
         out: dict[str, Tensor] = {}
-        for _ in range(self.o.accum_steps):
+        for i in range(self.o.accum_steps):
             v1, v2 = self._views(next(micro_batches))
-            with self.autocast:
-                out = self.method(v1, v2)
-            if not bool(torch.isfinite(out["loss"].detach()).all()):
-                raise self._halt(f"loss became {float(out['loss'].detach())} at step {self.state.step + 1} (lower "
-                                 "optim.base_lr or use train.amp=off)")
-            loss = out["loss"] / self.o.accum_steps
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if self.scaler:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
+            with self.replicas.no_sync(accumulating=i < self.o.accum_steps - 1):
+                with self.autocast:
+                    out = self.replicas.forward(v1, v2)
+                loss_now = self.replicas.mean(out["loss"])  # one rank's inf/NaN makes every rank's mean so
+                if not bool(torch.isfinite(loss_now).all()):
+                    raise self._halt(f"loss became {float(loss_now)} at step {self.state.step + 1} (lower "
+                                     "optim.base_lr or use train.amp=off)")
+                loss = out["loss"] / self.o.accum_steps
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+        stepped = self._apply_gradients()
         self.opt.zero_grad(set_to_none=True)
+        out = {**out, "loss": loss_now}
+        if not stepped:
+            return out, None
         extra = self.method.after_step(position, sched_total)
         self.state.step += 1
         return out, extra
 
+    def _apply_gradients(self) -> bool:
+        """``optimizer.step()`` (through the gradient scaler with fp16); False when the scaler skipped it.
+
+        A scaler skips the step when a gradient is inf/NaN and lowers its scale. The skipped step trained
+        nothing, so the method's ``after_step`` (BYOL's EMA target) must not run and the lr / tau schedules
+        must not advance: the step is retried on the next batch. With DDP every rank sees the same averaged
+        gradients, so all ranks skip together."""
+        if self.scaler is None:
+            self.opt.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return self.scaler.get_scale() >= scale
+
     def _log_step(self, out: dict[str, Tensor], extra: dict[str, float], logger: JsonlLogger) -> None:
-        """The step's record (loss, lr, method scalars, throughput, collapse statistics) to the log and bar."""
+        """The step's record (loss, lr, method scalars, throughput, collapse statistics) to the log and bar.
+
+        Every rank computes it (the collapse statistics of the global batch's projections, so all ranks
+        take the same stop decision); rank 0 writes it."""
         st, now = self.state, self.clock()
         rec = {"step": st.step, "epoch": st.step / self.steps_per_epoch, "loss": float(out["loss"].detach()),
                "lr": self.opt.param_groups[0]["lr"], **extra,
                "pairs_per_s": self._window_pairs / max(now - self._window_t, 1e-9)}
+        if self.skipped_steps:
+            rec["skipped_steps"] = self.skipped_steps
         if "proj" in out:
-            rec.update(collapse_stats(out["proj"]))
+            rec.update(collapse_stats(self.replicas.gather(out["proj"])))
             if st.step > st.warmup_steps and is_collapsed(rec) and self.o.stop_on_collapse:
                 raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): "
                                  + COLLAPSE_ADVICE.format(**rec).split(". ")[0])
             if st.step > st.warmup_steps and is_collapsed(rec) and not self._collapse_warned:
-                warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=3)
+                if dist.is_main():
+                    warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=4)
                 self._collapse_warned = True
         if dist.is_main():
             logger.log(rec)
@@ -309,8 +266,13 @@ class Trainer:
         eval_seconds = self._run_eval(logger)
         self.method.train()
         st.elapsed = self._elapsed()
-        self._set_plan(self.budget.after_eval(st.plan, step=st.step, elapsed=st.elapsed, eval_started=started,
-                                              eval_seconds=eval_seconds, now=self.clock()))
+        self._set_plan(self._agreed(self.budget.after_eval(st.plan, step=st.step, elapsed=st.elapsed,
+                                                           eval_started=started, eval_seconds=eval_seconds,
+                                                           now=self.clock())))
+
+    def _agreed(self, plan: Plan) -> Plan:
+        """Rank 0's plan on every rank (without a budget the plan never changes: nothing to share)."""
+        return plan if self.budget.budget_seconds is None else self.replicas.plan(plan)
 
     def _elapsed(self) -> float:
         return self._elapsed0 + self.clock() - self._t_fit0
@@ -345,24 +307,8 @@ class Trainer:
                 if self._stop_requested:
                     self.stop_reason = f"interrupted at step {st.step}"
                     break
-                t_step = self.clock()
-                out, extra = self._optimizer_step(micro_batches)
-                self._window_pairs += self.batch_size
-                step_seconds = self.clock() - t_step
-                st.elapsed = self._elapsed()
-                self._set_plan(self.budget.after_step(st.plan, step=st.step, elapsed=st.elapsed,
-                                                      step_seconds=step_seconds, now=self.clock()))
-                if st.step % self.o.log_every == 0 or st.step == st.total_steps:
-                    self._log_step(out, extra, logger)
-                if self._bar is not None:
-                    self._bar.update(1)
-                self._maybe_eval(logger)
-                if self.budget.exhausted(st.elapsed) and st.step < st.total_steps:
-                    self._check_budget_fits(step_seconds)
-                    self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
-                    warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=2)
+                if self._train_step(micro_batches, logger):
                     break
-                self._maybe_checkpoint()
         return self._finish(logger)
 
     def _check_budget_fits(self, step_seconds: float) -> None:
@@ -371,6 +317,37 @@ class Trainer:
             raise self._halt(f"train.budget ({self.budget.budget_seconds:g} s) ran out after {self.state.step} "
                              f"step(s) of about {step_seconds:.2g} s: too short to train anything (a useful run "
                              f"needs minutes here, e.g. --budget 5m)")
+
+    def _train_step(self, micro_batches: Iterator[Tensor], logger: JsonlLogger) -> bool:
+        """One optimizer step and what follows it (plan, log, evaluation, checkpoint); True: the budget is
+        used up. A step the gradient scaler skipped only counts its time."""
+        st = self.state
+        t_step = self.clock()
+        out, extra = self._optimizer_step(micro_batches)
+        self._window_pairs += self.batch_size
+        step_seconds = self.clock() - t_step
+        st.elapsed = self._elapsed()
+        if extra is None:
+            self.skipped_steps += 1
+        else:
+            self._set_plan(self._agreed(self.budget.after_step(st.plan, step=st.step, elapsed=st.elapsed,
+                                                               step_seconds=step_seconds, now=self.clock())))
+            if st.step % self.o.log_every == 0 or st.step == st.total_steps:
+                self._log_step(out, extra, logger)
+            if self._bar is not None:
+                self._bar.update(1)
+            self._maybe_eval(logger)
+        # rank 0's budget decision and any rank's stop request (a signal may reach one process only)
+        exhausted, self._stop_requested = self.replicas.agree(
+            self.budget.exhausted(st.elapsed) and st.step < st.total_steps, self._stop_requested)
+        if exhausted:
+            self._check_budget_fits(step_seconds)
+            self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"
+            warnings.warn(f"time budget reached before the schedule ended ({self.stop_reason})", stacklevel=3)
+            return True
+        if extra is not None:
+            self._maybe_checkpoint()
+        return False
 
     def _finish(self, logger: JsonlLogger) -> dict[str, Any]:
         """Close the bar; unless interrupted, the final evaluation; save ``last.pt``; the summary."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from byol import dist
 from byol.eval import extract_features, knn_eval
 from byol.losses import l2_normalize
 
@@ -67,9 +68,12 @@ class KnnMonitor:
     device: torch.device
 
     def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        """kNN top-1 of ``encoder``; with several processes each extracts the features of its part of the
+        bank and the queries, and all of them are gathered (every rank returns the same accuracy)."""
         kw = dict(size=self.size, mean=self.mean, std=self.std, device=self.device)
-        fb = extract_features(encoder, self.bank, **kw)
-        fq = extract_features(encoder, self.queries, **kw)
+        bank, queries = self.bank[dist.shard(len(self.bank))], self.queries[dist.shard(len(self.queries))]
+        fb = dist.gather_rows(extract_features(encoder, bank, **kw))
+        fq = dist.gather_rows(extract_features(encoder, queries, **kw))
         res = knn_eval(fb, self.bank_labels, fq, self.query_labels, k=(self.k,))
         return {"knn_top1": float(next(iter(res.values())))}
 

@@ -9,12 +9,14 @@ The CLI (``byol pretrain``, ``byol demo``), benchmarks and users' scripts all st
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from byol import dist
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
@@ -58,8 +60,9 @@ def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, dev
     eval_set: ImageSet | None = None
     if d.eval_split:
         try:
-            eval_set = load_images(d.source, d.eval_split, image_size=d.image_size, data_dir=d.data_dir,
-                                   cache_dir=d.cache_dir, download=d.download, progress=False)
+            with dist.main_first():
+                eval_set = load_images(d.source, d.eval_split, image_size=d.image_size, data_dir=d.data_dir,
+                                       cache_dir=d.cache_dir, download=d.download, progress=False)
         except DataError:
             eval_set = None
     have_eval = eval_set is not None and eval_set.labels is not None
@@ -100,10 +103,11 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     validate_pretrain(cfg)
     method_class(cfg.method.name)  # an unknown method is reported before any data is read
     set_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
+    device = dist.local_device(resolve_device(cfg.train.device))
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     d = cfg.data
-    train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress)
+    with dist.main_first():  # rank 0 fills the decode cache, the others read it
+        train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress and dist.is_main())
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     size = d.view_size or train.image_size
@@ -153,22 +157,32 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
     ``device``, ``run_dir``); a resume of a finished run trains nothing and returns ``{"finished": True,
-    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused)."""
+    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this: it joins the process group for the run,
+    all train one model, rank 0 alone writes into ``run_dir`` (lock, files, checkpoints, metrics, verdict).
+    A resume reads ``last.pt`` on every rank (a file system shared by the nodes), whatever the number of
+    processes that wrote it."""
     run_dir = Path(run_dir)
-    with run_lock(run_dir):
-        ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes) if resume else None
-        if ckpt is not None and finished(ckpt):
-            return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
-        run = build_pretrain(cfg, run_dir)
-        if ckpt is not None:
-            run.trainer.load(ckpt)
-            write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
-        else:
-            write_run_files(run_dir, run.resolved, {**env_info(run.device), "views": run.augment.backend(run.device)},
-                            run.train.skipped, run.train.skip_reasons)
-        summary = run.trainer.fit()
-        summary["verdict"] = run_verdict(cfg, run, run_dir)
-        write_summary(run_dir, summary)
+    with dist.process_group(dist.local_device(resolve_device(cfg.train.device))):
+        main = dist.is_main()
+        with run_lock(run_dir) if main else nullcontext():
+            ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes) if resume else None
+            if ckpt is not None and finished(ckpt):
+                return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
+            run = build_pretrain(cfg, run_dir)
+            if ckpt is not None:
+                run.trainer.load(ckpt)
+                if main:
+                    write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
+            elif main:
+                write_run_files(run_dir, run.resolved, {**env_info(run.device), "world_size": dist.world_size(),
+                                                        "views": run.augment.backend(run.device)}, run.train.skipped,
+                                run.train.skip_reasons)
+            summary = run.trainer.fit()
+            summary["verdict"] = run_verdict(cfg, run, run_dir) if main else {"skipped": "rank 0 judges the run"}
+            if main:
+                write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
                    device=run.device, run_dir=run_dir)
     return summary

@@ -78,9 +78,14 @@ def _factor(u: Tensor, strength: float) -> Tensor:
 
 
 def sample_view_params(
-    B: int, H: int, W: int, spec: ViewSpec, size: int, generator: torch.Generator | None, device
+    B: int, H: int, W: int, spec: ViewSpec, size: int, generator: torch.Generator | None, device,
+    *, shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Draw every per-sample random parameter of one view. All tensors are on ``device``, length ``B``.
+
+    ``shard=(r, n)``: the batch is part ``r`` of ``n`` equal parts of a global batch of ``n * B``; the draws
+    are made for the whole global batch and part ``r`` is kept, so the views of a global batch do not
+    depend on how many processes share it (and every process keeps the same generator state).
 
     Keys: ``boxes`` [B,4] (x0,y0,w,h px), ``flip``, ``jitter``, ``gray``, ``blur``, ``solarize`` (bool masks),
     ``brightness`` (delta if additive, factor if multiplicative), ``contrast``, ``saturation`` (factors),
@@ -88,7 +93,10 @@ def sample_view_params(
     ``jitter_random_order`` is false), ``sigma`` (blur σ), ``blur_kernel`` (int).
     """
     device = torch.device(device)
-    u = _uniforms(B, generator, device)
+    part, parts = shard
+    u = _uniforms(B * parts, generator, device)
+    if parts > 1:
+        u = u[part * B : (part + 1) * B]
     p: dict[str, Any] = {}
     p["boxes"] = ops.sample_crop_boxes(B, H, W, spec.crop_scale, spec.crop_ratio, uniforms=u[:, _CROP])
     p["flip"] = u[:, _FLIP] < spec.flip_p
@@ -218,14 +226,16 @@ class TwoViewAugment:
         return self._norm_cache[key]
 
     def __call__(
-        self, images: Tensor, generator: torch.Generator | None = None, *, return_params: bool = False
+        self, images: Tensor, generator: torch.Generator | None = None, *, return_params: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict, dict]:
+        """``shard=(r, n)``: ``images`` are part ``r`` of ``n`` of a global batch (see :func:`sample_view_params`)."""
         _check_images(images)
         B, C, H, W = images.shape
         dt = _compute_dtype(images.device, self.dtype)
         m, s = self._norm(C, images.device, dt)
-        p1 = sample_view_params(B, H, W, self.spec1, self.size, generator, images.device)
-        p2 = sample_view_params(B, H, W, self.spec2, self.size, generator, images.device)
+        p1 = sample_view_params(B, H, W, self.spec1, self.size, generator, images.device, shard=shard)
+        p2 = sample_view_params(B, H, W, self.spec2, self.size, generator, images.device, shard=shard)
         if fused.supports(images, self.spec1, dt) and fused.supports(images, self.spec2, dt):
             # CPU fast path: one fused kernel per view, reading the uint8 batch directly
             v1 = fused.fused_view(images, self.spec1, self.size, m, s, p1)

@@ -93,6 +93,10 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         from byol.pretrain import run_pretrain
 
         summary = run_pretrain(cfg, run_dir)
+    from byol.dist import env_rank
+
+    if env_rank() != 0:  # under torchrun rank 0 alone reports
+        return 0
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
           f"({summary['stop_reason']}, {summary['precision']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
@@ -134,6 +138,10 @@ def cmd_show_views(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    from byol.dist import env_world_size
+
+    if env_world_size() > 1:
+        raise ByolError("byol demo runs in one process: under torchrun use `byol pretrain` (docs/distributed.md)")
     from byol.cli.demo import run_demo
 
     run_demo(Path(a.run_dir), config=a.config, budget=a.budget, overrides=a.overrides, data_dir=a.data_dir)

@@ -143,6 +143,8 @@ def extract_features(
             for start in range(0, n, batch_size):
                 chunk = images[start : start + batch_size]
                 if chunk.device != device:
+                    if device.type == "cuda" and chunk.device.type == "cpu":
+                        chunk = chunk.pin_memory()  # page-locked: the copy runs asynchronously
                     chunk = chunk.to(device, non_blocking=True)
                 x = eval_transform(chunk, size, mean_t, std_t)
                 if channels_last:

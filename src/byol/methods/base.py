@@ -17,6 +17,8 @@ class Method(Protocol):
       (BYOL's EMA update goes here) and returns scalars to log. ``step`` is the schedule position,
       a float when a time budget re-mapped the run's remaining steps (engine.TrainState.sched_total).
     - ``encoder`` is the backbone to evaluate and export.
+    - optional class attribute ``cross_replica_bn`` (default True): whether its BN layers normalize over all
+      processes when ``train.sync_bn`` is left to the method (:class:`byol.replicas.Replicas`).
     """
 
     encoder: nn.Module

@@ -49,6 +49,10 @@ class MoCo(nn.Module):
       statistics (used for evaluation) are updated once per group.
     """
 
+    #: with several processes BN stays per process by default (``train.sync_bn``): MoCo's shuffling BN is
+    #: per device by design (He et al. section 3.3); byol.replicas reads this
+    cross_replica_bn = False
+
     def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
         super().__init__()
         c = config or MethodConfig()

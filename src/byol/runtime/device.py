@@ -38,13 +38,22 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cuda_has_bf16() -> bool:
+    """True on GPUs with native bf16 (NVIDIA Ampere and later): same range as fp32, no loss scaling."""
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+    except Exception:  # noqa: BLE001 - an old torch or a broken driver: do not rely on it
+        return False
+
+
 def resolve_amp(device: torch.device, amp: str) -> str:
-    """The precision ``amp`` means on ``device``: ``auto`` is fp16 on CUDA, bf16 on CPUs with AMX
-    (a departure from fp32 training: docs/departures.md), off elsewhere."""
+    """The precision ``amp`` means on ``device``: ``auto`` is bf16 on GPUs that support it natively, else
+    fp16 on CUDA (with a gradient scaler), bf16 on CPUs with AMX (a departure from fp32 training:
+    docs/departures.md), off elsewhere."""
     if amp != "auto":
         return amp
     if device.type == "cuda":
-        return "fp16"
+        return "bf16" if cuda_has_bf16() else "fp16"
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "off"
