@@ -140,3 +140,13 @@ def test_periodic_reestimates_lengthen_a_plan_a_slow_start_shortened():
     shortest = 12 + int((100 - 12) / 1.0)
     assert plan.total_steps > 2 * shortest  # grown back towards what the quiet pace allows
     assert plan.total_steps == pytest.approx(step + (100 - now) / 0.1, rel=0.05)
+
+
+def test_the_short_plan_warning_names_the_budget_that_would_be_enough():
+    from byol.budget import MIN_PAIRS_TO_LEARN, short_plan_warning
+
+    enough = MIN_PAIRS_TO_LEARN // 128 + 1
+    assert short_plan_warning(total_steps=enough, batch_size=128, steps_per_epoch=100, budget_seconds=600) is None
+    assert short_plan_warning(total_steps=10, batch_size=128, steps_per_epoch=100, budget_seconds=None) is None
+    text = short_plan_warning(total_steps=enough // 4, batch_size=128, steps_per_epoch=100, budget_seconds=600)
+    assert text is not None and "about 41m" in text and "\n" not in text  # 600 s x ~4.0 = 40.1 min, rounded up

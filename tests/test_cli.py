@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from byol.cli import main
@@ -172,3 +173,27 @@ def test_budget_pace_window_reaches_the_trainer(image_folder, tmp_path, monkeypa
     assert _run(["pretrain", "--config", "tiny", "--data", str(image_folder), "--run-dir", tmp_path / "r",
                  "--set", "train.epochs=0.1", "--set", "train.budget_pace_window=7", "--set", "train.knn_every=0"]) == 0
     assert seen["window"] == 7
+
+
+def test_a_folder_without_config_gets_the_folder_preset_and_a_short_plan_is_warned(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in range(150):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    run = tmp_path / "run"
+    assert _run(["pretrain", "--data", tmp_path / "photos", "--run-dir", run, "--budget", "15s",
+                 "--set", "train.knn_every=0", "--set", "train.progress=false",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    err = capsys.readouterr().err
+    assert "no --config: using the 'folder' preset" in err
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["data"]["image_size"] == 32 and resolved["model"]["backbone"] == "convnet"
+    assert resolved["train"]["budget"] == "15s"
+    summary = json.loads((run / "summary.json").read_text())
+    (line,) = [ln for ln in err.splitlines() if "this budget buys" in ln]
+    assert line.startswith("byol: warning: ") and "raise the budget to about" in line and "--image-size" in line
+    assert summary["plan_warning"] in line and summary["steps"] > 8  # warned at the first plan, not at the end

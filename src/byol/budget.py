@@ -47,6 +47,11 @@ REESTIMATE_UNTIL = 0.9
 BUDGET_MARGIN = 0.97
 #: periodic re-estimates after warmup, every this share of the planned steps
 REESTIMATE_EVERY = 0.05
+#: image pairs a budgeted run should see to beat random init. Measured with the short-run CPU recipe
+#: (small CNN, batch 128; docs/results.md): runs of 112k and 150k pairs beat the same network at random
+#: init by at most 3 points kNN (natural photos at 64 px; CIFAR-10 at 32 px, 3 epochs), runs of 274k pairs
+#: and more by 8-12 points (photos and CIFAR-10 at 32 px). A heuristic for the warning, not a guarantee.
+MIN_PAIRS_TO_LEARN = 250_000
 
 
 @dataclass(frozen=True)
@@ -228,3 +233,22 @@ class BudgetPlanner:
         self._pace_start, self._pace_step = now, step
         self._last_end = now
         return plan
+
+
+def short_plan_warning(*, total_steps: int, batch_size: int, steps_per_epoch: float,
+                       budget_seconds: float | None) -> str | None:
+    """The one-line warning for a budgeted plan too short to beat random init (None: long enough).
+
+    Called once the pace is measured (after calibration), so ``total_steps`` is what the budget buys."""
+    pairs = total_steps * batch_size
+    if budget_seconds is None or pairs >= MIN_PAIRS_TO_LEARN:
+        return None
+    need = budget_seconds * MIN_PAIRS_TO_LEARN / max(pairs, 1)
+    return (f"this budget buys {total_steps} steps ({pairs:,} image pairs, {total_steps / steps_per_epoch:.1f} epochs) "
+            f"at the measured pace: runs under about {MIN_PAIRS_TO_LEARN:,} pairs did not beat random init in our "
+            f"measurements; raise the budget to about {_minutes(need)}, lower --image-size (the cost grows with its "
+            f"square) or use a smaller model (model.options.widths)")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{math.ceil(seconds / 60)}m" if seconds >= 60 else f"{math.ceil(seconds)}s"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from byol import dist
-from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan
+from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan, short_plan_warning
 from byol.config import check_batch
 from byol.data.loader import BatchIterator, gather_batch
 from byol.errors import TrainingError
@@ -92,6 +92,7 @@ class Trainer:
         self._saved_step: int | None = None  #: the step of the last checkpoint written or loaded
         self._stop_requested = False
         self.stop_reason = ""
+        self.plan_warning: str | None = None  #: the short-plan warning of a budgeted run, if it had one
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
 
     def request_stop(self) -> None:
@@ -311,6 +312,14 @@ class Trainer:
                     break
         return self._finish(logger)
 
+    def _warn_short_plan(self) -> None:
+        """Once the first plan from the measured pace is made: say so if it is too short to learn."""
+        text = short_plan_warning(total_steps=self.state.total_steps, batch_size=self.batch_size,
+                                  steps_per_epoch=self.steps_per_epoch, budget_seconds=self.budget.budget_seconds)
+        if text:
+            self.plan_warning = text
+            warnings.warn(text, stacklevel=3)
+
     def _check_budget_fits(self, step_seconds: float) -> None:
         """A budget used up before the pace could even be measured is a user error, not a short run."""
         if self.state.step < CALIBRATION_STEPS and self._elapsed0 == 0:
@@ -332,6 +341,8 @@ class Trainer:
         else:
             self._set_plan(self._agreed(self.budget.after_step(st.plan, step=st.step, elapsed=st.elapsed,
                                                                step_seconds=step_seconds, now=self.clock())))
+            if st.step == CALIBRATION_STEPS and self._elapsed0 == 0 and dist.is_main():
+                self._warn_short_plan()
             if st.step % self.o.log_every == 0 or st.step == st.total_steps:
                 self._log_step(out, extra, logger)
             if self._bar is not None:
@@ -366,5 +377,6 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         st = self.state
         return {"steps": st.step, "total_steps": st.total_steps, "epochs": st.step / self.steps_per_epoch,
+                "plan_warning": self.plan_warning,
                 "seconds": st.elapsed, "stop_reason": self.stop_reason, "precision": self.precision,
                 "history": st.history}

@@ -24,7 +24,8 @@ from byol.errors import ByolError
 
 #: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
 #: ``verdict`` is the encoder against random init after training (:mod:`byol.verdict`).
-SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "history", "verdict")
+SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "plan_warning", "history",
+                "verdict")
 
 
 class JsonlLogger:

@@ -26,7 +26,8 @@ def _epilog() -> str:
 
 
 def _add_common_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="preset name or YAML file")
+    p.add_argument("--config", default=None,
+                   help="preset name or YAML file (pretrain default: the data set's preset, or 'folder' for a folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     p.add_argument("--data", default=None, help="data set name (fashion-mnist, cifar10, ...) or image folder / .zip")
@@ -84,7 +85,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
             return 0
     else:
         # the config is checked before torch is imported: a config mistake is reported at once
-        files = [find_preset(a.config)] if a.config else []
+        files = [find_preset(a.config or _default_preset(a.data))]
         cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
@@ -105,6 +106,19 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     for line in verdict_lines(summary["verdict"]):
         print(line)
     return 0
+
+
+def _default_preset(data: str | None) -> str:
+    """The preset of a pretraining run without --config, sized for a CPU: the data set's own preset when
+    there is one (fashion-mnist, cifar10), else ``folder`` (32 px). The paper's recipe is opt-in."""
+    from byol.config import preset_descriptions
+
+    name = (data or "fashion-mnist").lower()
+    described = preset_descriptions()
+    preset = name if name in described and name not in ("folder", "tiny") and not Path(name).exists() else "folder"
+    print(f"byol: no --config: using the '{preset}' preset ({described[preset]}); "
+          "the paper's recipe is --config imagenet-paper", file=sys.stderr)
+    return preset
 
 
 def _default_name(cfg) -> str:
