@@ -1,6 +1,11 @@
 """One row of the Fashion-MNIST recipe sweep (docs/sweeps.md): pretrain BYOL for a fixed number of
 epochs with the given knobs, then kNN (k=20, cosine, temperature-weighted) and linear (L-BFGS logistic
-regression, fixed l2=1e-4) on the full 60k/10k split. Appends a JSON line to --out.
+regression, fixed l2=1e-4). Appends a JSON line to --out.
+
+Rows are scored on a validation split (``--score val``, the default): a seeded, class-stratified 1/6 of
+train (10,000 images) is held out of pretraining and scored against the other 50,000; the test split is
+never read. ``--score test`` (pretrain on all 60k, score on the 10k test images) is how the rows before
+2026-12-01 were scored (docs/sweeps.md says which); use it only to report a recipe already chosen.
 
 It uses the library's pieces (views, models, BYOL, optimizers, schedules) in a bare loop, so a sweep
 row measures the recipe, not the engine's extras (checkpoints, online kNN). Example:
@@ -31,11 +36,18 @@ ap.add_argument("--warm", type=float, default=0.1); ap.add_argument("--init", de
 ap.add_argument("--sol2", type=float, default=0.2); ap.add_argument("--jit", type=float, default=0.8)
 ap.add_argument("--tag", default=""); ap.add_argument("--convs", default="")
 ap.add_argument("--out", default="benchmarks/sweep_fmnist.jsonl")
+ap.add_argument("--score", choices=("val", "test"), default="val")
 a = ap.parse_args()
 torch.manual_seed(0)
 from byol.data import load_images
-tr, te = load_images("fashion-mnist", "train", progress=False), load_images("fashion-mnist", "test", progress=False)
-Xtr, Ytr, Xte, Yte = tr.images, tr.labels, te.images, te.labels
+tr = load_images("fashion-mnist", "train", progress=False)
+if a.score == "val":  # select on validation: a stratified 1/6 of train, held out of pretraining too
+    from byol.eval.splits import stratified_split
+    keep, held = stratified_split(tr.labels, 1 / 6, seed=0)
+    Xtr, Ytr, Xte, Yte = tr.images[keep], tr.labels[keep], tr.images[held], tr.labels[held]
+else:
+    te = load_images("fashion-mnist", "test", progress=False)
+    Xtr, Ytr, Xte, Yte = tr.images, tr.labels, te.images, te.labels
 mean, std = [0.2860], [0.3530]
 t1, t2 = paper_views()
 common = dict(crop_scale=(a.scale, 1.0), jitter_p=a.jit)

@@ -9,7 +9,7 @@ import sys
 COLS = [("tag", "run"), ("bb", "model"), ("widths", "widths"), ("width", "width"), ("size", "px"), ("bs", "batch"),
         ("opt", "opt"), ("lr", "base lr"), ("wd", "wd"), ("tau", "tau_base"), ("scale", "crop min"),
         ("blur1", "blur T"), ("blur2", "blur T'"), ("epochs", "epochs"), ("pairs_s", "pairs/s"), ("train_s", "s"),
-        ("knn", "kNN %"), ("lin", "linear %")]
+        ("knn", "kNN %"), ("lin", "linear %"), ("score", "scored on")]
 
 
 def main(path: str = "benchmarks/sweep_fmnist.jsonl") -> None:
@@ -19,7 +19,7 @@ def main(path: str = "benchmarks/sweep_fmnist.jsonl") -> None:
     for r in rows:
         cells = []
         for k, _ in COLS:
-            v = r.get(k, "")
+            v = r.get(k, "test" if k == "score" else "")  # rows before 2026-12-01 were scored on test
             if k == "widths" and r.get("bb") != "convnet":
                 v = "-"
             if k == "widths" and r.get("convs"):
