@@ -25,6 +25,7 @@ from byol import dist
 from byol.budget import BUDGET_MARGIN, CALIBRATION_STEPS, REESTIMATE_UNTIL, BudgetPlanner, Plan
 from byol.config import OptimConfig, TrainConfig, check_batch
 from byol.data.loader import BatchIterator, gather_batch
+from byol.data.streamloader import StreamLoader
 from byol.errors import ConfigError, TrainingError
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
@@ -116,7 +117,7 @@ class Trainer:
 
     def __init__(
         self, method: nn.Module, optimizer: torch.optim.Optimizer,
-        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]], images: Tensor, *,
+        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]], images: Tensor | StreamLoader, *,
         batch_size: int, device: torch.device, options: LoopOptions, run_dir: Path | None = None,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         checkpoint_extra: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter,
@@ -126,6 +127,7 @@ class Trainer:
         self.opt = optimizer
         self.augment = augment
         self.images = images
+        self.stream = images if isinstance(images, StreamLoader) else None  # crops decoded in DataLoader workers
         self.device = device
         self.o = options
         self.run_dir = Path(run_dir) if run_dir else None
@@ -225,15 +227,22 @@ class Trainer:
     def _micro_batches(self) -> Iterator[Tensor]:
         st = self.state
         while True:
-            for idx in self.batches.indices(st.epoch, st.micro):
+            batches: Any = self.batches.indices(st.epoch, st.micro)
+            if self.stream is not None:  # the same index batches, as two views' crops
+                batches = self.stream.batches(batches, st.epoch)
+            for idx in batches:
                 st.micro += 1
                 yield idx
             st.epoch += 1
             st.micro = 0
 
-    def _views(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        x = gather_batch(self.images, idx, self.device)
-        v1, v2 = self.augment(x, self.gen)
+    def _views(self, idx: Any) -> tuple[Tensor, Tensor]:
+        if self.stream is not None:
+            dev = self.device
+            v1, v2 = self.augment.from_crops(idx.crops1.to(dev, non_blocking=True),  # type: ignore[attr-defined]
+                                             idx.crops2.to(dev, non_blocking=True), self.gen)
+        else:
+            v1, v2 = self.augment(gather_batch(self.images, idx, self.device), self.gen)
         if self.o.channels_last and v1.dim() == 4:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -384,6 +393,8 @@ class Trainer:
             self.state.elapsed = self._elapsed()
         self.save()
         logger.close()
+        if self.stream is not None:
+            self.stream.close()
         return self._summary()
 
     def _summary(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ The CLI (``byol pretrain``, ``byol demo``), benchmarks and users' scripts all st
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
+from byol.data.stream import open_stream
 from byol.engine import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
@@ -27,7 +29,7 @@ from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim import build_optimizer
 from byol.checkpoints import run_lock
 from byol.resume import finished, resume_checkpoint
-from byol.rundir import env_info, last_record, write_config, write_run_files, write_summary
+from byol.rundir import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
 from byol.runtime.device import resolve_device, set_threads
 from byol.verdict import random_init_verdict
 
@@ -103,8 +105,9 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     d = cfg.data
-    train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress)
-    check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train))
+    stream = open_stream(d, cfg.views.specs, seed=cfg.train.seed, progress=cfg.train.progress)  # None: decode once
+    train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress) if stream is None else stream.sample
+    check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     size = d.view_size or train.image_size
     augment = TwoViewAugment(*cfg.views.specs, size, mean, std)
@@ -118,11 +121,13 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
-    images = train.images
-    if device.type != "cpu" and images.numel() < 2 * 1024**3:
+    images: Any = train.images if stream is None else stream.loader(
+        pin_memory=device.type == "cuda", report=functools.partial(write_skipped, run_dir) if run_dir else None)
+    if stream is None and device.type != "cpu" and images.numel() < 2 * 1024**3:
         images = torch.as_tensor(images).to(device)  # small data sets live on the accelerator
     resolved = to_dict(cfg)
     resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
+    resolved["data"]["stream"] = "off" if stream is None else "on"
     trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
                       checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
