@@ -163,7 +163,10 @@ class StreamDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> CropBatch:
         c, s = self.channels, self.size
-        out = [np.empty((len(keys), c, s, s), dtype=np.uint8) for _ in self.crops]
+        crops = [torch.empty((len(keys), c, s, s), dtype=torch.uint8) for _ in self.crops]
+        if torch.utils.data.get_worker_info() is not None:  # written straight into the memory the parent maps
+            crops = [t.share_memory_() for t in crops]
+        out = [t.numpy() for t in crops]
         failed: list[tuple[int, str]] = []
         notes: list[tuple[int, str]] = []
         for row, (epoch, index) in enumerate(keys):
@@ -173,7 +176,7 @@ class StreamDataset(torch.utils.data.Dataset):
             failed += bad
             notes += conv
         idx = torch.tensor([index for _, index in keys], dtype=torch.int64)
-        return CropBatch(torch.from_numpy(out[0]), torch.from_numpy(out[1]), idx, tuple(failed), tuple(notes))
+        return CropBatch(crops[0], crops[1], idx, tuple(failed), tuple(notes))
 
     def __getitem__(self, key: tuple[int, int]) -> CropBatch:
         return self.__getitems__([key])
