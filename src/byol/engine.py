@@ -227,22 +227,19 @@ class Trainer:
     def _micro_batches(self) -> Iterator[Tensor]:
         st = self.state
         while True:
-            batches: Any = self.batches.indices(st.epoch, st.micro)
-            if self.stream is not None:  # the same index batches, as two views' crops
-                batches = self.stream.batches(batches, st.epoch)
-            for idx in batches:
+            batches = self.batches.indices(st.epoch, st.micro)
+            for idx in batches if self.stream is None else self.stream.batches(batches, st.epoch):
                 st.micro += 1
                 yield idx
             st.epoch += 1
             st.micro = 0
 
     def _views(self, idx: Any) -> tuple[Tensor, Tensor]:
-        if self.stream is not None:
-            dev = self.device
-            v1, v2 = self.augment.from_crops(idx.crops1.to(dev, non_blocking=True),  # type: ignore[attr-defined]
-                                             idx.crops2.to(dev, non_blocking=True), self.gen)
-        else:
+        if self.stream is None:
             v1, v2 = self.augment(gather_batch(self.images, idx, self.device), self.gen)
+        else:  # each view's crop, decoded in DataLoader workers: the other view ops
+            crops = (c.to(self.device, non_blocking=True) for c in idx[:2])
+            v1, v2 = self.augment.from_crops(*crops, self.gen)  # type: ignore[attr-defined]
         if self.o.channels_last and v1.dim() == 4:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -393,8 +390,6 @@ class Trainer:
             self.state.elapsed = self._elapsed()
         self.save()
         logger.close()
-        if self.stream is not None:
-            self.stream.close()
         return self._summary()
 
     def _summary(self) -> dict[str, Any]:

@@ -117,6 +117,20 @@ def test_batches_do_not_depend_on_workers_and_resume_mid_epoch(photo_folder):
     assert a[0].crops1.dtype == torch.uint8 and a[0].crops1.shape == (8, 3, 16, 16)
 
 
+def test_an_abandoned_epoch_stops_the_workers(photo_folder):
+    import multiprocessing
+
+    loader = StreamLoader(_dataset(photo_folder, size=8), workers=1)
+    batches = loader.epoch(0, 8, seed=0)
+    next(batches)
+    assert len(multiprocessing.active_children()) == 1
+    del batches  # as when training ends mid-epoch
+    assert multiprocessing.active_children() == []
+    assert len(list(loader.epoch(1, 8, seed=0))) == 3  # the next epoch starts a worker again
+    loader.close()
+    assert multiprocessing.active_children() == []
+
+
 def test_two_ranks_partition_each_epoch(photo_folder):
     loader = StreamLoader(_dataset(photo_folder, size=8), workers=0)
     for epoch in (0, 1):

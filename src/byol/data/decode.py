@@ -260,7 +260,8 @@ def decode_crops(
     orientation applied) and returns the crops. A JPEG is then decoded at the reduction of
     :func:`draft_scale` (libjpeg's DCT scaling: large photos decode several times faster), and each box is
     resized from the reduced image (PIL ``resize`` with a sub-pixel box, antialiased when shrinking) with
-    ``resample[i]`` (the last entry for any further box). Conversion rules as :func:`decode_noted`; raises :class:`UnreadableImage` with a reason.
+    ``resample[i]`` (the last entry for any further box). Conversion rules as :func:`decode_noted`; raises
+    :class:`UnreadableImage` with a reason.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -253,8 +253,9 @@ def open_stream(d: DataConfig, specs: tuple[ViewSpec, ViewSpec], *, seed: int, p
             return None
         size = d.view_size or d.image_size or min(common)
         workers = default_workers() if d.workers is None else d.workers
-        sample = decode_subset(store, _seeded_subset(layout, SAMPLE_IMAGES, seed + 778), image_size=d.image_size or size,
-                               channels=channels, workers=max(1, workers), progress=progress, source=source, name=name)
+        sample = decode_subset(store, _seeded_subset(layout, SAMPLE_IMAGES, seed + 778),
+                               image_size=d.image_size or size, channels=channels, workers=max(1, workers),
+                               progress=progress, source=source, name=name)
     finally:
         store.close()
     dataset = StreamDataset(path, layout.files, channels=channels, size=size, specs=specs, seed=seed)

@@ -104,7 +104,9 @@ class StreamLoader:
 
     def batches(self, index_batches: Iterable[Tensor], epoch: int) -> Iterator[CropBatch]:
         """The crop batches of ``index_batches`` (int64 index tensors of ``epoch``, e.g. from
-        :meth:`BatchIterator.indices`), in order; reports new skipped files once the epoch is complete."""
+        :meth:`BatchIterator.indices`), in order; reports new skipped files once the epoch is complete.
+        Closing this iterator before its end (or dropping it) stops the workers (:meth:`close`): a trainer's
+        last epoch ends mid-way, and nothing else stops them; the next epoch starts new ones."""
         self._sampler.source = ([(epoch, int(i)) for i in idx.tolist()] for idx in index_batches)
         try:
             for batch in self._loader:
@@ -112,6 +114,9 @@ class StreamLoader:
                 yield batch
         except DataError as exc:  # re-raised from a worker with its traceback: keep the message itself
             raise DataError(str(exc).split("DataError: ")[-1].split("\\n")[0]) from None
+        except GeneratorExit:  # abandoned mid-epoch (the end of training): stop the workers now
+            self.close()
+            raise
         self._report_new()
 
     def epoch(self, epoch: int, batch_size: int, *, seed: int, start_step: int = 0, rank: int | None = None,
