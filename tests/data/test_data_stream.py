@@ -131,6 +131,13 @@ def test_an_abandoned_epoch_stops_the_workers(photo_folder):
     assert multiprocessing.active_children() == []
 
 
+def test_streaming_leaves_the_global_random_state_alone(photo_folder):
+    loader = StreamLoader(_dataset(photo_folder, size=8), workers=0)
+    before = torch.get_rng_state()
+    list(loader.epoch(0, 8, seed=0)), list(loader.epoch(1, 8, seed=0))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_two_ranks_partition_each_epoch(photo_folder):
     loader = StreamLoader(_dataset(photo_folder, size=8), workers=0)
     for epoch in (0, 1):

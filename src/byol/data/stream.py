@@ -230,8 +230,9 @@ def open_stream(d: DataConfig, specs: tuple[ViewSpec, ViewSpec], *, seed: int, p
     """The streamed training set of ``d``, or None when the decode-once path is used (:func:`wants_stream`).
 
     The output size of the crops is ``data.view_size``, else ``data.image_size``, else the shorter side of
-    the folder's most common image size. ``data.limit`` draws the same seeded subset of files the cache
-    path draws of its images (seed + 777); the sample is another seeded subset of :data:`SAMPLE_IMAGES`.
+    the folder's most common image size. ``data.limit`` is the cache path's seeded draw (seed + 777), over
+    the files (the cache path draws over the decoded images, so with unreadable files the two subsets
+    differ); the sample is another seeded subset of :data:`SAMPLE_IMAGES` files.
     """
     path = folder_path(d.source)
     if d.stream == "off" or (d.stream == "auto" and (d.image_size is None or path is None or not path.exists())):

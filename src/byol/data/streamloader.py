@@ -63,9 +63,12 @@ class StreamLoader:
         self._converted: dict[str, set[str]] = {}
         self._reported = 0
         self._sampler = _EpochBatches()
+        # The DataLoader draws its workers' base seed at every epoch start: from a private generator, so that
+        # streaming leaves torch's global random state as the cached path does (the crops use neither).
         self._loader = DataLoader(dataset, batch_sampler=self._sampler, num_workers=workers, collate_fn=_first,
                                   pin_memory=pin_memory, persistent_workers=workers > 0,
-                                  prefetch_factor=prefetch if workers > 0 else None)
+                                  prefetch_factor=prefetch if workers > 0 else None,
+                                  generator=torch.Generator().manual_seed(0))
 
     def __len__(self) -> int:
         return len(self.dataset)
