@@ -29,7 +29,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from byol.errors import ConfigError, DataError
 from byol.viewspec import ViewSpec
 
 if TYPE_CHECKING:
-    from byol.data.streamloader import StreamLoader
+    from byol.data.streamloader import SkipReport, StreamLoader
 
 #: ``data.stream: auto`` streams a folder whose decoded images (N x C x S x S bytes at ``data.image_size``)
 #: would exceed this. Below it the decode-once paths are faster per epoch (no JPEG decoding per step) and
@@ -121,7 +121,7 @@ class StreamDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None, "_pid": -1}  # each process opens its own
 
     def store(self) -> FileStore:
@@ -194,7 +194,7 @@ class StreamSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def loader(self, *, pin_memory: bool = False, report=None) -> StreamLoader:
+    def loader(self, *, pin_memory: bool = False, report: SkipReport | None = None) -> StreamLoader:
         """A :class:`~byol.data.streamloader.StreamLoader` over the dataset (``report``: see there)."""
         from byol.data.streamloader import StreamLoader
 
