@@ -44,6 +44,10 @@ class DataConfig:
     knn_queries: int = 10000  #: eval images used as online kNN queries
     mean: list[float] | None = None  #: normalization; None = the data set's known statistics or computed
     std: list[float] | None = None
+    #: decode per sample, every epoch, random crops of the whole image (byol.data.stream), instead of once into
+    #: the cache: auto (folders/zips whose decoded images would exceed 8 GiB) | on | off
+    stream: str = "auto"
+    workers: int | None = None  #: streaming: DataLoader decoding processes (0: in-process; None: CPUs - 1, <= 8)
 
 
 @dataclass
@@ -246,6 +250,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, bool) and key.endswith(".amp") and not value:
             return "off"  # YAML 1.1 reads a bare `off` as false: `--set train.amp=off` means "off"
+        if isinstance(value, bool) and key.endswith(".stream"):
+            return "on" if value else "off"  # likewise `--set data.stream=on`
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -407,12 +413,14 @@ _RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("train", "ckpt_every"): (0, math.inf, False), ("train", "ckpt_minutes"): (0, math.inf, False),
     ("train", "keep_checkpoints"): (0, math.inf, True), ("train", "knn_every"): (0, math.inf, True),
     ("train", "knn_k"): (0, math.inf, False), ("data", "limit"): (0, math.inf, False),
+    ("data", "workers"): (0, math.inf, True),
 }
 
 #: Keys with a fixed set of values (the method and backbone names are checked by their registries).
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("method", "tau_schedule"): ("cosine", "constant"), ("method", "target"): ("ema", "online-sg", "online"),
     ("method", "target_init"): ("random", "copy"), ("train", "amp"): ("auto", "off", "fp16", "bf16"),
+    ("data", "stream"): ("auto", "on", "off"),
 }
 
 

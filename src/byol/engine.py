@@ -26,6 +26,7 @@ from byol import dist
 from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan, short_plan_warning
 from byol.config import check_batch
 from byol.data.loader import BatchIterator, gather_batch
+from byol.data.streamloader import StreamLoader
 from byol.errors import TrainingError
 from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
 from byol.optim import set_lr
@@ -51,7 +52,7 @@ class Trainer:
 
     def __init__(
         self, method: nn.Module, optimizer: torch.optim.Optimizer,
-        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]], images: Tensor, *,
+        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]], images: Tensor | StreamLoader, *,
         batch_size: int, device: torch.device, options: LoopOptions, run_dir: Path | None = None,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         checkpoint_extra: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter,
@@ -61,6 +62,7 @@ class Trainer:
         self.opt = optimizer
         self.augment = augment
         self.images = images
+        self.stream = images if isinstance(images, StreamLoader) else None  # crops decoded in DataLoader workers
         self.device = device
         self.o = options
         self.run_dir = Path(run_dir) if run_dir else None
@@ -160,15 +162,20 @@ class Trainer:
     def _micro_batches(self) -> Iterator[Tensor]:
         st = self.state
         while True:
-            for idx in self.batches.indices(st.epoch, st.micro):
+            batches = self.batches.indices(st.epoch, st.micro)
+            for idx in batches if self.stream is None else self.stream.batches(batches, st.epoch):
                 st.micro += 1
                 yield idx
             st.epoch += 1
             st.micro = 0
 
-    def _views(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        x = gather_batch(self.images, idx, self.device)
-        v1, v2 = self.augment(x, self.gen, **({"shard": self.replicas.shard} if self.world > 1 else {}))
+    def _views(self, idx: Any) -> tuple[Tensor, Tensor]:
+        shard = {"shard": self.replicas.shard} if self.world > 1 else {}
+        if self.stream is None:
+            v1, v2 = self.augment(gather_batch(self.images, idx, self.device), self.gen, **shard)
+        else:  # each view's crop, decoded in DataLoader workers: the other view ops
+            crops = (c.to(self.device, non_blocking=True) for c in idx[:2])
+            v1, v2 = self.augment.from_crops(*crops, self.gen, **shard)  # type: ignore[attr-defined]
         if self.o.channels_last and v1.dim() == 4:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ The CLI (``byol pretrain``, ``byol demo``), benchmarks and users' scripts all st
 
 from __future__ import annotations
 
+import functools
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from byol import dist
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
+from byol.data.stream import open_stream
 from byol.engine import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
@@ -29,7 +31,7 @@ from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim import build_optimizer
 from byol.checkpoints import run_lock
 from byol.resume import finished, resume_checkpoint
-from byol.rundir import env_info, last_record, write_config, write_run_files, write_summary
+from byol.rundir import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
 from byol.runtime.device import resolve_device, set_threads
 from byol.verdict import random_init_verdict
 
@@ -106,9 +108,11 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     device = dist.local_device(resolve_device(cfg.train.device))
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     d = cfg.data
-    with dist.main_first():  # rank 0 fills the decode cache, the others read it
-        train = load_train_data(d, seed=cfg.train.seed, progress=cfg.train.progress and dist.is_main())
-    check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train))
+    progress = cfg.train.progress and dist.is_main()
+    with dist.main_first():  # rank 0 fills the decode cache (or decodes the stream's sample) first
+        stream = open_stream(d, cfg.views.specs, seed=cfg.train.seed, progress=progress)  # None: decode once
+        train = load_train_data(d, seed=cfg.train.seed, progress=progress) if stream is None else stream.sample
+    check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     size = d.view_size or train.image_size
     augment = TwoViewAugment(*cfg.views.specs, size, mean, std)
@@ -122,11 +126,13 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
-    images = train.images
-    if device.type != "cpu" and images.numel() < 2 * 1024**3:
+    images: Any = train.images if stream is None else stream.loader(
+        pin_memory=device.type == "cuda", report=functools.partial(write_skipped, run_dir) if run_dir else None)
+    if stream is None and device.type != "cpu" and images.numel() < 2 * 1024**3:
         images = torch.as_tensor(images).to(device)  # small data sets live on the accelerator
     resolved = to_dict(cfg)
     resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
+    resolved["data"]["stream"] = "off" if stream is None else "on"
     trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
                       checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})

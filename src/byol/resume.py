@@ -14,7 +14,7 @@ from byol.rundir import last_checkpoint, read_checkpoint
 RESUME_SAFE_KEYS = frozenset({
     "train.budget", "train.epochs", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
     "train.keep_checkpoints", "train.stop_on_collapse", "train.progress", "train.threads", "train.device",
-    "data.data_dir", "data.cache_dir", "data.download", "description",
+    "data.data_dir", "data.cache_dir", "data.download", "data.workers", "description",
 })
 
 
@@ -34,7 +34,8 @@ def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_chang
     old, new = _flat(stored), _flat(now)
     derived = ("data.mean", "data.std", "data.view_size")  # None: resolved from the data, as the stored ones were
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
-                     and not (k in derived and new.get(k) is None))
+                     and not (k in derived and new.get(k) is None)
+                     and not (k == "data.stream" and new.get(k) == "auto"))  # auto: the run's resolved choice
     unsafe = [k for k in changed if k not in RESUME_SAFE_KEYS]
     diffs = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in (unsafe or changed))
     if unsafe:

@@ -104,6 +104,12 @@ def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any]
     folder, its bytes exactly as on disk (names that are not UTF-8 are written back as they were)."""
     write_config(run_dir, resolved)
     (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    write_skipped(run_dir, skipped, reasons)
+
+
+def write_skipped(run_dir: Path, skipped: list[str], reasons: dict[str, str] | None = None) -> None:
+    """``skipped_files.txt`` (see :func:`write_run_files`); also rewritten by a streamed run whenever an
+    epoch finds more unusable files."""
     if skipped:
         reasons = reasons or {}
         lines = "".join(f"{f}\t{reasons.get(f, 'unreadable')}\n" for f in skipped)

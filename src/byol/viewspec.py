@@ -155,7 +155,7 @@ def _range(hi: float, what: str) -> _Check:
     """A pair ``[lo, hi']`` with ``0 < lo <= hi' <= hi``."""
 
     def check(v: Any, key: str) -> tuple[float, float]:
-        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 2:
+        if isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__len__") or len(v) != 2:
             raise ConfigError(f"{key} must be a pair [lo, hi], got {v!r}")
         lo, up = _number(v[0], key), _number(v[1], key)
         if not 0.0 < lo <= up <= hi:

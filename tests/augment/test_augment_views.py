@@ -249,3 +249,28 @@ def test_eval_transform():
     xf0 = xf.clone()
     eval_transform(xf, 16, MEAN3, STD3)
     assert torch.equal(xf, xf0)  # never modifies its input
+
+
+@pytest.mark.parametrize("fused_on", [True, False])
+def test_from_crops_is_the_pipeline_without_its_crop(monkeypatch, fused_on):
+    # Batches that are already each view's crop (the streaming path) get every other op: with a crop spec
+    # whose box is always the whole image, __call__ and from_crops give the same views from the same draws.
+    if not fused_on:
+        monkeypatch.setenv("BYOL_FUSED_VIEWS", "0")
+    t, tp = paper_views()
+    whole = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    aug = TwoViewAugment(t.replace(**whole), tp.replace(**whole), size=16, mean=MEAN3, std=STD3)
+    x = uint8_images(64, H=16, W=16, seed=3)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    a1, a2, p1, _ = aug(x, g1, return_params=True)
+    b1, b2, q1, _ = aug.from_crops(x, x.clone(), g2, return_params=True)
+    assert p1["flip"].any() and p1["jitter"].any() and p1["solarize"].sum() == 0  # the ops really ran
+    assert torch.allclose(a1, b1, atol=1e-5) and torch.allclose(a2, b2, atol=1e-5)
+    assert torch.equal(p1["flip"], q1["flip"]) and torch.equal(p1["hue"], q1["hue"])
+    assert torch.equal(g1.get_state(), g2.get_state())  # both paths consume the generator alike
+    # the paper's crop spec: from_crops ignores it (the crops were taken while decoding)
+    paper = TwoViewAugment(t, tp, size=16, mean=MEAN3, std=STD3)
+    c1, _ = paper.from_crops(x, x, torch.Generator().manual_seed(7))
+    assert torch.allclose(c1, b1, atol=1e-5)
+    with pytest.raises(ValueError, match="16x16"):
+        paper.from_crops(uint8_images(2, H=8, W=8), uint8_images(2, H=8, W=8))

@@ -248,6 +248,44 @@ class TwoViewAugment:
             return v1, v2, p1, p2
         return v1, v2
 
+    def from_crops(
+        self, crops1: Tensor, crops2: Tensor, generator: torch.Generator | None = None, *, return_params: bool = False,
+        shard: tuple[int, int] = (0, 1),
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict, dict]:
+        """The two views of batches that are already each view's random crop at ``size x size`` (the
+        streaming data path crops while decoding, from the whole image): every op but the crop, i.e. flip,
+        colour jitter, grayscale, blur, solarize and normalisation, batched as in :meth:`__call__`.
+
+        The parameters are drawn exactly as :meth:`__call__` draws them for a batch of the same size (the
+        crop's draws are made and unused), so both paths consume ``generator`` alike; the crop becomes the
+        identity box, which the resampling reproduces exactly (output pixel centres fall on input pixel
+        centres), so the flip is still folded into it. :meth:`__call__` itself is unchanged. ``shard`` as
+        in :meth:`__call__` (each process draws its part of the global batch's parameters).
+        """
+        for crops in (crops1, crops2):
+            _check_images(crops)
+            if tuple(crops.shape[2:]) != (self.size, self.size):
+                raise ValueError(f"crops must be {self.size}x{self.size}, got {tuple(crops.shape)}")
+        if crops1.shape != crops2.shape:
+            raise ValueError(f"the two views' crops differ in shape: {tuple(crops1.shape)} vs {tuple(crops2.shape)}")
+        B, C, S, _ = crops1.shape
+        dev = crops1.device
+        dt = _compute_dtype(dev, self.dtype)
+        m, s = self._norm(C, dev, dt)
+        p1 = sample_view_params(B, S, S, self.spec1, self.size, generator, dev, shard=shard)
+        p2 = sample_view_params(B, S, S, self.spec2, self.size, generator, dev, shard=shard)
+        whole = torch.tensor([0.0, 0.0, float(S), float(S)], device=dev).expand(B, 4)
+        views = []
+        for crops, spec, p in ((crops1, self.spec1, p1), (crops2, self.spec2, p2)):
+            p["boxes"] = whole
+            if fused.supports(crops, spec, dt):
+                views.append(fused.fused_view(crops, spec, self.size, m, s, p))
+            else:
+                views.append(_view_from_float(_to_float(crops, dt), spec, self.size, m, s, p))
+        if return_params:
+            return views[0], views[1], p1, p2
+        return views[0], views[1]
+
     def backend(self, device: torch.device | str) -> str:
         """Which implementation makes the views on ``device``: the fused CPU kernel or the eager torch ops."""
         dt = self.dtype

@@ -1,5 +1,5 @@
 """Data: sources (Fashion-MNIST, CIFAR, STL-10, image folders and zips), the decode-once uint8 cache,
-and batch iteration. Everything downstream sees uint8 ``[N, C, H, W]`` tensors in an :class:`ImageSet`.
+the streaming path for folders too big for it (:mod:`byol.data.stream`), and batch iteration. Everything downstream sees uint8 ``[N, C, H, W]`` tensors in an :class:`ImageSet`.
 
 The public names are imported on first use (PEP 562): decoding worker processes import
 ``byol.data.workers`` and must not pay for importing torch, which every name here needs.
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from byol.data.loader import BatchIterator, gather_batch
     from byol.data.sources import DATASET_ALIASES, load_images
     from byol.data.stats import DATASET_STATS, channel_stats, normalization
+    from byol.data.stream import StreamDataset, open_stream
+    from byol.data.streamloader import StreamLoader
 
 _EXPORTS: dict[str, str] = {
     "DATASET_ALIASES": "byol.data.sources",
@@ -24,10 +26,13 @@ _EXPORTS: dict[str, str] = {
     "BatchIterator": "byol.data.loader",
     "ImageSet": "byol.data.imageset",
     "SkippedImagesWarning": "byol.data.folder",
+    "StreamDataset": "byol.data.stream",
+    "StreamLoader": "byol.data.streamloader",
     "channel_stats": "byol.data.stats",
     "gather_batch": "byol.data.loader",
     "load_images": "byol.data.sources",
     "normalization": "byol.data.stats",
+    "open_stream": "byol.data.stream",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,6 +17,8 @@ Conversion rules (the same for every file, so a data set is consistent):
   possible decompression bomb (PIL's own limit, but enforced instead of warned about).
 
 :func:`decode_noted` also says which of these conversions a file needed (counted in a folder's report).
+:func:`decode_crops` applies the same rules but returns regions of the whole image (the streaming path's
+random crops) instead of the centre square; it refuses a bomb on its full size, before any reduction.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,3 +214,82 @@ def decode_noted(data: bytes, channels: int, image_size: int | None) -> tuple[np
     else:
         arr = arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr), notes
+
+
+#: A crop ``(x0, y0, w, h)`` in whole pixels of the upright (EXIF-oriented), full-resolution image.
+Box = tuple[int, int, int, int]
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+             "nearest": Image.Resampling.NEAREST}
+
+
+def draft_scale(boxes: Sequence[Box], size: int) -> int:
+    """The JPEG reduction (1, 2, 4 or 8) to decode at for ``boxes`` resized to ``size`` px: the largest
+    whose reduced image still holds every crop with at least ``size`` pixels a side, so the reduction never
+    costs resolution that the output would have kept (a crop smaller than ``size`` is decoded in full)."""
+    smallest = min(min(w, h) for _, _, w, h in boxes)
+    for scale in (8, 4, 2):
+        if smallest >= scale * size:
+            return scale
+    return 1
+
+
+@dataclass
+class Crops:
+    """What :func:`decode_crops` made of one file."""
+
+    arrays: list[np.ndarray]  #: uint8 ``[H, W, C]`` (``[H, W]`` for one channel) per box, ``size x size``
+    notes: list[str]  #: conversions the file needed (the same notes as :func:`decode_noted`)
+    scale: int  #: the JPEG draft reduction the file was decoded at (1: full size)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block: the image itself may still be fine
+        return 1
+
+
+def decode_crops(
+    data: bytes, channels: int, size: int, boxes_for: Callable[[int, int], Sequence[Box]], *,
+    resample: Sequence[str] = ("bilinear",), draft: bool = True,
+) -> Crops:
+    """Regions of one encoded image, each resized to ``size x size``, decoding no more than they need.
+
+    ``boxes_for(width, height)`` gets the upright full-resolution size (read from the header, EXIF
+    orientation applied) and returns the crops. A JPEG is then decoded at the reduction of
+    :func:`draft_scale` (libjpeg's DCT scaling: large photos decode several times faster), and each box is
+    resized from the reduced image (PIL ``resize`` with a sub-pixel box, antialiased when shrinking) with
+    ``resample[i]`` (the last entry for any further box). Conversion rules as :func:`decode_noted`; raises
+    :class:`UnreadableImage` with a reason.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        im = _open(data)
+        try:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(f"{width}x{height} pixels is over {MAX_PIXELS}", TOO_LARGE)
+            orientation = _orientation(im)
+            upright = (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
+            boxes = boxes_for(*upright)
+            scale = draft_scale(boxes, size) if draft and im.format == "JPEG" else 1
+            factor = 1.0
+            if scale > 1:
+                got = im.draft(im.mode, (width // scale, height // scale))
+                factor = got[1][2] / width if got is not None else 1.0  # reduced pixels per full pixel
+            im.load()
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)
+            note = _conversion(im)
+            im = _to_mode(im, channels)
+            arrays = []
+            for i, (x, y, w, h) in enumerate(boxes):
+                filt = _RESAMPLE[resample[min(i, len(resample) - 1)]]
+                region = (x * factor, y * factor, (x + w) * factor, (y + h) * factor)
+                arrays.append(np.asarray(im.resize((size, size), filt, box=region)))
+        except UnreadableImage:
+            raise
+        except Exception as exc:  # truncated data, bad codec state, ...
+            raise UnreadableImage(str(exc), _reason(exc)) from exc
+    return Crops(arrays, [note] if note else [], round(1.0 / factor))

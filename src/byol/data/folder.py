@@ -2,7 +2,8 @@
 
 Small images (at most :data:`~byol.data.cache.MAX_CACHED_SIZE` pixels a side after resizing) are decoded
 once into the on-disk cache and memory-mapped from then on. Larger images are decoded at ``image_size``
-into memory on every load (N x C x S x S bytes); a streaming path for large data sets is future work.
+into memory on every load (N x C x S x S bytes). Sets too large for either are streamed instead
+(:mod:`byol.data.stream`, which uses :func:`decode_subset` for its in-memory sample).
 
 Files that cannot be used are skipped and counted by reason (empty, not an image, truncated, too large,
 broken symlink, permission denied); files that need a conversion (CMYK, 16-bit, palette, transparency,
@@ -102,15 +103,21 @@ def _warn_skipped(decoded: DecodedImages, source: str) -> None:
     warnings.warn(line, SkippedImagesWarning, stacklevel=4)
 
 
-def _target_shape(
-    store: FileStore, files: list[str], image_size: int | None, channels: int | None, source: str
-) -> tuple[int, int, int, int]:
-    """``[N, C, H, W]`` from the requested options, else from a header sample."""
+def probe_files(store: FileStore, files: list[str], source: str) -> tuple[int, tuple[int, int]]:
+    """(channels, most common (H, W)) of ``files`` from a header sample; DataError if none is readable."""
     probes = _probe_sample(store, files)
     if not probes:
         raise DataError(f"none of the {len(files)} image files in {source} can be decoded; check the files")
     auto_channels, common = _decode.summarize_probes(probes)
     assert common is not None  # there is at least one probe
+    return auto_channels, common
+
+
+def _target_shape(
+    store: FileStore, files: list[str], image_size: int | None, channels: int | None, source: str
+) -> tuple[int, int, int, int]:
+    """``[N, C, H, W]`` from the requested options, else from a header sample."""
+    auto_channels, common = probe_files(store, files, source)
     height, width = (image_size, image_size) if image_size is not None else common
     return len(files), channels if channels is not None else auto_channels, height, width
 
@@ -148,6 +155,11 @@ def _decode_all(
     return DecodedImages(images=images, labels=labels, meta=meta)
 
 
+def source_name(path: Path) -> str:
+    """The short name of a folder or zip (the ImageSet's ``name`` and the cache entry's prefix)."""
+    return (path.stem if path.suffix.lower() == ".zip" else path.resolve().name) or "images"
+
+
 def load_folder(
     path: Path,
     split: str,
@@ -160,7 +172,7 @@ def load_folder(
 ) -> ImageSet:
     """Load an image folder or zip (layout rules in :mod:`byol.data.layout`), through the cache if small."""
     source = str(path)
-    name = (path.stem if path.suffix.lower() == ".zip" else path.resolve().name) or "images"
+    name = source_name(path)
     store = open_store(path)
     try:
         layout = discover(store.list_files(), split, source)
@@ -177,6 +189,24 @@ def load_folder(
     finally:
         store.close()
     _warn_skipped(decoded, source)
+    return _image_set(decoded, name)
+
+
+def decode_subset(
+    store: FileStore, layout: Layout, *, image_size: int, channels: int, workers: int | None, progress: bool,
+    source: str, name: str,
+) -> ImageSet:
+    """The files of ``layout`` decoded into memory at ``image_size`` (centre square), never cached: the
+    streaming path's sample for statistics, the kNN monitor and the verdict, which changes with the seed
+    and ``data.limit`` and is small, so a cache entry per sample would only fill the disk."""
+    shape = (len(layout.files), channels, image_size, image_size)
+    decoded = _decode_all(store, layout, shape, None, image_size=image_size, workers=workers or default_workers(),
+                          progress=progress, source=source, desc=f"decoding a sample of {name}")
+    _warn_skipped(decoded, source)
+    return _image_set(decoded, name)
+
+
+def _image_set(decoded: DecodedImages, name: str) -> ImageSet:
     return ImageSet(
         images=torch.from_numpy(decoded.images),
         labels=None if decoded.labels is None else torch.from_numpy(decoded.labels),

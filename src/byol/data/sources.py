@@ -30,6 +30,13 @@ def _looks_like_path(source: str) -> bool:
     return "/" in source or os.sep in source or source.lower().endswith(".zip") or source.startswith(".")
 
 
+def folder_path(source: str) -> Path | None:
+    """The folder or zip ``source`` names, or None for a named data set (names win, as in :func:`load_images`)."""
+    if DATASET_ALIASES.get(source.lower()) is not None and not _looks_like_path(source):
+        return None
+    return Path(source).expanduser()
+
+
 def load_images(
     source: str,
     split: str = "train",

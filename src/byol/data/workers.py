@@ -47,7 +47,8 @@ def _init_worker(root: str) -> None:
     _worker_store = open_store(Path(root))
 
 
-def _read_error(exc: OSError) -> str:
+def read_error(exc: OSError) -> str:
+    """The skip reason of a file that could not be read (the reasons a folder's report counts)."""
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, FileNotFoundError):
@@ -69,7 +70,7 @@ def _decode_span(
             report.failed[i] = exc.reason
             continue
         except (OSError, KeyError) as exc:
-            report.failed[i] = _read_error(exc) if isinstance(exc, OSError) else "missing from the archive"
+            report.failed[i] = read_error(exc) if isinstance(exc, OSError) else "missing from the archive"
             continue
         if arr.shape[1:] != (height, width):
             raise DataError(
