@@ -7,7 +7,7 @@ from pathlib import Path
 import byol
 
 LAYERS = {
-    "errors": 0, "config": 0, "duration": 0, "viewspec": 0, "dist": 0, "_lazy": 0, "_proc": 0,
+    "errors": 0, "configcheck": 0, "config": 0, "duration": 0, "viewspec": 0, "dist": 0, "_lazy": 0, "_proc": 0,
     "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1, "schedules": 1, "rundir": 1, "checkpoints": 1,
     "resume": 1, "runtime": 1,
     "methods": 2,

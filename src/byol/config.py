@@ -13,7 +13,6 @@ code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.spec
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -25,9 +24,9 @@ from typing import Any
 import yaml
 
 from byol.duration import parse_duration
+from byol.configcheck import check_ranges, did_you_mean
 from byol.errors import ConfigError
 from byol.viewspec import ViewSpec, view_specs
-
 
 @dataclass
 class DataConfig:
@@ -49,14 +48,12 @@ class DataConfig:
     stream: str = "auto"
     workers: int | None = None  #: streaming: DataLoader decoding processes (0: in-process; None: CPUs - 1, <= 8)
 
-
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"
     width: float = 1.0
     small_stem: bool = False
     options: dict[str, Any] = field(default_factory=dict)  #: extra backbone options (e.g. convnet widths)
-
 
 @dataclass
 class MethodConfig:
@@ -88,7 +85,6 @@ class MethodConfig:
     #: MoCo: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
     split_bn_groups: int = 8
 
-
 @dataclass
 class ViewsConfig:
     """Per-view overrides of the paper's T (``view1``) and T' (``view2``); keys are ViewSpec fields."""
@@ -102,7 +98,6 @@ class ViewsConfig:
         """(T, T'): the paper's views with these overrides (ConfigError naming a bad key or value)."""
         return view_specs(self.view1, self.view2, self.both)
 
-
 @dataclass
 class OptimConfig:
     name: str = "lars"
@@ -113,7 +108,6 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     batch_size: int = 4096  #: the *global* effective batch (all ranks, all accumulation steps)
     accum_steps: int = 1
-
 
 @dataclass
 class TrainConfig:
@@ -145,7 +139,6 @@ class TrainConfig:
         """``budget`` in seconds (None: no budget); ConfigError naming ``train.budget`` if it is malformed."""
         return parse_duration(self.budget, key="train.budget")
 
-
 @dataclass
 class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -156,7 +149,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""  #: one line shown for the preset in ``byol --help`` / ``byol pretrain --help``
 
-
 #: Presets ship inside the package (``byol/configs``); the repository's ``configs/`` is a symlink to it.
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -164,10 +156,8 @@ PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 #: ``--set``) are read at the new place. The heads belong to the method, the model is the backbone.
 _MOVED_KEYS = {("model", "proj_hidden"): "method", ("model", "proj_dim"): "method", ("model", "pred_hidden"): "method"}
 
-
 def preset_names() -> list[str]:
     return sorted(f.stem for f in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
-
 
 def find_preset(name_or_path: str | Path) -> Path:
     """A config path, or the name of a preset (``fashion-mnist`` -> byol/configs/fashion-mnist.yaml)."""
@@ -179,7 +169,6 @@ def find_preset(name_or_path: str | Path) -> Path:
             return cand
     raise ConfigError(f"config {str(name_or_path)!r} not found (a YAML file, or a preset: {', '.join(preset_names())})")
 
-
 def preset_descriptions() -> dict[str, str]:
     """``name -> description`` of every shipped preset (read as YAML only: cheap, for ``--help``)."""
     out = {}
@@ -189,7 +178,6 @@ def preset_descriptions() -> dict[str, str]:
         except (OSError, yaml.YAMLError):
             out[name] = "(unreadable)"
     return out
-
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     """Move keys of older configs to where they live now (see ``_MOVED_KEYS``); the new place wins."""
@@ -203,14 +191,11 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
                 new.setdefault(key, value)
     return out
 
-
 # ----------------------------------------------------------------------------------------------
 # dict <-> dataclass with validation
 
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
@@ -266,13 +251,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     return value  # Any
 
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``word``, else ``""``."""
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a (possibly partial) dict, rejecting unknown keys."""
     hints = typing.get_type_hints(cls)
@@ -285,10 +263,8 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {name: _coerce(data[name], hints[name], prefix + name) for name in names if name in data}
     return cls(**kwargs)
 
-
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge (``update`` wins); nested dicts are merged, everything else replaced."""
@@ -299,7 +275,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
 
 def parse_override(text: str) -> dict[str, Any]:
     """``"optim.base_lr=0.5"`` -> ``{"optim": {"base_lr": 0.5}}`` (the value is parsed as YAML)."""
@@ -321,14 +296,12 @@ def parse_override(text: str) -> dict[str, Any]:
     node[parts[-1]] = value
     return out
 
-
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error on one line: where (line, column) and what."""
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     what = getattr(exc, "problem", None) or exc.__class__.__name__
     return " ".join(f"{where}: {what}".split())
-
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -345,7 +318,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-
 
 def build_config(
     cls: type = PretrainConfig,
@@ -367,7 +339,6 @@ def build_config(
         validate_pretrain(cfg)
         return cfg
     return from_dict(cls, data)
-
 
 def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:
     """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
@@ -394,52 +365,6 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
         fix = f"lower optim.batch_size to {fit} or less" if fit else "use more images"
         raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")
 
-
-#: (section, key) -> (lowest, highest, whether the lowest is allowed): the ranges types cannot express.
-_RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
-    ("data", "image_size"): (0, math.inf, False), ("data", "view_size"): (0, math.inf, False),
-    ("data", "knn_bank"): (0, math.inf, True), ("data", "knn_queries"): (0, math.inf, True),
-    ("model", "width"): (0, math.inf, False),
-    ("method", "proj_hidden"): (0, math.inf, False), ("method", "proj_dim"): (0, math.inf, False),
-    ("method", "pred_hidden"): (0, math.inf, False), ("method", "tau_base"): (0, 1, True),
-    ("method", "negative_weight"): (0, math.inf, True), ("method", "temperature"): (0, math.inf, False),
-    ("method", "queue_size"): (0, math.inf, False), ("method", "momentum"): (0, 1, True),
-    ("method", "split_bn_groups"): (0, math.inf, False),
-    ("optim", "base_lr"): (0, math.inf, False), ("optim", "weight_decay"): (0, math.inf, True),
-    ("optim", "momentum"): (0, 1, True), ("optim", "eta"): (0, math.inf, False),
-    ("optim", "warmup_epochs"): (0, math.inf, True),
-    ("train", "epochs"): (0, math.inf, False), ("train", "budget_pace_window"): (0, math.inf, False),
-    ("train", "threads"): (0, math.inf, False), ("train", "log_every"): (0, math.inf, False),
-    ("train", "ckpt_every"): (0, math.inf, False), ("train", "ckpt_minutes"): (0, math.inf, False),
-    ("train", "keep_checkpoints"): (0, math.inf, True), ("train", "knn_every"): (0, math.inf, True),
-    ("train", "knn_k"): (0, math.inf, False), ("data", "limit"): (0, math.inf, False),
-    ("data", "workers"): (0, math.inf, True),
-}
-
-#: Keys with a fixed set of values (the method and backbone names are checked by their registries).
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("method", "tau_schedule"): ("cosine", "constant"), ("method", "target"): ("ema", "online-sg", "online"),
-    ("method", "target_init"): ("random", "copy"), ("train", "amp"): ("auto", "off", "fp16", "bf16"),
-    ("data", "stream"): ("auto", "on", "off"),
-}
-
-
-def _check_ranges(cfg: PretrainConfig) -> None:
-    for (section, key), (low, high, closed) in _RANGES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value is None:
-            continue
-        if value < low or (value == low and not closed) or value > high:
-            lo = f"{'>=' if closed else '>'} {low:g}"
-            want = f"in [{low:g}, {high:g}]" if high < math.inf else ("positive" if lo == "> 0" else lo)
-            raise ConfigError(f"{section}.{key} must be {want}, got {value!r}")
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}"
-                              f"{did_you_mean(str(value), list(allowed))}")
-
-
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """The checks that types alone cannot express: ranges, the batch, the budget and the views.
 
@@ -448,5 +373,5 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     """
     o, t = cfg.optim, cfg.train
     check_batch(o.batch_size, o.accum_steps)
-    _check_ranges(cfg)
+    check_ranges(cfg)
     _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used
