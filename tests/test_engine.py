@@ -86,6 +86,11 @@ def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
     assert ckpt["state"]["step"] == len(images) // 16
     assert list((tmp_path / "tb").iterdir())
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
+    # each trained layer's update size (online encoder, projector, predictor; never the EMA target)
+    upd = {k for k in steps[-1] if k.startswith("upd/")}
+    assert upd == {f"upd/{name}" for name in ("encoder.features.0", "encoder.features.4", "projector.0",
+                                              "projector.3", "predictor.0", "predictor.3")}
+    assert all(0 < steps[-1][k] < 1 for k in upd)
 
 
 def test_budget_sets_total_steps_from_measured_speed(labeled_images):
@@ -241,7 +246,7 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
 def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
     train = TrainConfig(epochs=7, budget="1m30s", amp="off", channels_last=False, log_every=3, ckpt_every=11,
                         ckpt_minutes=2.0, seed=5, progress=False, budget_pace_window=9, keep_checkpoints=2,
-                        stop_on_collapse=True)
+                        stop_on_collapse=True, update_stats=False)
     optim = OptimConfig(base_lr=0.4, batch_size=512, warmup_epochs=2.0, accum_steps=4)
     o = LoopOptions.from_config(train, optim, evaluate_every=0.5)
     assert dataclasses.asdict(o) == {
@@ -249,6 +254,7 @@ def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
         "channels_last": False, "log_every": 3, "ckpt_every": 11, "ckpt_seconds": 120.0, "keep_checkpoints": 2,
         "stop_on_collapse": True, "eval_every_epochs": 0.5,
         "seed": 5, "progress": False, "budget_pace_window": 9, "sync_bn": None,
+        "update_stats": False,
         "budget_reestimate_until": 0.9, "budget_margin": 0.97,  # the engine's own knobs (not in the config)
     }
     with_defaults = {f.name for f in dataclasses.fields(LoopOptions) if f.default is not dataclasses.MISSING}
@@ -325,3 +331,10 @@ def test_collapse_warns_by_default_and_stops_on_request(labeled_images, tmp_path
         t.fit()
     assert t.state.step == 3  # the first step past warmup (2 steps)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()  # nothing saved: ckpt_every is 1000
+
+
+def test_update_stats_off_logs_no_update_sizes(labeled_images, tmp_path):
+    images, _ = labeled_images
+    _trainer(images, tmp_path, epochs=1, update_stats=False).fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any(k.startswith("upd/") for r in rows for k in r)

@@ -52,3 +52,27 @@ def test_images_without_a_label_are_neither_bank_nor_queries():
     seen = torch.cat([mon.bank, mon.queries])[:, 0, 0, 0]
     assert sorted(seen.tolist()) == list(range(10))  # the 10 labeled images: 2 queries (10 // 5), 8 in the bank
     assert len(mon.queries) == 2 and (torch.cat([mon.bank_labels, mon.query_labels]) >= 0).all()
+
+
+def test_update_ratios_are_the_step_size_relative_to_the_weights():
+    """One plain SGD step moves w by lr x grad: the ratio must be lr ||grad|| / ||w||, per weight matrix,
+    with biases and frozen (target-like) layers left out."""
+    from byol.monitor import snapshot, tracked_weights, update_ratios
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    frozen = torch.nn.Linear(3, 3).requires_grad_(False)
+    model = torch.nn.ModuleDict({"online": net, "target": frozen})
+    weights = tracked_weights(model)
+    assert list(weights) == ["online.0", "online.2"]
+    before = snapshot(weights)
+    net(torch.randn(8, 5)).pow(2).sum().backward()
+    lr = 0.05
+    expected = {f"upd/online.{i}": (lr * net[i].weight.grad.norm() / net[i].weight.detach().norm()).item()
+                for i in (0, 2)}
+    torch.optim.SGD(net.parameters(), lr=lr).step()
+    got = update_ratios(before, weights)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert got[k] == pytest.approx(expected[k], rel=1e-5)
+    assert update_ratios(snapshot(weights), weights) == {k: 0.0 for k in expected}  # nothing moved

@@ -121,6 +121,8 @@ class TrainConfig:
     compile: bool = False  #: torch.compile the method's forward (slower on the CPU demo; measure first)
     threads: int | None = None
     log_every: int = 20
+    #: log each trained layer's relative update size ||dw|| / ||w|| at the log steps (metrics.jsonl ``upd/...``)
+    update_stats: bool = True
     ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
     ckpt_minutes: float = 1.0  #: refresh last.pt at least this often (what a killed run may lose; docs/reliability.md)
     keep_checkpoints: int = 3  #: numbered checkpoints kept, the newest (0 = all)

@@ -28,7 +28,7 @@ from byol.config import check_batch
 from byol.data.loader import BatchIterator, gather_batch
 from byol.data.streamloader import StreamLoader
 from byol.errors import TrainingError
-from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed
+from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed, snapshot, tracked_weights, update_ratios
 from byol.optim import set_lr
 from byol.replicas import Replicas
 from byol.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
@@ -96,6 +96,8 @@ class Trainer:
         self.stop_reason = ""
         self.plan_warning: str | None = None  #: the short-plan warning of a budgeted run, if it had one
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
+        #: the layers whose relative update size is logged at log steps (``train.update_stats``)
+        self._tracked = tracked_weights(method) if options.update_stats else {}
 
     def request_stop(self) -> None:
         """Ask the loop to save and stop at the next step boundary (what SIGINT/SIGTERM do)."""
@@ -201,14 +203,21 @@ class Trainer:
                                      "optim.base_lr or use train.amp=off)")
                 loss = out["loss"] / self.o.accum_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
+        before = snapshot(self._tracked) if self._tracked and self._logs_step(self.state.step + 1) else None
         stepped = self._apply_gradients()
         self.opt.zero_grad(set_to_none=True)
         out = {**out, "loss": loss_now}
         if not stepped:
             return out, None
         extra = self.method.after_step(position, sched_total)
+        if before is not None:
+            extra = {**extra, **update_ratios(before, self._tracked)}
         self.state.step += 1
         return out, extra
+
+    def _logs_step(self, step: int) -> bool:
+        """Whether the record of optimizer step ``step`` goes to the log."""
+        return step % self.o.log_every == 0 or step == self.state.total_steps
 
     def _apply_gradients(self) -> bool:
         """``optimizer.step()`` (through the gradient scaler with fp16); False when the scaler skipped it.
@@ -352,7 +361,7 @@ class Trainer:
                                                                step_seconds=step_seconds, now=self.clock())))
             if st.step == CALIBRATION_STEPS and self._elapsed0 == 0 and dist.is_main():
                 self._warn_short_plan()  # at the first measured plan only: a later re-estimate may be a passing slow moment
-            if st.step % self.o.log_every == 0 or st.step == st.total_steps:
+            if self._logs_step(st.step):
                 self._log_step(out, extra, logger)
             if self._bar is not None:
                 self._bar.update(1)

@@ -38,6 +38,30 @@ def is_collapsed(stats: dict[str, float], fraction: float = COLLAPSE_FRACTION) -
     return stats["z_std"] < fraction * stats["z_std_ref"]
 
 
+def tracked_weights(module: nn.Module) -> dict[str, Tensor]:
+    """The trained weight matrices / kernels of ``module`` (``dim >= 2``, ``requires_grad``) by layer name
+    (``encoder.features.0``): the layers whose update sizes :func:`update_ratios` reports. Biases and BN
+    affine parameters are left out: their norms are tiny, so their ratios are noise."""
+    return {name.removesuffix(".weight"): p for name, p in module.named_parameters()
+            if p.requires_grad and p.dim() >= 2}
+
+
+@torch.no_grad()
+def snapshot(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in weights.items()}
+
+
+@torch.no_grad()
+def update_ratios(before: dict[str, Tensor], weights: dict[str, Tensor]) -> dict[str, float]:
+    """``upd/<layer>``: ``||w_after - w_before|| / ||w_before||`` of one optimizer step, per layer.
+
+    The size of a step relative to the weights it changes (what LARS sets per layer to ``eta x lr``):
+    a layer whose ratio stays near 0 is not learning, one far above ~1e-2 is being rewritten each step.
+    Logged at the log steps to see which layers move in the first epochs of a short run."""
+    return {f"upd/{name}": float((weights[name].detach().float() - w0.float()).norm()
+                                 / w0.float().norm().clamp_min(1e-12)) for name, w0 in before.items()}
+
+
 COLLAPSE_ADVICE = (
     "representation collapse suspected: the per-dimension std of the normalized projections is {z_std:.4f} "
     "(healthy is about {z_std_ref:.4f}) and the effective rank is {eff_rank:.1f}. Usual causes: no predictor, "

@@ -12,7 +12,7 @@ from byol.rundir import last_checkpoint, read_checkpoint
 #: Keys a resume may change (with ``allow_changes``): how long, how often, where and how fast, never what
 #: is learned. Any other difference between a run's checkpoint and the resumed config is refused.
 RESUME_SAFE_KEYS = frozenset({
-    "train.budget", "train.epochs", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
+    "train.budget", "train.epochs", "train.log_every", "train.update_stats", "train.ckpt_every", "train.ckpt_minutes",
     "train.keep_checkpoints", "train.stop_on_collapse", "train.progress", "train.threads", "train.device",
     "data.data_dir", "data.cache_dir", "data.download", "data.workers", "description",
 })

@@ -36,6 +36,7 @@ class LoopOptions:
     progress: bool
     budget_pace_window: int  #: with a budget: steps whose mean wall time the pace check uses (byol.budget)
     sync_bn: bool | None  #: cross-replica BN with several processes (None: the method's choice, byol.replicas)
+    update_stats: bool  #: log each layer's relative update size at log steps (byol.monitor.update_ratios)
     #: re-estimate the step budget at epoch ends until this fraction of the run is done
     budget_reestimate_until: float = REESTIMATE_UNTIL
     #: share of the remaining time planned for (the rest absorbs speed noise)
@@ -52,6 +53,7 @@ class LoopOptions:
             ckpt_seconds=train.ckpt_minutes * 60, keep_checkpoints=train.keep_checkpoints,
             stop_on_collapse=train.stop_on_collapse, eval_every_epochs=evaluate_every, seed=train.seed,
             progress=train.progress, budget_pace_window=train.budget_pace_window, sync_bn=train.sync_bn,
+            update_stats=train.update_stats,
         )
 
 

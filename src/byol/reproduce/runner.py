@@ -56,7 +56,7 @@ class Scale:
 
 #: Config keys that do not change a result (where files go, how progress is shown, checkpoint cadence...).
 _NOT_RESULT = frozenset({"data.cache_dir", "train.progress", "train.threads", "train.ckpt_every", "train.ckpt_minutes",
-                         "train.keep_checkpoints", "train.log_every", "train.verdict", "description",
+                         "train.keep_checkpoints", "train.log_every", "train.update_stats", "train.verdict", "description",
                          "data.workers"})
 
 
