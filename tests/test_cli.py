@@ -197,3 +197,34 @@ def test_a_folder_without_config_gets_the_folder_preset_and_a_short_plan_is_warn
     (line,) = [ln for ln in err.splitlines() if "this budget buys" in ln]
     assert line.startswith("byol: warning: ") and "raise the budget to about" in line and "--image-size" in line
     assert summary["plan_warning"] in line and summary["steps"] > 8  # warned at the first plan, not at the end
+
+
+def test_the_default_preset_of_a_folder_follows_the_device(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from byol.cli.main import _default_preset
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _default_preset(str(folder)) == "folder-gpu"
+    assert _default_preset(str(folder), "auto") == "folder-gpu"
+    assert _default_preset(str(folder), "cpu") == "folder"  # --device cpu on a GPU machine
+    assert _default_preset("cifar10") == "cifar10"  # a named data set keeps its own preset
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _default_preset(str(folder)) == "folder"
+    assert _default_preset(str(folder), "cuda:1") == "folder-gpu"
+    assert "using the 'folder-gpu' preset" in capsys.readouterr().err
+
+
+def test_the_gpu_folder_preset_trains_on_a_cpu_when_shrunk(image_folder, tmp_path):
+    """The GPU preset (ResNet-18, LARS, paper heads) runs through the same path; here at 32 px, batch 8."""
+    run = tmp_path / "r"
+    assert _run(["pretrain", "--config", "folder-gpu", "--data", image_folder, "--run-dir", run, "--device", "cpu",
+                 "--image-size", 32, "--batch-size", 8, "--epochs", 0.2, "--no-progress", "--set", "train.budget=null",
+                 "--set", "train.knn_every=0", "--set", "train.verdict=false",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["backbone"] == "resnet18" and resolved["optim"]["name"] == "lars"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "completed" and summary["steps"] >= 1

@@ -85,7 +85,9 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
             return 0
     else:
         # the config is checked before torch is imported: a config mistake is reported at once
-        files = [find_preset(a.config or _default_preset(a.data))]
+        device = next((o.split("=", 1)[1] for o in reversed(a.overrides or []) if o.startswith("train.device=")),
+                      a.device)
+        files = [find_preset(a.config or _default_preset(a.data, device))]
         cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
@@ -108,17 +110,30 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     return 0
 
 
-def _default_preset(data: str | None) -> str:
-    """The preset of a pretraining run without --config, sized for a CPU: the data set's own preset when
-    there is one (fashion-mnist, cifar10), else ``folder`` (32 px). The paper's recipe is opt-in."""
+def _default_preset(data: str | None, device: str | None = None) -> str:
+    """The preset of a pretraining run without --config: the data set's own preset when there is one
+    (fashion-mnist, cifar10), else ``folder`` (32 px, small CNN, sized for a CPU) or, when the run will be
+    on a CUDA GPU, ``folder-gpu`` (ResNet-18 at 96 px). The paper's recipe is opt-in."""
     from byol.config import preset_descriptions
 
     name = (data or "fashion-mnist").lower()
     described = preset_descriptions()
-    preset = name if name in described and name not in ("folder", "tiny") and not Path(name).exists() else "folder"
+    if name in described and not name.startswith("folder") and name != "tiny" and not Path(name).exists():
+        preset = name
+    else:
+        preset = "folder-gpu" if _on_gpu(device) else "folder"
     print(f"byol: no --config: using the '{preset}' preset ({described[preset]}); "
           "the paper's recipe is --config imagenet-paper", file=sys.stderr)
     return preset
+
+
+def _on_gpu(device: str | None) -> bool:
+    """Whether a run with ``--device``/``train.device`` ``device`` (None or auto: the default) trains on CUDA."""
+    if device and device != "auto":
+        return device.startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _default_name(cfg) -> str:
