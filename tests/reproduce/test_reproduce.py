@@ -107,3 +107,23 @@ def test_an_interrupted_cell_records_nothing_and_the_next_sweep_resumes_it(split
     monkeypatch.setattr("byol.pretrain.run_pretrain", spy)
     rc, out = _run(split_folder, tmp_path, "baselines")
     assert rc == 0 and resumed[0] is True and len(list((out / "cells").glob("*.json"))) == 3
+
+
+@pytest.mark.slow
+def test_cells_run_in_parallel_processes_record_what_one_process_records(split_folder, tmp_path, capsys):
+    """``--jobs 2`` trains two cells at a time in their own processes; each record is the one a sequential
+    sweep writes (same ids, same numbers at the same thread count), and the report is written."""
+    one = tmp_path / "one"
+    rc, out1 = _run(split_folder, one, "baselines", "--set", "train.threads=1")
+    assert rc == 0
+    rc, out2 = _run(split_folder, tmp_path / "two", "baselines", "--set", "train.threads=1", "--jobs", "2")
+    assert rc == 0
+    seq = {p.name: json.loads(p.read_text()) for p in (out1 / "cells").glob("*.json")}
+    par = {p.name: json.loads(p.read_text()) for p in (out2 / "cells").glob("*.json")}
+    assert len(seq) == 3 and seq.keys() == par.keys()
+    for name in seq:
+        for key in ("knn", "linear", "steps", "final_loss", "method"):
+            assert par[name][key] == seq[name][key], (name, key)
+    assert "| SimCLR |" in (out2 / "baselines.md").read_text()
+    assert main(["reproduce", "tau", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -25,6 +25,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="labeled train images the kNN / linear probes fit on (0: all; default 10000)")
     p.add_argument("--out", default="reproduce", help="results folder: cells/*.json, NAME.md, NAME.png")
     p.add_argument("--runs-dir", default=None, help="where the cells' run directories go (default runs/reproduce)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells trained at a time, each in its own process with cpus/jobs threads (default 1)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell (repeatable)")
     p.set_defaults(func=cmd_reproduce)
@@ -32,18 +34,24 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from byol.errors import ConfigError
-    from byol.reproduce import STUDY_NAMES, Scale, reproduce
+    from byol.reproduce import STUDY_NAMES, Scale, reproduce, run_studies_cells
 
     if a.epochs is not None and a.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {a.epochs}")
+    if a.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
     if any(s < 0 for s in a.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {a.seeds}")
     scale = Scale(preset=a.config, data=a.data, budget=None if a.epochs else a.budget, epochs=a.epochs,
                   eval_train=a.eval_train or None, overrides=tuple(a.overrides))
     command = "byol " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
-    for name in STUDY_NAMES if a.name == "all" else (a.name,):
-        md, png = reproduce(name, scale, seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
-                            batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None,
+    names = STUDY_NAMES if a.name == "all" else (a.name,)
+    common = dict(seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
+                  batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None, jobs=a.jobs)
+    if len(names) > 1 and a.jobs > 1:
+        run_studies_cells(names, scale, **common)  # one pool over all studies: no idle process between them
+    for name in names:
+        md, png = reproduce(name, scale, **common,
                             command=command.replace(" all", f" {name}") if a.name == "all" else command)
         print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
     return 0

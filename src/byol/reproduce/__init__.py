@@ -11,10 +11,11 @@ from pathlib import Path
 
 from byol.config import PretrainConfig, build_config, find_preset
 from byol.reproduce.report import summarize, write_report
-from byol.reproduce.runner import Scale, cell_id, run_study_cells
+from byol.reproduce.runner import Scale, cell_id, run_cells, run_study_cells
 from byol.reproduce.studies import STUDY_NAMES, Cell, Study, get_study
 
-__all__ = ["STUDY_NAMES", "Cell", "Scale", "Study", "cell_id", "reproduce", "study_for", "summarize"]
+__all__ = ["STUDY_NAMES", "Cell", "Scale", "Study", "cell_id", "reproduce", "run_studies_cells", "study_for",
+           "summarize"]
 
 
 def study_for(name: str, scale: Scale, batch_sizes: tuple[int, ...] | None = None) -> Study:
@@ -29,12 +30,27 @@ def study_for(name: str, scale: Scale, batch_sizes: tuple[int, ...] | None = Non
 def reproduce(
     name: str, scale: Scale, *, seeds: tuple[int, ...] = (0, 1), out_dir: str | Path = "reproduce",
     runs_dir: str | Path | None = None, batch_sizes: tuple[int, ...] | None = None, command: str = "",
-    log: Callable[[str], None] = print,
+    jobs: int = 1, log: Callable[[str], None] = print,
 ) -> tuple[Path, Path | None]:
-    """Run the missing cells of study ``name`` (records in ``out_dir/cells``), then write its report."""
+    """Run the missing cells of study ``name`` (records in ``out_dir/cells``; ``jobs`` cells at a time),
+    then write its report."""
     out_dir = Path(out_dir)
     study = study_for(name, scale, batch_sizes)
-    runs = Path(runs_dir) if runs_dir else Path("runs") / "reproduce"
-    records = run_study_cells(study.cells, scale, seeds, out_dir / "cells", runs, log=log)
+    records = run_study_cells(study.cells, scale, seeds, out_dir / "cells", _runs(runs_dir), jobs=jobs, log=log)
     return write_report(study, records, out_dir, command=command or f"byol reproduce {name}",
                         scale=scale.describe(), seeds=seeds)
+
+
+def run_studies_cells(
+    names: tuple[str, ...], scale: Scale, *, seeds: tuple[int, ...] = (0, 1), out_dir: str | Path = "reproduce",
+    runs_dir: str | Path | None = None, batch_sizes: tuple[int, ...] | None = None, jobs: int = 1,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run the missing cells of several studies as one pool (a cell two studies share runs once), so that
+    ``jobs`` processes stay busy across study boundaries; the reports are written by :func:`reproduce`."""
+    todo = [(c, s) for n in names for c in study_for(n, scale, batch_sizes).cells for s in seeds]
+    run_cells(todo, scale, Path(out_dir) / "cells", _runs(runs_dir), jobs=jobs, log=log)
+
+
+def _runs(runs_dir: str | Path | None) -> Path:
+    return Path(runs_dir) if runs_dir else Path("runs") / "reproduce"

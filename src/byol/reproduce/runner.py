@@ -12,6 +12,7 @@ validation split carved from it, and scored on the test split. Nothing is select
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -183,24 +184,72 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def record_cell(cell: Cell, scale: Scale, seed: int, cells_dir: Path, runs_dir: Path) -> dict[str, Any]:
+    """Run one (cell, seed) and write its record (atomically); returns the record."""
+    record = run_cell(cell, scale, seed, runs_dir)
+    record.update(label=cell.label, scale=scale.describe(), version=RECORD_VERSION)
+    write_record(cells_dir / f"{cell_id(cell, scale, seed)}.json", record)
+    return record
+
+
+def _record_in_worker(cell: Cell, scale: Scale, seed: int, cells_dir: Path, runs_dir: Path, threads: int,
+                      tag: str) -> dict[str, Any]:
+    """:func:`record_cell` in a pool process: its share of the cores, no progress bar (bars of several
+    processes would interleave)."""
+    torch.set_num_threads(threads)
+    print(f"{tag} {cell.label}, seed {seed}: running", flush=True)
+    scale = dataclasses.replace(scale, overrides=(*scale.overrides, "train.progress=false"))
+    return record_cell(cell, scale, seed, cells_dir, runs_dir)
+
+
+def _done_line(tag: str, cell: Cell, seed: int, record: dict[str, Any], name: str) -> str:
+    return (f"{tag} {cell.label}, seed {seed}: kNN {record['knn']:.2f}, linear {record['linear']:.2f}, "
+            f"{record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {name}")
+
+
+def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
+              log: Callable[[str], None] = print) -> None:
+    """Run and record the (cell, seed) pairs of ``todo`` that have no record yet, ``jobs`` at a time.
+
+    With ``jobs`` > 1 each cell runs in its own process with ``cpus // jobs`` threads (several small
+    single-threaded runs use a CPU better than one run over all its cores: the reproductions of docs/results
+    ran two 1-thread cells side by side on 2 cores). Records are the same either way: a cell's id and
+    result do not depend on where it ran. A Ctrl-C stops every running cell cleanly (each resumes later)."""
+    todo = list(dict.fromkeys((c, s) for c, s in todo if not (cells_dir / f"{cell_id(c, scale, s)}.json").is_file()))
+    tags = {pair: f"[{i}/{len(todo)}]" for i, pair in enumerate(todo, 1)}
+    if jobs <= 1:
+        for (cell, seed), tag in tags.items():
+            log(f"{tag} {cell.label}, seed {seed}: running")
+            record = record_cell(cell, scale, seed, cells_dir, runs_dir)
+            log(_done_line(tag, cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_record_in_worker, c, scale, s, cells_dir, runs_dir, threads, tags[(c, s)]): (c, s)
+                   for c, s in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                cell, seed = futures[fut]
+                log(_done_line(tags[(cell, seed)], cell, seed, fut.result(), f"{cell_id(cell, scale, seed)}.json"))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # running cells stop at their step boundary and save
+            raise
+
+
 def run_study_cells(
     cells: tuple[Cell, ...], scale: Scale, seeds: tuple[int, ...], cells_dir: Path, runs_dir: Path,
-    *, log: Callable[[str], None] = print,
+    *, jobs: int = 1, log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (cell, seed) record of a study, running the missing ones. Returns cell key -> records."""
-    out: dict[str, list[dict[str, Any]]] = {}
     todo = [(c, s) for c in cells for s in seeds]
-    for i, (cell, seed) in enumerate(todo, 1):
-        path = cells_dir / f"{cell_id(cell, scale, seed)}.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: done before ({path.name}), skipped")
-        else:
-            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: running")
-            record = run_cell(cell, scale, seed, runs_dir)
-            record.update(label=cell.label, scale=scale.describe(), version=RECORD_VERSION)
-            write_record(path, record)
-            log(f"[{i}/{len(todo)}] {cell.label}, seed {seed}: kNN {record['knn']:.2f}, linear {record['linear']:.2f}"
-                f", {record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {path.name}")
-        out.setdefault(cell.key, []).append(record)
+    for cell, seed in todo:
+        if (cells_dir / f"{cell_id(cell, scale, seed)}.json").is_file():
+            log(f"{cell.label}, seed {seed}: done before ({cell_id(cell, scale, seed)}.json), skipped")
+    run_cells(todo, scale, cells_dir, runs_dir, jobs=jobs, log=log)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cell, seed in todo:
+        out.setdefault(cell.key, []).append(json.loads((cells_dir / f"{cell_id(cell, scale, seed)}.json").read_text()))
     return out
