@@ -211,10 +211,9 @@ def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_
               log: Callable[[str], None] = print) -> None:
     """Run and record the (cell, seed) pairs of ``todo`` that have no record yet, ``jobs`` at a time.
 
-    With ``jobs`` > 1 each cell runs in its own process with ``cpus // jobs`` threads (several small
-    single-threaded runs use a CPU better than one run over all its cores: the reproductions of docs/results
-    ran two 1-thread cells side by side on 2 cores). Records are the same either way: a cell's id and
-    result do not depend on where it ran. A Ctrl-C stops every running cell cleanly (each resumes later)."""
+    With ``jobs`` > 1 each cell runs in its own process with ``cpus // jobs`` threads (small models use
+    many threads poorly; a many-core machine runs several cells better than one over all its cores).
+    Records are the same either way: a cell's id and result do not depend on where it ran. A Ctrl-C stops every running cell cleanly (each resumes later)."""
     todo = list(dict.fromkeys((c, s) for c, s in todo if not (cells_dir / f"{cell_id(c, scale, s)}.json").is_file()))
     tags = {pair: f"[{i}/{len(todo)}]" for i, pair in enumerate(todo, 1)}
     if jobs <= 1:
