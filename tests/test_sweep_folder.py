@@ -1,0 +1,40 @@
+"""benchmarks/sweep_folder.py: one row per (variant, seed) with the verdict and the curves, scored on train
+only, appended as it finishes and skipped on a re-run; the table ranks the variants."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "sweep_folder.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("sweep_folder", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_are_recorded_once_with_the_validation_verdict_and_curves(image_folder, tmp_path, capsys):
+    sweep = _load()
+    out = tmp_path / "rows.jsonl"
+    args = ["--data", str(image_folder), "--config", "tiny", "--epochs", "2", "--variants", "base", "lr0.3",
+            "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--set", f"data.cache_dir={tmp_path / 'c'}",
+            "--set", "train.knn_every=1"]
+    assert sweep.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["base", "lr0.3"] and rows[1]["overrides"] == ["optim.base_lr=0.3"]
+    for r in rows:
+        assert r["epochs"] == 2 and r["steps"] > 0 and r["score"].startswith("val")
+        assert 0 <= r["encoder_knn"] <= 100 and 0 <= r["random_knn"] <= 100
+        assert r["gain"] == round(r["encoder_knn"] - r["random_knn"], 2)
+        assert [round(e) for e, _ in r["knn_curve"]] == [1, 2]  # the online kNN after each epoch
+        assert r["upd"] and all(v["1"] > 0 for v in r["upd"].values())  # each layer moved in epoch 1
+    # the two variants trained differently (the override reached the run)
+    assert rows[0]["loss"] != rows[1]["loss"]
+    capsys.readouterr()
+    assert sweep.main(args) == 0  # a re-run trains nothing
+    assert capsys.readouterr().out.count("skipped") == 2 and len(out.read_text().splitlines()) == 2
+    assert sweep.main(["--table", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| imgs | epochs=2.0 |") == 2 and "optim.base_lr=0.3" in table
