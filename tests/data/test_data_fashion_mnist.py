@@ -55,7 +55,8 @@ def test_aliases_and_channel_conversion(tmp_path: Path, fake_fashion) -> None:
 def test_system_directory_is_searched(tmp_path: Path, fake_fashion, monkeypatch: pytest.MonkeyPatch) -> None:
     data = fake_fashion(tmp_path / "system")
     monkeypatch.setattr(torchvision_sets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "system")
-    ds = load_images("fashion-mnist", data_dir=str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match="empty does not exist: using the system copy"):
+        ds = load_images("fashion-mnist", data_dir=str(tmp_path / "empty"))  # e.g. a typo in --data-dir
     assert ds.labels is not None and ds.labels.tolist() == data["train"][1].tolist()
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,9 @@ def _find_fashion(data_dir: str | None) -> tuple[dict[str, Path] | None, list[Pa
     for directory in searched:
         files = _fashion_files_in(directory)
         if files is not None:
+            if data_dir is not None and directory == SYSTEM_FASHION_MNIST_DIR:  # a typo must not go unnoticed
+                why = "does not exist" if not Path(data_dir).expanduser().exists() else "has no Fashion-MNIST files"
+                warnings.warn(f"--data-dir {data_dir} {why}: using the system copy in {directory}", stacklevel=3)
             return files, searched
     return None, searched
 
