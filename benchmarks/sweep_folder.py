@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "wide": ("model.options.widths=[32,64,128,256]",), "narrow": ("model.options.widths=[8,16,32,256]",),
     "px24": ("data.image_size=24",), "px40": ("data.image_size=40",),
     "heads512": ("method.proj_hidden=512", "method.pred_hidden=512"),
+    "predlr3": ("optim.predictor_lr_mult=3.0",), "predlr10": ("optim.predictor_lr_mult=10.0",),
 }
 
 #: Epochs at which the curves are sampled in the row (and the table).

@@ -108,6 +108,8 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     batch_size: int = 4096  #: the *global* effective batch (all ranks, all accumulation steps)
     accum_steps: int = 1
+    #: BYOL's predictor trains at this multiple of the lr (paper: 1; a lever for short runs, docs/guide.md)
+    predictor_lr_mult: float = 1.0
 
 @dataclass
 class TrainConfig:

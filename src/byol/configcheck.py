@@ -28,7 +28,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("method", "split_bn_groups"): (0, math.inf, False),
     ("optim", "base_lr"): (0, math.inf, False), ("optim", "weight_decay"): (0, math.inf, True),
     ("optim", "momentum"): (0, 1, True), ("optim", "eta"): (0, math.inf, False),
-    ("optim", "warmup_epochs"): (0, math.inf, True),
+    ("optim", "warmup_epochs"): (0, math.inf, True), ("optim", "predictor_lr_mult"): (0, math.inf, False),
     ("train", "epochs"): (0, math.inf, False), ("train", "budget_pace_window"): (0, math.inf, False),
     ("train", "threads"): (0, math.inf, False), ("train", "log_every"): (0, math.inf, False),
     ("train", "ckpt_every"): (0, math.inf, False), ("train", "ckpt_minutes"): (0, math.inf, False),

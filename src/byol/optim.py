@@ -7,7 +7,7 @@ LARS learning rate: Adam at that rate collapses (lucidrains/byol-pytorch issue 4
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -80,19 +80,30 @@ class LARS(Optimizer):
         return loss
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
-    """Split parameters into (weights: decayed, LARS-adapted) and (biases/norm params: neither)."""
-    decay, no_decay, seen = [], [], set()
+def param_groups(modules: Iterable[nn.Module], weight_decay: float,
+                 lr_mult: Mapping[nn.Module, float] | None = None) -> list[dict]:
+    """Split parameters into (weights: decayed, LARS-adapted) and (biases/norm params: neither).
+
+    ``lr_mult``: modules whose parameters train at a multiple of the scheduled lr (e.g. BYOL's predictor):
+    they get groups of their own with an ``lr_mult`` key that :func:`set_lr` applies. The first group is
+    always the plain weights, whose lr is the scheduled one (what the loop logs)."""
+    mults = {id(p): m for mod, m in (lr_mult or {}).items() for p in mod.parameters() if m != 1.0}
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
+    seen: set[int] = set()
     for module in modules:
         for p in module.parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+            groups.setdefault((mults.get(id(p), 1.0), p.ndim > 1), []).append(p)
+    out = []
+    for (mult, decayed), params in groups.items():
+        group = {"params": params, "weight_decay": weight_decay if decayed else 0.0, "lars_exclude": not decayed}
+        if mult != 1.0:
+            group["lr_mult"] = mult
+        if params or mult == 1.0:
+            out.append(group)
+    return out
 
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
@@ -107,9 +118,11 @@ def build_optimizer(
     momentum: float = 0.9,
     eta: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
+    lr_mult: Mapping[nn.Module, float] | None = None,
 ) -> Optimizer:
-    """Build an optimizer over ``modules`` with the bias/BN exclusion groups. ``lr`` is the peak lr."""
-    groups = param_groups(modules, weight_decay)
+    """Build an optimizer over ``modules`` with the bias/BN exclusion groups. ``lr`` is the peak lr;
+    ``lr_mult`` as in :func:`param_groups`."""
+    groups = param_groups(modules, weight_decay, lr_mult)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta)
     # torch optimizers ignore the extra 'lars_exclude' key in the groups.
@@ -121,5 +134,6 @@ def build_optimizer(
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:
+    """The scheduled ``lr`` on every group, times the group's ``lr_mult`` where it has one."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

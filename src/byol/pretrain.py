@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from byol import dist
 from byol.augment import TwoViewAugment
@@ -125,7 +126,8 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
-                          weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
+                          weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
+                          lr_mult=_predictor_lr_mult(cfg, method))
     images: Any = train.images if stream is None else stream.loader(
         pin_memory=device.type == "cuda", report=functools.partial(write_skipped, run_dir) if run_dir else None)
     if stream is None and device.type != "cpu" and images.numel() < 2 * 1024**3:
@@ -137,6 +139,18 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
                       run_dir=run_dir, evaluate=monitor,
                       checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
     return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
+
+
+def _predictor_lr_mult(cfg: PretrainConfig, method: nn.Module) -> dict[nn.Module, float]:
+    """``{predictor: optim.predictor_lr_mult}``; a multiplier for a method without a predictor is an error."""
+    mult = cfg.optim.predictor_lr_mult
+    if mult == 1.0:
+        return {}
+    predictor = getattr(method, "predictor", None)
+    if not isinstance(predictor, nn.Module) or not any(True for _ in predictor.parameters()):
+        raise ConfigError(f"optim.predictor_lr_mult={mult:g}: method {cfg.method.name!r} has no predictor "
+                          "(BYOL with method.use_predictor=true has one)")
+    return {predictor: mult}
 
 
 def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[str, Any]:

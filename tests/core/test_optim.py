@@ -88,3 +88,46 @@ def test_build_optimizer_names():
         assert opt.param_groups[1]["weight_decay"] == 0.0
     with pytest.raises(ConfigError, match="unknown optimizer"):
         build_optimizer("adam2", [net], lr=0.1, weight_decay=0)
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd"])
+def test_a_module_lr_multiplier_scales_its_step_and_nothing_else(name):
+    """With plain SGD (no momentum history yet, no decay) a step is lr x gradient, so the predictor's weights
+    must move exactly ``mult`` times as far as with mult 1 and every other weight the same; under LARS the
+    trust ratio is per layer, so the same holds."""
+    from byol.optim import set_lr
+
+    def run(mult):
+        torch.manual_seed(0)
+        enc, pred = nn.Linear(6, 5), nn.Linear(5, 5)
+        opt = build_optimizer(name, [enc, pred], lr=0.1, weight_decay=0.0, lr_mult={pred: mult})
+        set_lr(opt, 0.05)  # the schedule's value for this step
+        before = [p.detach().clone() for p in (enc.weight, pred.weight, pred.bias)]
+        pred(enc(torch.randn(4, 6))).pow(2).sum().backward()
+        opt.step()
+        return [(p.detach() - b) for p, b in zip((enc.weight, pred.weight, pred.bias), before)], opt
+
+    (d_enc1, d_pred1, d_bias1), opt1 = run(1.0)
+    (d_enc4, d_pred4, d_bias4), opt4 = run(4.0)
+    torch.testing.assert_close(d_enc4, d_enc1)
+    torch.testing.assert_close(d_pred4, 4 * d_pred1)
+    torch.testing.assert_close(d_bias4, 4 * d_bias1)
+    assert opt4.param_groups[0]["lr"] == 0.05 and len(opt1.param_groups) == 2 and len(opt4.param_groups) == 4
+    assert sorted(g["lr"] for g in opt4.param_groups) == [0.05, 0.05, 0.2, 0.2]
+
+
+def test_predictor_lr_mult_reaches_the_predictor_and_is_refused_without_one(tmp_path):
+    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.pretrain import _predictor_lr_mult
+    from byol.methods import build_method
+    from byol.models.factory import backbone_factory
+
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=10"])
+    method = build_method(cfg.method, backbone_factory(cfg.model, 3))
+    assert _predictor_lr_mult(cfg, method) == {method.predictor: 10.0}
+    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+                       overrides=["optim.predictor_lr_mult=10", "method.use_predictor=false"])
+    with pytest.raises(ConfigError, match="has no predictor"):
+        _predictor_lr_mult(cfg, build_method(cfg.method, backbone_factory(cfg.model, 3)))
+    with pytest.raises(ConfigError, match="predictor_lr_mult"):
+        build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=0"])
