@@ -127,3 +127,20 @@ def test_cells_run_in_parallel_processes_record_what_one_process_records(split_f
     assert "| SimCLR |" in (out2 / "baselines.md").read_text()
     assert main(["reproduce", "tau", "--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_report_only_trains_nothing_and_reports_what_is_recorded(split_folder, tmp_path, capsys):
+    """A sweep in progress: --report-only writes the table of the recorded cells, the others 'not run yet'."""
+    from byol.reproduce.runner import record_cell
+
+    scale = Scale("tiny", data=str(split_folder), budget=None, epochs=1.0, eval_train=None,
+                  overrides=(f"data.cache_dir={tmp_path / 'cache'}",))
+    study = study_for("baselines", scale)
+    record_cell(study.cells[0], scale, 0, tmp_path / "out" / "cells", tmp_path / "runs")  # BYOL only
+    capsys.readouterr()
+    rc, out = _run(split_folder, tmp_path, "baselines", "--epochs", "1", "--report-only")
+    assert rc == 0
+    log = capsys.readouterr().out
+    assert "running" not in log and log.count("not run yet") == 2 and len(list((out / "cells").glob("*.json"))) == 1
+    md = (out / "baselines.md").read_text()
+    assert "| BYOL |" in md and md.count("not run yet") == 2 and "--report-only" not in md

@@ -27,6 +27,8 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default=None, help="where the cells' run directories go (default runs/reproduce)")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at a time, each in its own process with cpus/jobs threads (default 1)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report of the cells recorded so far in OUT/cells; train nothing")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell (repeatable)")
     p.set_defaults(func=cmd_reproduce)
@@ -44,11 +46,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be non-negative, got {a.seeds}")
     scale = Scale(preset=a.config, data=a.data, budget=None if a.epochs else a.budget, epochs=a.epochs,
                   eval_train=a.eval_train or None, overrides=tuple(a.overrides))
-    command = "byol " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else ""
+    args = [x for x in sys.argv[1:] if x != "--report-only"]  # the report names the command that trains
+    command = "byol " + " ".join(shlex.quote(x) for x in args) if args[:1] == ["reproduce"] else ""
     names = STUDY_NAMES if a.name == "all" else (a.name,)
     common = dict(seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
                   batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None, jobs=a.jobs)
-    if len(names) > 1 and a.jobs > 1:
+    if a.report_only:
+        common["train"] = False
+    elif len(names) > 1 and a.jobs > 1:
         run_studies_cells(names, scale, **common)  # one pool over all studies: no idle process between them
     for name in names:
         md, png = reproduce(name, scale, **common,

@@ -30,13 +30,14 @@ def study_for(name: str, scale: Scale, batch_sizes: tuple[int, ...] | None = Non
 def reproduce(
     name: str, scale: Scale, *, seeds: tuple[int, ...] = (0, 1), out_dir: str | Path = "reproduce",
     runs_dir: str | Path | None = None, batch_sizes: tuple[int, ...] | None = None, command: str = "",
-    jobs: int = 1, log: Callable[[str], None] = print,
+    jobs: int = 1, train: bool = True, log: Callable[[str], None] = print,
 ) -> tuple[Path, Path | None]:
     """Run the missing cells of study ``name`` (records in ``out_dir/cells``; ``jobs`` cells at a time),
-    then write its report."""
+    then write its report (``train=False``: the report of the cells recorded so far, training nothing)."""
     out_dir = Path(out_dir)
     study = study_for(name, scale, batch_sizes)
-    records = run_study_cells(study.cells, scale, seeds, out_dir / "cells", _runs(runs_dir), jobs=jobs, log=log)
+    records = run_study_cells(study.cells, scale, seeds, out_dir / "cells", _runs(runs_dir), jobs=jobs,
+                              train=train, log=log)
     return write_report(study, records, out_dir, command=command or f"byol reproduce {name}",
                         scale=scale.describe(), seeds=seeds)
 

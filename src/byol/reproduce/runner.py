@@ -240,15 +240,21 @@ def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_
 
 def run_study_cells(
     cells: tuple[Cell, ...], scale: Scale, seeds: tuple[int, ...], cells_dir: Path, runs_dir: Path,
-    *, jobs: int = 1, log: Callable[[str], None] = print,
+    *, jobs: int = 1, train: bool = True, log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every (cell, seed) record of a study, running the missing ones. Returns cell key -> records."""
+    """Every (cell, seed) record of a study, running the missing ones (``train=False``: only those already
+    recorded, for a report of a sweep in progress). Returns cell key -> records."""
     todo = [(c, s) for c in cells for s in seeds]
     for cell, seed in todo:
         if (cells_dir / f"{cell_id(cell, scale, seed)}.json").is_file():
             log(f"{cell.label}, seed {seed}: done before ({cell_id(cell, scale, seed)}.json), skipped")
-    run_cells(todo, scale, cells_dir, runs_dir, jobs=jobs, log=log)
+        elif not train:
+            log(f"{cell.label}, seed {seed}: not run yet")
+    if train:
+        run_cells(todo, scale, cells_dir, runs_dir, jobs=jobs, log=log)
     out: dict[str, list[dict[str, Any]]] = {}
     for cell, seed in todo:
-        out.setdefault(cell.key, []).append(json.loads((cells_dir / f"{cell_id(cell, scale, seed)}.json").read_text()))
+        path = cells_dir / f"{cell_id(cell, scale, seed)}.json"
+        if path.is_file():
+            out.setdefault(cell.key, []).append(json.loads(path.read_text()))
     return out
