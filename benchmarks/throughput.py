@@ -6,6 +6,7 @@ For each setting it measures, alternating repetitions and reporting medians:
   - FLOPs per pair (torch.utils.flop_counter on forward+backward of one step), achieved GFLOP/s and
     MFU against the fp32 matmul peak measured in the same run;
   - the share of the step spent making views;
+  - the folder preset's step at 32 and 64 px (`--only folder-32 --only folder-64`, not in the default set);
   - the paper's two views alone at 32 px RGB, batch 256 (issue 4's views target);
   - feature extraction (eval mode, no grad) with the demo backbone on 10k 28 px images (issue 3's target).
 
@@ -53,6 +54,10 @@ def matmul_peak(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float3
     return best
 
 
+#: the folder preset's step at its 32 px default and at the 64 px a user may pass (issue 12's 226 pairs/s)
+FOLDER = ("folder-32", "folder-64")
+
+
 def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
     """(config, channels, image size, batch)."""
     if name == "demo":
@@ -63,6 +68,10 @@ def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
             "model": {"backbone": "resnet18", "small_stem": True, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
             "method": {"target_init": "copy"}, "optim": {"batch_size": 256}})
         return cfg, 3, 32, 256
+    if name in ("folder-32", "folder-64"):  # the default for `byol pretrain --data FOLDER`, RGB at 32 or 64 px
+        size = int(name.split("-")[1])
+        cfg = build_config(PretrainConfig, files=[find_preset("folder")], extra={"data": {"image_size": size}})
+        return cfg, 3, size, cfg.optim.batch_size
     raise SystemExit(f"unknown setting {name}")
 
 
@@ -199,7 +208,7 @@ def bench_features(reps: int, n: int = 10000) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar", "views", "features"])
+    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar", *FOLDER, "views", "features"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -224,9 +233,9 @@ def main() -> None:
         r = bench_features(a.reps)
         rows.append(r)
         print(f"features, demo backbone, 10k x 28 px: {r['images_per_s']:8.0f} images/s ({r['spread'][0]}-{r['spread'][1]})", flush=True)
-    for name in [n for n in only if n in ("demo", "resnet18-cifar")]:
-        steps = 10 if name == "demo" else 1
-        reps = a.reps if name == "demo" else max(2, a.reps // 2)
+    for name in [n for n in only if n in ("demo", "resnet18-cifar", *FOLDER)]:
+        steps = 1 if name == "resnet18-cifar" else 10
+        reps = max(2, a.reps // 2) if name == "resnet18-cifar" else a.reps
         r = bench(name, reps, steps, peak, a.amp)
         rows.append(r)
         print(f"{name:16s} views {r['views_pairs_per_s']:8.0f} pairs/s | step {r['step_pairs_per_s']:7.1f} pairs/s "
