@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -120,6 +121,11 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
     return row
 
 
+def _cell(x: float) -> str:
+    """One decimal, or "-" for a point the rows did not reach (a budget that ended before that epoch)."""
+    return "-" if math.isnan(x) else f"{x:.1f}"
+
+
 def table(out: Path) -> str:
     """Mean gain over seeds per (variant, length), best first, with the online kNN at the curve epochs."""
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
@@ -135,8 +141,8 @@ def table(out: Path) -> str:
         later = [k for ep, k in r["knn_curve"] if ep >= e - 1e-9]
         return later[0] if later else None
     for (data, length, variant, ov), rs in sorted(groups.items(), key=lambda kv: -mean([r["gain"] for r in kv[1]])):
-        curve = " / ".join(f"{mean([knn_at(r, e) for r in rs]):.1f}" for e in (1, 2, 3, 5))
-        rank = " / ".join(f"{mean([r['eff_rank'].get(e) for r in rs]):.1f}" for e in ("1", "3"))
+        curve = " / ".join(_cell(mean([knn_at(r, e) for r in rs])) for e in (1, 2, 3, 5))
+        rank = " / ".join(_cell(mean([r['eff_rank'].get(e) for r in rs])) for e in ("1", "3"))
         gains = [r["gain"] for r in rs if r["gain"] is not None]
         spread = f" ± {statistics.stdev(gains):.1f}" if len(gains) > 1 else ""
         lines.append(f"| {Path(data).stem} | {length} | {variant} | {' '.join(ov) or '(preset)'} | {len(rs)} | "

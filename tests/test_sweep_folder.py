@@ -38,3 +38,16 @@ def test_rows_are_recorded_once_with_the_validation_verdict_and_curves(image_fol
     assert sweep.main(["--table", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert table.count("| imgs | epochs=2.0 |") == 2 and "optim.base_lr=0.3" in table
+
+
+def test_table_averages_seeds_and_marks_curve_points_a_row_did_not_reach(tmp_path):
+    sweep = _load()
+    base = {"data": "d/set.zip", "length": "budget=1m", "variant": "v", "overrides": [], "epochs": 2.5,
+            "pairs_s": 100.0, "random_knn": 50.0, "eff_rank": {"1": 4.0}}
+    rows = [{**base, "seed": 0, "encoder_knn": 60.0, "gain": 10.0, "knn_curve": [[1.0, 52.0], [2.5, 58.0]]},
+            {**base, "seed": 1, "encoder_knn": 56.0, "gain": 6.0, "knn_curve": [[1.0, 54.0], [2.5, 56.0]]}]
+    out = tmp_path / "rows.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = sweep.table(out).splitlines()[2]
+    # gain 8 +- stdev(10, 6) = 2.8; kNN 53 at epoch 1, 57 at 2 (the first point at or after), none at 3 and 5
+    assert "| 2 | 2.5 | 100 | 58.00 | 50.00 | +8.00 ± 2.8 | 53.0 / 57.0 / - / - | 4.0 / - |" in line
