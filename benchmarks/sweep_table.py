@@ -8,7 +8,8 @@ import sys
 
 COLS = [("tag", "run"), ("bb", "model"), ("widths", "widths"), ("width", "width"), ("size", "px"), ("bs", "batch"),
         ("opt", "opt"), ("lr", "base lr"), ("wd", "wd"), ("tau", "tau_base"), ("scale", "crop min"),
-        ("blur1", "blur T"), ("blur2", "blur T'"), ("warm", "warmup (share of run)"), ("epochs", "epochs"), ("pairs_s", "pairs/s"), ("train_s", "s"),
+        ("blur1", "blur T"), ("blur2", "blur T'"), ("warm", "warmup (share of run)"), ("epochs", "epochs"),
+        ("pairs_s", "pairs/s"), ("train_s", "s"),
         ("knn", "kNN %"), ("lin", "linear %"), ("score", "scored on")]
 
 

@@ -68,7 +68,7 @@ def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
             "model": {"backbone": "resnet18", "small_stem": True, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
             "method": {"target_init": "copy"}, "optim": {"batch_size": 256}})
         return cfg, 3, 32, 256
-    if name in ("folder-32", "folder-64"):  # the default for `byol pretrain --data FOLDER`, RGB at 32 or 64 px
+    if name in FOLDER:  # the default for `byol pretrain --data FOLDER`, RGB at 32 or 64 px
         size = int(name.split("-")[1])
         cfg = build_config(PretrainConfig, files=[find_preset("folder")], extra={"data": {"image_size": size}})
         return cfg, 3, size, cfg.optim.batch_size
