@@ -1,5 +1,6 @@
 """byol.eval.compare.evaluate_encoders: the side-by-side table of ``byol demo``."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -31,3 +32,39 @@ def test_every_encoder_gets_linear_and_knn_and_raw_pixels_only_linear(labeled_im
     assert res["knn"]["net"] > res["knn"]["collapsed"]
     assert evaluate_encoders({}, train, test, size=16, mean=[0.3], std=[0.3], device="cpu",
                              raw_pixels=False) == {"linear": {}, "knn": {}}
+
+
+def test_side_by_side_probes_match_one_thread_sequential_runs_and_restore_threads():
+    from byol.eval.compare import run_side_by_side
+    from byol.eval.linear import linear_eval
+
+    g = torch.Generator().manual_seed(0)
+    data = []
+    for d in (40, 12, 25):
+        y = torch.randint(0, 3, (300,), generator=g)
+        x = torch.randn(300, d, generator=g) + torch.randn(3, d, generator=g)[y]
+        data.append((x, y))
+
+    def job(i):
+        x, y = data[i]
+        return lambda: linear_eval(x[:200], y[:200], x[200:], y[200:])["top1"]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = {f"p{i}": job(i)() for i in range(3)}
+    finally:
+        torch.set_num_threads(threads)
+    torch.set_num_threads(2)
+    try:
+        got = run_side_by_side({f"p{i}": job(i) for i in (2, 0, 1)}, "cpu")
+        assert torch.get_num_threads() == 2
+        assert list(got) == ["p2", "p0", "p1"] and got == expected  # bitwise: each fit single-threaded
+
+        def boom():
+            raise ValueError("bad probe")
+        with pytest.raises(ValueError, match="bad probe"):
+            run_side_by_side({"a": job(0), "b": boom}, "cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

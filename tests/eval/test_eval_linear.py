@@ -174,3 +174,27 @@ def test_l2_choice_does_not_read_test_labels():
         assert res["l2"] == base["l2"] and res["val_top1_by_l2"] == base["val_top1_by_l2"]
         moved |= res["top1"] != base["top1"]
     assert moved  # the permutations do change the test score: the check above is not vacuous
+
+
+def test_pca_rotation_keeps_the_minimiser_on_correlated_features(monkeypatch):
+    """linear_eval fits in the features' PCA basis; the map back must give sklearn's model on the
+    original (strongly correlated) features, and turning the rotation off must not change the answer."""
+    import byol.eval.linear as lin
+
+    g = torch.Generator().manual_seed(5)
+    z, y = _gaussian(1600, 12, 4, sep=0.7, seed=5)
+    mix = torch.randn(12, 30, generator=g, dtype=torch.float64)
+    x = z @ mix + 0.2 * torch.randn(1600, 30, generator=g, dtype=torch.float64)  # 12 strong directions of 30
+    a, = standardize(x[:1200])
+    q = lin.pca_basis(a)
+    assert q.shape == (30, 30) and torch.allclose(q.t() @ q, torch.eye(30, dtype=q.dtype), atol=1e-10)
+    w_rot, b_rot = fit_logistic(a @ q, y[:1200], 4, 1e-3, max_iter=3000, tol=1e-8)
+    w_plain, b_plain = fit_logistic(a, y[:1200], 4, 1e-3, max_iter=3000, tol=1e-8)
+    scale = w_plain.abs().max().item()
+    assert (w_rot @ q.t() - w_plain).abs().max().item() < 1e-4 * scale
+    assert (b_rot - b_plain).abs().max().item() < 1e-4 * max(1.0, b_plain.abs().max().item())
+    res = linear_eval(x[:1200], y[:1200], x[1200:], y[1200:], l2_grid=[1e-3, 1e-1], dtype=torch.float64)
+    monkeypatch.setattr(lin, "PCA_MAX_DIM", 10)  # 30 features: no rotation now
+    assert lin.pca_basis(a) is None
+    plain = linear_eval(x[:1200], y[:1200], x[1200:], y[1200:], l2_grid=[1e-3, 1e-1], dtype=torch.float64)
+    assert res["l2"] == plain["l2"] and abs(res["top1"] - plain["top1"]) <= 0.25
