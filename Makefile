@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.byol-installed
+TEST_STAMP := $(VENV)/.byol-test-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
@@ -15,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned by constraints.txt (taken from local disk on the dev/CI machines)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e .
 	@touch $(STAMP)
+
+# The test tools (pytest, hypothesis, scikit-learn, onnx) only for `make test`: `make demo` does not wait for them.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(TEST_STAMP)
 
 # Fashion-MNIST from Debian (dataset-fashion-mnist): installed when we are root with apt; otherwise explained.
 data:
@@ -35,11 +41,11 @@ data:
 demo: venv data
 	$(VENV)/bin/byol demo
 
-test: venv
+test: $(TEST_STAMP)
 	@$(MAKE) --no-print-directory data || echo "(slow tests on real Fashion-MNIST will be skipped)"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: venv
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: venv

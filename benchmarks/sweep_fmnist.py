@@ -37,8 +37,9 @@ ap.add_argument("--sol2", type=float, default=0.2); ap.add_argument("--jit", typ
 ap.add_argument("--tag", default=""); ap.add_argument("--convs", default="")
 ap.add_argument("--out", default="benchmarks/sweep_fmnist.jsonl")
 ap.add_argument("--score", choices=("val", "test"), default="val")
+ap.add_argument("--seed", type=int, default=0, help="initialisation and views (the validation split stays fixed)")
 a = ap.parse_args()
-torch.manual_seed(0)
+torch.manual_seed(a.seed)
 from byol.data import load_images
 tr = load_images("fashion-mnist", "train", progress=False)
 if a.score == "val":  # select on validation: a stratified 1/6 of train, held out of pretraining too
@@ -60,7 +61,7 @@ m = BYOL(mk, MethodConfig(proj_hidden=a.hid, proj_dim=a.pdim, pred_hidden=a.hid,
 peak = a.lr * a.bs / 256
 opt = build_optimizer(a.opt, m.trainable_modules(), lr=peak, weight_decay=a.wd)
 spe = len(Xtr) // a.bs; K = int(a.epochs * spe); W = int(a.warm * K)
-g = torch.Generator().manual_seed(1)
+g = torch.Generator().manual_seed(a.seed + 1)
 def feats(enc, X):
     enc.eval(); out = []
     with torch.inference_mode():
