@@ -8,7 +8,8 @@ import sys
 
 COLS = [("tag", "run"), ("bb", "model"), ("widths", "widths"), ("width", "width"), ("size", "px"), ("bs", "batch"),
         ("opt", "opt"), ("lr", "base lr"), ("wd", "wd"), ("tau", "tau_base"), ("scale", "crop min"),
-        ("blur1", "blur T"), ("blur2", "blur T'"), ("warm", "warmup (share of run)"), ("epochs", "epochs"),
+        ("blur1", "blur T"), ("blur2", "blur T'"), ("pdim", "proj dim"), ("warm", "warmup (share of run)"),
+        ("epochs", "epochs"), ("seed", "seed"),
         ("pairs_s", "pairs/s"), ("train_s", "s"),
         ("knn", "kNN %"), ("lin", "linear %"), ("score", "scored on")]
 
@@ -20,7 +21,8 @@ def main(path: str = "benchmarks/sweep_fmnist.jsonl") -> None:
     for r in rows:
         cells = []
         for k, _ in COLS:
-            v = r.get(k, "test" if k == "score" else "")  # rows before 2026-12-01 were scored on test
+            # rows before 2026-12-01 were scored on test; rows before --seed existed used seed 0
+            v = r.get(k, {"score": "test", "seed": 0}.get(k, ""))
             if k == "widths" and r.get("bb") != "convnet":
                 v = "-"
             if k == "widths" and r.get("convs"):

@@ -116,10 +116,9 @@ def pca_basis(train_x: Tensor) -> Tensor | None:
     d = train_x.shape[1]
     if d > PCA_MAX_DIM:
         return None
-    x64 = train_x.to(torch.float64)
-    cov = x64.t() @ x64 / max(train_x.shape[0], 1)
-    _, q = torch.linalg.eigh(cov)
-    return q.to(train_x.dtype)
+    cov = train_x.t() @ train_x / max(train_x.shape[0], 1)  # in the features' dtype, on their device
+    _, q = torch.linalg.eigh(cov.to("cpu", torch.float64))  # small [D, D]: on the CPU, in float64
+    return q.to(train_x.device, train_x.dtype)
 
 
 def _rotate(q: Tensor | None, *xs: Tensor) -> tuple[Tensor, ...]:
