@@ -125,13 +125,6 @@ def _rotate(q: Tensor | None, *xs: Tensor) -> tuple[Tensor, ...]:
     return xs if q is None else tuple(x @ q for x in xs)
 
 
-def _to_basis(w: Tensor, q_from: Tensor | None, q_to: Tensor | None) -> Tensor:
-    """``W`` fitted on ``x @ q_from`` -> the same linear map for ``x @ q_to`` (``None``: no rotation)."""
-    if q_from is not None:
-        w = w @ q_from.t()
-    return w if q_to is None else w @ q_to
-
-
 def predict_logits(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """Logits ``x @ W.T + b`` for ``W [K, D]``, ``b [K]``."""
     return torch.addmm(b.to(x.dtype), x, w.to(x.dtype).t())
@@ -235,6 +228,32 @@ def _l2_grid(l2_grid: Sequence[float] | None) -> list[float]:
     return grid
 
 
+def _select_l2(
+    xtr: Tensor, ytr: Tensor, grid: list[float], num_classes: int, *, val_fraction: float, seed: int,
+    max_iter: int, tol: float,
+) -> tuple[float, dict[float, float], tuple[Tensor, Tensor]]:
+    """Steps 1-3 of :func:`linear_eval`: the penalty with the best validation top-1, the accuracies by
+    penalty, and that penalty's solution ``(W, b)`` for standardised (unrotated) features."""
+    tr_idx, va_idx = stratified_split(ytr.cpu(), val_fraction, seed)
+    if va_idx.numel() == 0:
+        raise DataError("too few training samples per class to carve a validation split")
+    tr_idx, va_idx = tr_idx.to(xtr.device), va_idx.to(xtr.device)
+    a, v = standardize(xtr[tr_idx], xtr[va_idx])
+    q = pca_basis(a)
+    a, v = _rotate(q, a, v)
+    ya, yv = ytr[tr_idx], ytr[va_idx]
+    sols: dict[float, tuple[Tensor, Tensor]] = {}
+    val_acc: dict[float, float] = {}
+    init = None
+    for l2 in grid:  # decreasing penalty: each solution is a good start for the next
+        init = fit_logistic(a, ya, num_classes, l2, max_iter=max_iter, tol=tol, init=init)
+        sols[l2] = init
+        val_acc[l2] = _topk_acc(predict_logits(v, *init), yv, 1)
+    best = max(grid, key=lambda l: val_acc[l])  # grid is decreasing: ties -> larger penalty
+    w, b = sols[best]
+    return best, val_acc, (w if q is None else w @ q.t(), b)
+
+
 def linear_eval(
     train_x: Tensor | np.ndarray,
     train_y: Tensor | np.ndarray,
@@ -280,32 +299,17 @@ def linear_eval(
     grid = _l2_grid(l2_grid)
     val_acc: dict[float, float] = {}
     init = None
-    q_grid: Tensor | None = None
     if len(grid) == 1:
         best = grid[0]
     else:
-        tr_idx, va_idx = stratified_split(ytr.cpu(), val_fraction, seed)
-        if va_idx.numel() == 0:
-            raise DataError("too few training samples per class to carve a validation split")
-        tr_idx, va_idx = tr_idx.to(device), va_idx.to(device)
-        a, v = standardize(xtr[tr_idx], xtr[va_idx])
-        q_grid = pca_basis(a)
-        a, v = _rotate(q_grid, a, v)
-        ya, yv = ytr[tr_idx], ytr[va_idx]
-        sols = {}
-        for l2 in grid:  # decreasing penalty: each solution is a good start for the next
-            init = fit_logistic(a, ya, num_classes, l2, max_iter=max_iter, tol=tol, init=init)
-            sols[l2] = init
-            val_acc[l2] = _topk_acc(predict_logits(v, *init), yv, 1)
-        best = max(grid, key=lambda l: val_acc[l])  # grid is decreasing: ties -> larger penalty
-        init = sols[best]
-        del a, v
+        best, val_acc, init = _select_l2(xtr, ytr, grid, num_classes, val_fraction=val_fraction, seed=seed,
+                                         max_iter=max_iter, tol=tol)
 
     a, t = standardize(xtr, xte)
     q = pca_basis(a)
     a, t = _rotate(q, a, t)
-    if init is not None:  # the grid's solution, carried into this basis as a warm start
-        init = (_to_basis(init[0], q_grid, q), init[1])
+    if init is not None and q is not None:  # the grid's solution, carried into this basis as a warm start
+        init = (init[0] @ q, init[1])
     w, b = fit_logistic(a, ytr, num_classes, best, max_iter=max_iter, tol=tol, init=init)
     logits = predict_logits(t, w, b)
     out: dict = {"top1": _topk_acc(logits, yte, 1)}
