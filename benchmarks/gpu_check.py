@@ -28,13 +28,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from byol import dist
+from byol.runtime import dist
 from byol.augment import TwoViewAugment
 from byol.config import PretrainConfig, build_config, find_preset
-from byol.engine import LoopOptions, Trainer
+from byol.train.loop import LoopOptions, Trainer
 from byol.methods import build_method
 from byol.models.factory import backbone_factory
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 from byol.runtime.device import resolve_amp, resolve_device
 
 #: a seconds-long stand-in for tests: the preset with a tiny CNN and heads, 16 px views

@@ -49,7 +49,7 @@ def main() -> None:
     sets = {"raw pixels": (torch.as_tensor(tr.images).reshape(len(tr), -1).float() / 255,
                            torch.as_tensor(te.images).reshape(len(te), -1).float() / 255)}
     if a.checkpoint:
-        from byol.rundir import load_encoder
+        from byol.run.files import load_encoder
         enc, cfg = load_encoder(Path(a.checkpoint))
         kw = dict(size=28, mean=cfg["data"]["mean"], std=cfg["data"]["std"])
         sets["encoder"] = tuple(extract_features(enc, torch.as_tensor(s.images), **kw) for s in (tr, te))

@@ -13,7 +13,7 @@ section are alternated in rotating order, repetition by repetition, and medians 
   (a) model step: one optimizer step on pre-made views (the same tensors for everyone): byol's BYOL method vs
       a BYOL assembled from lightly's blocks vs byol-pytorch's ``BYOL`` class. Same backbone (byol's, built
       once per process from the same config), same heads, batch, optimizer (the setting's, built by
-      ``byol.optim.build_optimizer``), fp32, channels_last. Two settings: ResNet-18 (CIFAR stem, 32 px,
+      ``byol.optim.optimizers.build_optimizer``), fp32, channels_last. Two settings: ResNet-18 (CIFAR stem, 32 px,
       heads 4096->256, batch 256, LARS) and the CPU demo preset (convnet [16,32,64,256], heads 1024->128,
       28 px, 1 channel, batch 128, SGD). FLOPs per pair by torch.utils.flop_counter (forward + backward),
       MFU against an fp32 matmul peak measured in the same run.
@@ -226,8 +226,8 @@ def step_config(setting: str, batch: int):
 
 
 def make_optimizer(cfg, modules):
-    from byol.optim import build_optimizer
-    from byol.schedules import scaled_lr
+    from byol.optim.optimizers import build_optimizer
+    from byol.optim.schedules import scaled_lr
 
     o = cfg.optim
     return build_optimizer(o.name, modules, lr=scaled_lr(o.base_lr, o.batch_size), weight_decay=o.weight_decay,
@@ -550,7 +550,7 @@ class ByolE2E:
         from byol.methods import build_method
         from byol.models.factory import backbone_factory
         from byol.data import load_images
-        from byol.engine import LoopOptions, Trainer
+        from byol.train.loop import LoopOptions, Trainer
         from dataclasses import replace
 
         torch.manual_seed(0)

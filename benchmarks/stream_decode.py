@@ -42,7 +42,7 @@ from byol.data.archive import open_store
 from byol.data.layout import discover
 from byol.data.stream import StreamDataset
 from byol.data.streamloader import StreamLoader
-from byol.viewspec import paper_views
+from byol.config.views import paper_views
 
 ZIP = Path("/work/shared/datasets/intel-scenes-96.zip")
 

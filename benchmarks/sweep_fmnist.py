@@ -21,8 +21,8 @@ from byol.augment.views import eval_transform
 from byol.models import build_backbone
 from byol.config import MethodConfig
 from byol.methods import BYOL
-from byol.optim import build_optimizer, set_lr
-from byol.schedules import warmup_cosine
+from byol.optim.optimizers import build_optimizer, set_lr
+from byol.optim.schedules import warmup_cosine
 ap = argparse.ArgumentParser()
 ap.add_argument("--bb", default="convnet"); ap.add_argument("--widths", default="16,32,64,128")
 ap.add_argument("--width", type=float, default=1.0); ap.add_argument("--small-stem", type=int, default=0)

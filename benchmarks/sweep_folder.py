@@ -3,8 +3,8 @@
 Each row runs ``byol pretrain`` (the library's own path: the engine, the planner, the verdict) from a
 preset with a variant's ``--set`` overrides, and records what the selection needs, all from the training
 split: the end-of-run verdict (kNN k=20 of the encoder against the same network at random init, on a
-stratified 10% of train held out as queries; ``byol.verdict``), the online kNN curve per epoch (queries
-held out of train, ``byol.monitor``), the collapse statistics and each layer's relative update size
+stratified 10% of train held out as queries; ``byol.train.verdict``), the online kNN curve per epoch (queries
+held out of train, ``byol.train.monitor``), the collapse statistics and each layer's relative update size
 (``upd/...``) over the first epochs. The test split is never read: report a chosen recipe with
 ``byol eval`` afterwards (docs/results.md).
 
@@ -88,7 +88,7 @@ def summarize_run(run_dir: Path) -> dict:
 
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:
     from byol.config import PretrainConfig, build_config, find_preset
-    from byol.pretrain import run_pretrain
+    from byol.train.pretrain import run_pretrain
 
     length = f"epochs={a.epochs}" if a.epochs else f"budget={a.budget}"
     key = row_key(a.data, a.config, length, overrides, seed)

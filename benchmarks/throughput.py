@@ -37,7 +37,7 @@ from byol.models.factory import backbone_factory, build_encoder
 from byol.config import PretrainConfig, build_config
 from byol.runtime.device import autocast_for
 from byol.eval import extract_features
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 from byol.runtime import tune_malloc
 
 

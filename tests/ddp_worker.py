@@ -2,7 +2,7 @@
 (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK).
 
 ``python ddp_worker.py OUT_DIR RUN_DIR OVERRIDES_JSON``: pretrains the tiny preset with the overrides in
-RUN_DIR through :func:`byol.pretrain.run_pretrain`, then writes (outside RUN_DIR) ``rankR.pt``, the method's
+RUN_DIR through :func:`byol.train.pretrain.run_pretrain`, then writes (outside RUN_DIR) ``rankR.pt``, the method's
 state on this rank, and ``rankR.json``, every file-system write this process made inside RUN_DIR (seen by
 an audit hook), its summary's steps and stop reason.
 """
@@ -38,7 +38,7 @@ sys.addaudithook(_audit)
 import torch  # noqa: E402
 
 from byol.config import PretrainConfig, build_config, find_preset  # noqa: E402
-from byol.pretrain import run_pretrain  # noqa: E402
+from byol.train.pretrain import run_pretrain  # noqa: E402
 
 rank = int(os.environ["RANK"])
 cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=overrides)

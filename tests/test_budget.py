@@ -2,8 +2,8 @@
 
 import pytest
 
-from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan
-from byol.schedules import target_tau, warmup_cosine
+from byol.train.budget import CALIBRATION_STEPS, BudgetPlanner, Plan
+from byol.optim.schedules import target_tau, warmup_cosine
 
 
 def _planner(**kw) -> BudgetPlanner:
@@ -143,7 +143,7 @@ def test_periodic_reestimates_lengthen_a_plan_a_slow_start_shortened():
 
 
 def test_the_short_plan_warning_names_the_budget_that_would_be_enough():
-    from byol.budget import MIN_PAIRS_TO_LEARN, short_plan_warning
+    from byol.train.budget import MIN_PAIRS_TO_LEARN, short_plan_warning
 
     enough = MIN_PAIRS_TO_LEARN // 128 + 1
     assert short_plan_warning(total_steps=enough, batch_size=128, steps_per_epoch=100, budget_seconds=600) is None

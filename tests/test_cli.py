@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from byol.cli import main
-from byol.rundir import load_encoder
+from byol.run.files import load_encoder
 from byol.eval import extract_features, knn_eval
 
 
@@ -135,7 +135,7 @@ def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tm
 
 
 def test_compile_without_a_compiler_is_a_clear_error(image_folder, tmp_path, capsys, monkeypatch):
-    import byol.pretrain as pretrain
+    import byol.train.pretrain as pretrain
 
     monkeypatch.setattr(pretrain.shutil, "which", lambda name: None)
     common = ["--config", "tiny", "--data", image_folder, "--set", f"data.cache_dir={tmp_path / 'cache'}"]
@@ -160,7 +160,7 @@ def test_help_lists_every_preset_with_its_description(capsys):
 
 
 def test_budget_pace_window_reaches_the_trainer(image_folder, tmp_path, monkeypatch):
-    import byol.pretrain as pretrain
+    import byol.train.pretrain as pretrain
 
     seen = {}
     real = pretrain.Trainer

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from byol.checkpoints import read_checkpoint
+from byol.run.checkpoints import read_checkpoint
 from byol.config import PretrainConfig, build_config, find_preset
-from byol.pretrain import run_pretrain
+from byol.train.pretrain import run_pretrain
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 SRC = Path(__file__).parents[1] / "src"

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from byol.augment import TwoViewAugment, paper_views
-from byol.engine import LoopOptions, Trainer
+from byol.train.loop import LoopOptions, Trainer
 from byol.config import MethodConfig, OptimConfig, TrainConfig
 from byol.methods import BYOL
 from byol.models import build_backbone
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 
 
 def _options(**overrides) -> LoopOptions:
@@ -263,7 +263,7 @@ def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():
 
 def test_ema_update_uses_the_online_weights_after_the_optimizer_step(labeled_images):
     """``xi <- tau xi + (1 - tau) theta`` with theta *after* the step (paper, section 3.1 and algorithm 1)."""
-    from byol.schedules import target_tau
+    from byol.optim.schedules import target_tau
 
     t = _trainer(labeled_images[0][:16], None, epochs=1, warmup_epochs=0)  # one step, at the peak lr
     m = t.method
@@ -301,7 +301,7 @@ def _forward_patched(trainer, change, from_call):
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(labeled_images, tmp_path):
-    from byol.checkpoints import read_checkpoint
+    from byol.run.checkpoints import read_checkpoint
     from byol.errors import TrainingError
 
     t = _trainer(labeled_images[0], tmp_path, ckpt_every=3, log_every=100)  # the NaN step is not a log step

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import byol.pretrain  # noqa: F401 - imported before the subprocess starts, so main() answers at once
-from byol.checkpoints import read_checkpoint
+import byol.train.pretrain  # noqa: F401 - imported before the subprocess starts, so main() answers at once
+from byol.run.checkpoints import read_checkpoint
 from byol.cli import main
 
 #: runs ``byol`` with each optimizer step slowed by 30 ms, so a test can signal it mid-run (same results)
 _RUNNER = """
 import sys, time
-import byol.engine as engine
+import byol.train.loop as engine
 step = engine.Trainer._optimizer_step
 def slow(self, micro_batches):
     time.sleep(0.03)

@@ -7,12 +7,11 @@ from pathlib import Path
 import byol
 
 LAYERS = {
-    "errors": 0, "configcheck": 0, "config": 0, "duration": 0, "viewspec": 0, "dist": 0, "_lazy": 0, "_proc": 0,
-    "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1, "schedules": 1, "rundir": 1, "checkpoints": 1,
-    "resume": 1, "runtime": 1,
-    "methods": 2,
-    "budget": 3, "engine": 3, "trainstate": 3, "replicas": 3, "monitor": 3, "eval": 3, "verdict": 3,
-    "pretrain": 4,
+    "errors": 0, "_lazy": 0, "config": 0,
+    "runtime": 1, "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1,
+    "methods": 2, "run": 2,
+    "eval": 3,
+    "train": 4,
     "reports": 5, "reproduce": 5,
     "cli": 6,
 }

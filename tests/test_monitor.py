@@ -7,8 +7,8 @@ from PIL import Image
 
 from byol.config import PretrainConfig, build_config, find_preset
 from byol.data import load_images
-from byol.monitor import knn_monitor
-from byol.pretrain import make_monitor
+from byol.train.monitor import knn_monitor
+from byol.train.pretrain import make_monitor
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_images_without_a_label_are_neither_bank_nor_queries():
 def test_update_ratios_are_the_step_size_relative_to_the_weights():
     """One plain SGD step moves w by lr x grad: the ratio must be lr ||grad|| / ||w||, per weight matrix,
     with biases and frozen (target-like) layers left out."""
-    from byol.monitor import snapshot, tracked_weights, update_ratios
+    from byol.train.monitor import snapshot, tracked_weights, update_ratios
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from byol.checkpoints import read_checkpoint
+from byol.run.checkpoints import read_checkpoint
 from byol.cli import main
-from byol.engine import Trainer
+from byol.train.loop import Trainer
 
 
 def _run(args):

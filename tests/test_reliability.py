@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from byol import checkpoints
-from byol.checkpoints import CheckpointError, read_checkpoint, run_lock, save_checkpoint
+from byol.run import checkpoints
+from byol.run.checkpoints import CheckpointError, read_checkpoint, run_lock, save_checkpoint
 from byol.cli import main
 
 
@@ -186,7 +186,7 @@ def test_a_checkpoint_written_before_digests_still_loads(tmp_path):
 
 def test_the_resume_check_ignores_values_left_to_be_resolved_from_the_data():
     from byol.errors import ConfigError
-    from byol.resume import check_resume_config
+    from byol.run.resume import check_resume_config
 
     stored = {"data": {"mean": [0.5], "source": "x"}, "optim": {"base_lr": 0.5}}
     assert check_resume_config(stored, {"data": {"mean": None, "source": "x"}, "optim": {"base_lr": 0.5}}, False) == []

@@ -7,10 +7,10 @@ import torch
 
 from byol.augment import TwoViewAugment, paper_views
 from byol.config import MethodConfig, OptimConfig, TrainConfig
-from byol.engine import LoopOptions, Trainer
+from byol.train.loop import LoopOptions, Trainer
 from byol.methods import BYOL
 from byol.models import build_backbone
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 
 POISONED = 3  #: the optimizer step (1-based attempt) whose gradients are made infinite
 

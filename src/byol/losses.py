@@ -48,7 +48,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     ``z1[i]`` and ``z2[i]`` are the projections of two views of image i. Each of the 2N projections is an
     anchor whose positive is its twin and whose negatives are the other 2N - 2 projections (itself
     excluded): ``l_a = -log( exp(s_a,pos / T) / sum_{b != a} exp(s_a,b / T) )`` with ``s`` the cosine.
-    The caller gathers ``z1``/``z2`` across processes (:func:`byol.dist.all_gather_with_grad`) so that
+    The caller gathers ``z1``/``z2`` across processes (:func:`byol.runtime.dist.all_gather_with_grad`) so that
     the negatives come from the global batch.
     """
     n = z1.shape[0]

@@ -10,7 +10,7 @@ import pytest
 
 from byol.config import PretrainConfig, TrainConfig, build_config, check_batch, find_preset
 from byol.errors import ConfigError
-from byol.viewspec import ViewSpec, paper_views
+from byol.config.views import ViewSpec, paper_views
 
 
 def _load(*overrides: str) -> PretrainConfig:
@@ -115,7 +115,7 @@ def test_the_trainer_uses_the_same_batch_check():
     import torch
 
     from byol.config import OptimConfig, TrainConfig
-    from byol.engine import LoopOptions, Trainer
+    from byol.train.loop import LoopOptions, Trainer
 
     options = LoopOptions.from_config(TrainConfig(epochs=1), OptimConfig(batch_size=15, accum_steps=2), evaluate_every=0)
     with pytest.raises(ConfigError, match=r"^optim.batch_size \(15\) must be divisible by optim.accum_steps \(2\)"):
@@ -141,13 +141,13 @@ def test_config_does_not_import_torch():
 
 
 def test_cli_reports_a_config_error_before_touching_the_data(tmp_path, capsys, monkeypatch):
-    import byol.pretrain
+    import byol.train.pretrain
     from byol.cli import main
 
     def no_run(*args, **kwargs):
         raise AssertionError("a run started although the config is bad")
 
-    monkeypatch.setattr(byol.pretrain, "run_pretrain", no_run)
+    monkeypatch.setattr(byol.train.pretrain, "run_pretrain", no_run)
     missing = tmp_path / "no-such-data"  # were the data read first, the error would name this path
     code = main(["pretrain", "--config", "tiny", "--set", "train.budget=abc", "--data", str(missing),
                  "--run-dir", str(tmp_path / "run")])
@@ -162,7 +162,7 @@ def test_fewer_images_than_one_batch_is_the_same_config_error(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from byol.pretrain import build_pretrain
+    from byol.train.pretrain import build_pretrain
 
     folder = tmp_path / "five"
     folder.mkdir()

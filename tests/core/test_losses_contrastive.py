@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.dist import all_gather_with_grad
+from byol.runtime.dist import all_gather_with_grad
 from byol.losses import byol_infonce_loss, byol_loss, info_nce, infonce_alpha_beta, nt_xent
 
 # Small hand-made inputs (no two rows parallel, mixed signs, different norms).

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from byol.losses import byol_loss, l2_normalize, normalized_mse
-from byol.schedules import scaled_lr, target_tau, warmup_cosine
+from byol.optim.schedules import scaled_lr, target_tau, warmup_cosine
 
 
 def _np_loss(p, z):
@@ -75,7 +75,7 @@ def test_scaled_lr():
 
 
 def test_warped_step_is_identity_without_a_change_and_continuous_with_one():
-    from byol.schedules import warped_step
+    from byol.optim.schedules import warped_step
 
     # no re-plan: position == step
     assert [warped_step(k, 100, 0, 0.0, 100) for k in (0, 37, 100)] == [0.0, 37.0, 100.0]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from byol.errors import ConfigError
-from byol.optim import LARS, build_optimizer, param_groups
+from byol.optim.optimizers import LARS, build_optimizer, param_groups
 
 
 def _np_lars_step(w, g, m, lr, wd, eta, mom, exclude):
@@ -95,7 +95,7 @@ def test_a_module_lr_multiplier_scales_its_step_and_nothing_else(name):
     """With plain SGD (no momentum history yet, no decay) a step is lr x gradient, so the predictor's weights
     must move exactly ``mult`` times as far as with mult 1 and every other weight the same; under LARS the
     trust ratio is per layer, so the same holds."""
-    from byol.optim import set_lr
+    from byol.optim.optimizers import set_lr
 
     def run(mult):
         torch.manual_seed(0)
@@ -118,7 +118,7 @@ def test_a_module_lr_multiplier_scales_its_step_and_nothing_else(name):
 
 def test_predictor_lr_mult_reaches_the_predictor_and_is_refused_without_one(tmp_path):
     from byol.config import PretrainConfig, build_config, find_preset
-    from byol.pretrain import _predictor_lr_mult
+    from byol.train.pretrain import _predictor_lr_mult
     from byol.methods import build_method
     from byol.models.factory import backbone_factory
 

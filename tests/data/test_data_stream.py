@@ -19,7 +19,7 @@ from byol.data.layout import discover
 from byol.data.stream import STREAM_AUTO_BYTES, StreamDataset, open_stream, wants_stream
 from byol.data.streamloader import StreamLoader
 from byol.errors import ConfigError
-from byol.viewspec import paper_views
+from byol.config.views import paper_views
 
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)
 

@@ -1,4 +1,4 @@
-"""byol.eval.context.prepare and byol.eval.sources: the one set-up behind every eval command."""
+"""byol.eval.context.prepare and byol.eval.encoders: the one set-up behind every eval command."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from byol.errors import ConfigError
 from byol.eval.context import default_out_dir, prepare
 from byol.eval.data import DataOptions
-from byol.eval.sources import SourceSpec, load_source
+from byol.eval.encoders import SourceSpec, load_source
 from byol.models import build_backbone
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from byol.eval.training import epoch_steps, shuffled_batches, train_steps
-from byol.schedules import warmup_cosine
+from byol.optim.schedules import warmup_cosine
 
 
 def test_shuffled_batches_are_seeded_epochs_without_the_short_batch():

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-import byol.eval.cache as cache_mod
+import byol.eval.feature_cache as cache_mod
 from byol.cli.main import main
-from byol.eval.cache import features_for, file_fingerprint
-from byol.eval.transfer import adapt_channels, convert_stats, plan_adaptation
+from byol.eval.feature_cache import features_for, file_fingerprint
+from byol.eval.adapt import adapt_channels, convert_stats, plan_adaptation
 from byol.models import build_backbone
 
 

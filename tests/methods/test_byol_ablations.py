@@ -14,7 +14,7 @@ from byol.errors import ConfigError
 from byol.losses import nt_xent
 from byol.methods import BYOL
 from byol.models import build_backbone
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 
 
 def _method(**kw):

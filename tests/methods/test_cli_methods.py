@@ -38,7 +38,7 @@ def _run(args):
 
 def _spy_trainer(monkeypatch, seen, stop_after=None):
     """Record the Trainer that ``byol pretrain`` builds; optionally ask it to stop after ``stop_after`` steps."""
-    import byol.pretrain as pretrain
+    import byol.train.pretrain as pretrain
 
     real = pretrain.Trainer
 

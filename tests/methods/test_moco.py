@@ -12,7 +12,7 @@ from byol.config import MethodConfig
 from byol.errors import ConfigError
 from byol.methods import METHODS, MoCo, build_method
 from byol.models import build_backbone
-from byol.optim import build_optimizer
+from byol.optim.optimizers import build_optimizer
 
 
 def _moco(seed=0, **kw):

@@ -7,7 +7,7 @@ from PIL import Image
 from byol.cli.main import main
 from byol.errors import ByolError
 from byol.eval.cards import card_filename, make_card, write_card
-from byol.reports.cards import build_report, card_rows, collect_cards
+from byol.reports.tables import build_report, card_rows, collect_cards
 
 
 def _card(protocol, top1, **kw):
@@ -83,10 +83,10 @@ def test_cards_are_read_by_the_module_that_writes_them_without_importing_torch(t
     import sys
 
     import byol.eval.cards as written
-    import byol.reports.cards as reports
+    import byol.reports.tables as reports
 
     assert reports.collect_cards is written.collect_cards and not hasattr(reports, "CARD_SCHEMA")
-    code = ("import sys; from byol.reports.cards import build_report, collect_cards; "
+    code = ("import sys; from byol.reports.tables import build_report, collect_cards; "
             f"assert len(collect_cards({[str(d) for d in two_runs]!r})) == 4; "
             "assert 'torch' not in sys.modules, 'reading cards imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -84,7 +84,7 @@ def test_cell_ids_depend_on_everything_that_changes_a_result():
 def test_an_interrupted_cell_records_nothing_and_the_next_sweep_resumes_it(split_folder, tmp_path, monkeypatch):
     """Ctrl-C / SIGTERM stops a cell's training cleanly: no record is written for it (an interrupted run is
     not a result) and the sweep stops; the next sweep continues that cell from its checkpoint."""
-    from byol import engine
+    from byol.train import loop as engine
 
     real_fit, calls = engine.Trainer.fit, {"n": 0}
 
@@ -98,13 +98,13 @@ def test_an_interrupted_cell_records_nothing_and_the_next_sweep_resumes_it(split
     rc, out = _run(split_folder, tmp_path, "baselines")
     assert rc == 130 and not list((out / "cells").glob("*.json"))
     resumed = []
-    real_run = __import__("byol.pretrain", fromlist=["run_pretrain"]).run_pretrain
+    real_run = __import__("byol.train.pretrain", fromlist=["run_pretrain"]).run_pretrain
 
     def spy(cfg, run_dir, **kw):
         resumed.append(kw.get("resume", False))
         return real_run(cfg, run_dir, **kw)
 
-    monkeypatch.setattr("byol.pretrain.run_pretrain", spy)
+    monkeypatch.setattr("byol.train.pretrain.run_pretrain", spy)
     rc, out = _run(split_folder, tmp_path, "baselines")
     assert rc == 0 and resumed[0] is True and len(list((out / "cells").glob("*.json"))) == 3
 

@@ -1,6 +1,6 @@
 """The view distributions T and T' as plain data, and the blur kernel's size.
 
-:class:`ViewSpec`, :func:`paper_views` and :func:`view_specs` live in the torch-free :mod:`byol.viewspec`
+:class:`ViewSpec`, :func:`paper_views` and :func:`view_specs` live in the torch-free :mod:`byol.config.views`
 (the config checks the ``views`` section with them when it loads, and the config layer may not import
 torch, which ``byol.augment`` does); they are re-exported here, beside the augmentations that use them.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from byol.viewspec import ViewSpec, paper_views, view_specs
+from byol.config.views import ViewSpec, paper_views, view_specs
 
 __all__ = ["ViewSpec", "paper_views", "blur_kernel_size", "view_specs"]
 

@@ -12,11 +12,11 @@ import torch
 
 from byol.config import PretrainConfig, build_config, find_preset
 from byol.models.factory import build_encoder
-from byol.pretrain import run_pretrain
+from byol.train.pretrain import run_pretrain
 from byol.data import load_images
 from byol.eval.compare import evaluate_encoders
 from byol.reports import plot_training_curves
-from byol.verdict import verdict_lines
+from byol.train.verdict import verdict_lines
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """``byol eval linear|knn|finetune|transfer``, ``byol embed``, ``byol export``, ``byol report``.
 
 This module turns command-line flags into explicit arguments for :mod:`byol.eval` and
-:mod:`byol.reports`: every command builds a :class:`~byol.eval.sources.SourceSpec` and
+:mod:`byol.reports`: every command builds a :class:`~byol.eval.encoders.SourceSpec` and
 :class:`~byol.eval.data.DataOptions` from its flags, calls :func:`byol.eval.context.prepare` once, runs
 one protocol of :mod:`byol.eval.protocols` and prints what it returned. Heavy imports (torch,
 torchvision) happen inside the command functions, so ``byol --help`` stays fast.
@@ -18,7 +18,7 @@ from byol.errors import ConfigError
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext
     from byol.eval.finetune import FinetuneSettings
-    from byol.eval.sources import SourceSpec
+    from byol.eval.encoders import SourceSpec
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def _say(text: str) -> None:
 
 
 def _source_spec(a: argparse.Namespace) -> SourceSpec:
-    from byol.eval.sources import SourceSpec
+    from byol.eval.encoders import SourceSpec
 
     return SourceSpec(checkpoint=a.checkpoint, random_init=a.random_init or False, torchvision=a.torchvision,
                       weights=a.weights, backbone=a.backbone, width=a.width, small_stem=a.small_stem,
@@ -333,7 +333,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     from byol.eval.context import default_out_dir
-    from byol.eval.sources import load_source
+    from byol.eval.encoders import load_source
     from byol.models import torchvision_resnet
     from byol.models.export import backbone_meta, export_onnx, save_safetensors, save_torchvision
 
@@ -383,7 +383,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from byol.reports.cards import build_report
+    from byol.reports.tables import build_report
 
     table, md, png = build_report(a.runs, a.out, png=not a.no_plot)
     print(table)

@@ -72,8 +72,8 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     from byol.config import PretrainConfig, build_config, find_preset
 
     if a.resume:
-        from byol.pretrain import run_pretrain
-        from byol.rundir import load_run_config
+        from byol.train.pretrain import run_pretrain
+        from byol.run.files import load_run_config
 
         if a.method:
             raise ByolError("--resume continues the run's method: drop --method (or start a new run)")
@@ -93,17 +93,17 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
             raise ByolError(f"{run_dir} already holds a run: resume it with `byol pretrain --resume {run_dir}`, "
                             "pick another --run-dir, or pass --overwrite")
-        from byol.pretrain import run_pretrain
+        from byol.train.pretrain import run_pretrain
 
         summary = run_pretrain(cfg, run_dir)
-    from byol.dist import env_rank
+    from byol.runtime.dist import env_rank
 
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]
     print(f"done: {summary['epochs']:.2f} epochs, {summary['steps']} steps, {summary['seconds']:.0f} s "
           f"({summary['stop_reason']}, {summary['precision']})" + (f", online kNN {knn[-1]:.2f}%" if knn else "") + f"; run: {run_dir}")
-    from byol.verdict import verdict_lines
+    from byol.train.verdict import verdict_lines
 
     for line in verdict_lines(summary["verdict"]):
         print(line)
@@ -167,7 +167,7 @@ def cmd_show_views(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from byol.dist import env_world_size
+    from byol.runtime.dist import env_world_size
 
     if env_world_size() > 1:
         raise ByolError("byol demo runs in one process: under torchrun use `byol pretrain` (docs/distributed.md)")

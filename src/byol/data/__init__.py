@@ -14,7 +14,7 @@ from byol._lazy import lazy_exports
 if TYPE_CHECKING:
     from byol.data.folder import SkippedImagesWarning
     from byol.data.imageset import ImageSet
-    from byol.data.loader import BatchIterator, gather_batch
+    from byol.data.sampler import BatchIterator, gather_batch
     from byol.data.sources import DATASET_ALIASES, load_images
     from byol.data.stats import DATASET_STATS, channel_stats, normalization
     from byol.data.stream import StreamDataset, open_stream
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "DATASET_ALIASES": "byol.data.sources",
     "DATASET_STATS": "byol.data.stats",
-    "BatchIterator": "byol.data.loader",
+    "BatchIterator": "byol.data.sampler",
     "ImageSet": "byol.data.imageset",
     "SkippedImagesWarning": "byol.data.folder",
     "StreamDataset": "byol.data.stream",
     "StreamLoader": "byol.data.streamloader",
     "channel_stats": "byol.data.stats",
-    "gather_batch": "byol.data.loader",
+    "gather_batch": "byol.data.sampler",
     "load_images": "byol.data.sources",
     "normalization": "byol.data.stats",
     "open_stream": "byol.data.stream",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from byol._proc import pid_alive
+from byol.runtime.process import pid_alive
 from byol.data.decode import DecodeReport
 from byol.errors import ByolError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from byol.configcheck import did_you_mean
+from byol.config.checks import did_you_mean
 from byol.data.folder import load_folder
 from byol.data.imageset import ImageSet
 from byol.data.torchvision_sets import load_named

@@ -44,7 +44,7 @@ from byol.data.layout import Layout, discover
 from byol.data.sources import folder_path
 from byol.data.workers import read_error
 from byol.errors import ConfigError, DataError
-from byol.viewspec import ViewSpec
+from byol.config.views import ViewSpec
 
 if TYPE_CHECKING:
     from byol.data.streamloader import SkipReport, StreamLoader
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 STREAM_AUTO_BYTES = 8 << 30
 
 #: Images decoded (centre square, in memory) for the normalisation statistics, the online kNN monitor and
-#: the end-of-run verdict of a streamed run; the verdict's kNN uses at most 12,000 (byol.verdict).
+#: the end-of-run verdict of a streamed run; the verdict's kNN uses at most 12,000 (byol.train.verdict).
 SAMPLE_IMAGES = 12_000
 
 #: Consecutive unreadable files after which a sample gives up (the data set is broken, not one file).

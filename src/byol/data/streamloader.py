@@ -1,5 +1,5 @@
 """Batches of the streaming path: a persistent-worker DataLoader over a :class:`StreamDataset`, fed with the
-same index batches the cached path uses (:class:`~byol.data.loader.BatchIterator`: seeded per epoch,
+same index batches the cached path uses (:class:`~byol.data.sampler.BatchIterator`: seeded per epoch,
 resumable mid-epoch, sharded by rank), plus the report of the files skipped while streaming.
 
 Why the trainer's index batches drive the loader instead of a torch sampler: the position ``(epoch,
@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from byol import dist
+from byol.runtime import dist
 from byol.data.folder import SkippedImagesWarning, report_line
-from byol.data.loader import BatchIterator
+from byol.data.sampler import BatchIterator
 from byol.data.stream import CropBatch, StreamDataset
 from byol.errors import DataError
 

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from byol.errors import ConfigError
 from byol.eval.data import DataOptions, EvalData, load_eval_data, load_split, plan_for, probe_channels
-from byol.eval.sources import EncoderSource, SourceSpec, load_source
-from byol.eval.transfer import Adaptation
+from byol.eval.encoders import EncoderSource, SourceSpec, load_source
+from byol.eval.adapt import Adaptation
 
 __all__ = ["EvalContext", "default_out_dir", "prepare"]
 
@@ -64,7 +64,7 @@ class EvalContext:
 
     def features(self) -> tuple[Tensor, Tensor, int]:
         """Frozen train and test features (from the cache when possible) and how many came from it."""
-        from byol.eval.cache import features_for
+        from byol.eval.feature_cache import features_for
 
         kind = self.data.test_kind
         extra = {"channel_op": self.plan.channel_op, "test": kind,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from byol.errors import ConfigError, DataError
-from byol.eval.sources import EncoderSource
-from byol.eval.transfer import Adaptation
+from byol.eval.encoders import EncoderSource
+from byol.eval.adapt import Adaptation
 
 __all__ = ["TEST_HOLDOUT_SEED", "DataOptions", "EvalData", "is_named_dataset", "load_eval_data", "load_split",
            "plan_for", "probe_channels", "same_source"]
@@ -165,7 +165,7 @@ def plan_for(src: EncoderSource, images: Any, *, image_size: int | None, decoded
     """Channel / size / normalisation adaptation of ``images`` (an ImageSet) for ``src``'s encoder:
     the encoder's own statistics when known, else the data set's."""
     from byol.data import normalization
-    from byol.eval.transfer import plan_adaptation
+    from byol.eval.adapt import plan_adaptation
 
     if src.mean is not None and src.std is not None:
         mean, std, origin = src.mean, src.std, src.stats_from

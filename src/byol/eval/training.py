@@ -1,7 +1,7 @@
 """The minibatch training loop shared by fine-tuning and the SGD linear probe.
 
 Both protocols train for a fixed number of optimizer steps on shuffled minibatches of uint8 images,
-with every parameter group's learning rate following :func:`byol.schedules.warmup_cosine` (no
+with every parameter group's learning rate following :func:`byol.optim.schedules.warmup_cosine` (no
 warm-up, cosine to 0 over all steps, per step: BYOL App. C.1 for the linear protocol, App. C.2 for
 fine-tuning). What differs between them (the model, the augmentation, how a loss is made, when to
 give up) comes in as callbacks.
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from byol.errors import DataError
-from byol.schedules import warmup_cosine
+from byol.optim.schedules import warmup_cosine
 
 __all__ = ["check_images", "epoch_steps", "seeded_generators", "shuffled_batches", "train_steps"]
 

@@ -18,7 +18,7 @@ class Method(Protocol):
       a float when a time budget re-mapped the run's remaining steps (engine.TrainState.sched_total).
     - ``encoder`` is the backbone to evaluate and export.
     - optional class attribute ``cross_replica_bn`` (default True): whether its BN layers normalize over all
-      processes when ``train.sync_bn`` is left to the method (:class:`byol.replicas.Replicas`).
+      processes when ``train.sync_bn`` is left to the method (:class:`byol.train.replicas.Replicas`).
     """
 
     encoder: nn.Module

@@ -11,7 +11,7 @@ from byol.losses import byol_infonce_loss, byol_loss
 from byol.methods.common import momentum_twin, momentum_update, one_of, projection_head, require, temperature
 from byol.methods.registry import BackboneFactory, register
 from byol.models.heads import MLP
-from byol.schedules import TAU_SCHEDULES, target_tau
+from byol.optim.schedules import TAU_SCHEDULES, target_tau
 
 #: ``method.target``: the paper's EMA target xi, the online network with stop-gradient sg(theta), or the
 #: online network itself theta (gradients flow through both branches): Table 5b and App. I, Table 19.

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
-from byol.dist import all_gather_with_grad
+from byol.runtime.dist import all_gather_with_grad
 from byol.losses import info_nce, l2_normalize
 from byol.methods.common import momentum_twin, momentum_update, projection_head, require, temperature
 from byol.methods.registry import BackboneFactory, register
@@ -50,7 +50,7 @@ class MoCo(nn.Module):
     """
 
     #: with several processes BN stays per process by default (``train.sync_bn``): MoCo's shuffling BN is
-    #: per device by design (He et al. section 3.3); byol.replicas reads this
+    #: per device by design (He et al. section 3.3); byol.train.replicas reads this
     cross_replica_bn = False
 
     def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:

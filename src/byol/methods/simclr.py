@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
-from byol.dist import all_gather_with_grad
+from byol.runtime.dist import all_gather_with_grad
 from byol.losses import nt_xent
 from byol.methods.common import projection_head, temperature
 from byol.methods.registry import BackboneFactory, register
@@ -23,7 +23,7 @@ class SimCLR(nn.Module):
     - Both views go through the encoder in *one* forward pass (BN statistics over all 2N views), as in
       SimCLR's reference code; with one process this is SimCLR's global BN exactly.
     - The negatives of each anchor are the other 2N - 2 projections of the global batch: the projections
-      are gathered across processes with gradients (:func:`byol.dist.all_gather_with_grad`, the identity
+      are gathered across processes with gradients (:func:`byol.runtime.dist.all_gather_with_grad`, the identity
       with one process) and every process computes the same global loss.
     - No target network: ``after_step`` has nothing to update.
     """

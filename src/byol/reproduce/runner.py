@@ -30,7 +30,7 @@ from byol.config import PretrainConfig, build_config, find_preset, to_dict
 from byol.data import ImageSet, load_images, normalization
 from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
-from byol.monitor import is_collapsed
+from byol.train.monitor import is_collapsed
 from byol.reports.plots import read_metrics
 from byol.reproduce.studies import Cell
 from byol.runtime.device import resolve_device
@@ -127,7 +127,7 @@ def _load_test(cfg: PretrainConfig) -> ImageSet:
 def _train(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
     """Pretrain a cell, continuing its run where a killed sweep left it. A stopped run (Ctrl-C, SIGTERM)
     records nothing: the interrupt propagates, and the next sweep resumes the cell."""
-    from byol.pretrain import run_pretrain
+    from byol.train.pretrain import run_pretrain
 
     summary = run_pretrain(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file())
     if summary.get("finished"):  # trained, but killed before its record was written: train it again
@@ -140,7 +140,7 @@ def _train(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
 
 def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, Any]:
     """Train (unless the cell is the random-init floor) and evaluate one cell with one seed."""
-    from byol.pretrain import load_train_data
+    from byol.train.pretrain import load_train_data
 
     cfg = cell_config(cell, scale, seed)
     t0 = time.perf_counter()

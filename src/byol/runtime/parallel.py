@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from byol import dist
+from byol.runtime import dist
 
 
 class CrossReplicaBatchNorm(_BatchNorm):
@@ -29,7 +29,7 @@ class CrossReplicaBatchNorm(_BatchNorm):
 
     ``mean = sum_r sum_i x / N`` and ``var = sum_r sum_i (x - mean)^2 / N`` (biased, as BN normalizes;
     the running variance gets the unbiased ``N / (N - 1)`` one), ``N`` the global count. Both sums are
-    all-reduced with gradients (:func:`byol.dist.sum_over_ranks`), so the backward pass is that of one BN
+    all-reduced with gradients (:func:`byol.runtime.dist.sum_over_ranks`), so the backward pass is that of one BN
     over the global batch. Without a process group, or in eval mode, it is ordinary batch norm.
     """
 

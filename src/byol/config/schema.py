@@ -5,7 +5,7 @@ wrong type are rejected with a :class:`~byol.errors.ConfigError` that names the 
 
 ``build_config(PretrainConfig, ...)`` also checks every value of a pretraining config when it is loaded
 (:func:`validate_pretrain`): ranges, the batch size (:func:`check_batch`), the budget and the views (with
-the torch-free :mod:`byol.viewspec`). A mistake therefore fails before any data is read; each value has
+the torch-free :mod:`byol.config.views`). A mistake therefore fails before any data is read; each value has
 one check, one error type and a one-line message naming the key. The parsed values are there for the
 code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.specs`).
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from byol.duration import parse_duration
-from byol.configcheck import check_ranges, did_you_mean
+from byol.config.duration import parse_duration
+from byol.config.checks import check_ranges, did_you_mean
 from byol.errors import ConfigError
-from byol.viewspec import ViewSpec, view_specs
+from byol.config.views import ViewSpec, view_specs
 
 @dataclass
 class DataConfig:
@@ -154,7 +154,7 @@ class PretrainConfig:
     description: str = ""  #: one line shown for the preset in ``byol --help`` / ``byol pretrain --help``
 
 #: Presets ship inside the package (``byol/configs``); the repository's ``configs/`` is a symlink to it.
-PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: Keys that moved between sections; configs written before the move (run directories, user YAML,
 #: ``--set``) are read at the new place. The heads belong to the method, the model is the backbone.
@@ -348,7 +348,7 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
     """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
 
     The config checks it alone (``world_size`` 1), the trainer with the real number of processes, and
-    :func:`byol.pretrain.build_pretrain` with the number of training images once they are loaded.
+    :func:`byol.train.pretrain.build_pretrain` with the number of training images once they are loaded.
     ``batch_size`` is the global batch of one optimizer step: ``accum_steps`` micro-batches, each split
     over ``world_size`` processes, so it must be a positive multiple of their product; and the data must
     hold at least one batch (the trainer drops the last, incomplete one of each epoch).
@@ -372,7 +372,7 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """The checks that types alone cannot express: ranges, the batch, the budget and the views.
 
-    :func:`build_config` runs it on every pretraining config it loads; :func:`byol.pretrain.build_pretrain`
+    :func:`build_config` runs it on every pretraining config it loads; :func:`byol.train.pretrain.build_pretrain`
     runs it again for configs built or changed in code, which never went through ``build_config``.
     """
     o, t = cfg.optim, cfg.train

@@ -3,9 +3,9 @@
 The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and
 a source of uint8 batches; it never imports a concrete method. It owns: lr and EMA schedules over
 *optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic) and exact resume,
-measuring the wall-clock budget (:mod:`byol.budget` decides the plan), progress bar, ``metrics.jsonl`` /
+measuring the wall-clock budget (:mod:`byol.train.budget` decides the plan), progress bar, ``metrics.jsonl`` /
 TensorBoard, and the collapse monitor. Under torchrun it trains one model over all processes
-(:mod:`byol.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
+(:mod:`byol.train.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
 decisions.
 """
 
@@ -22,21 +22,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from byol import dist
-from byol.budget import CALIBRATION_STEPS, BudgetPlanner, Plan, short_plan_warning
+from byol.runtime import dist
+from byol.train.budget import CALIBRATION_STEPS, BudgetPlanner, Plan, short_plan_warning
 from byol.config import check_batch
-from byol.data.loader import BatchIterator, gather_batch
+from byol.data.sampler import BatchIterator, gather_batch
 from byol.data.streamloader import StreamLoader
 from byol.errors import TrainingError
-from byol.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed, snapshot, tracked_weights, update_ratios
-from byol.optim import set_lr
-from byol.replicas import Replicas
-from byol.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
-from byol.rundir import JsonlLogger
+from byol.train.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed, snapshot, tracked_weights, update_ratios
+from byol.optim.optimizers import set_lr
+from byol.train.replicas import Replicas
+from byol.run.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
+from byol.run.files import JsonlLogger
 from byol.runtime.device import PRECISION_NAMES, autocast_for, resolve_amp
 from byol.runtime.signals import stop_on_signals
-from byol.schedules import warmup_cosine
-from byol.trainstate import LoopOptions, TrainState
+from byol.optim.schedules import warmup_cosine
+from byol.train.state import LoopOptions, TrainState
 
 CHECKPOINT_VERSION = 1
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from byol.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, Plan
+from byol.train.budget import BUDGET_MARGIN, REESTIMATE_UNTIL, Plan
 from byol.config import OptimConfig, TrainConfig
-from byol.schedules import scaled_lr
+from byol.optim.schedules import scaled_lr
 
 
 @dataclass
@@ -34,9 +34,9 @@ class LoopOptions:
     eval_every_epochs: float  #: period of ``evaluate`` (0: only at the end)
     seed: int
     progress: bool
-    budget_pace_window: int  #: with a budget: steps whose mean wall time the pace check uses (byol.budget)
-    sync_bn: bool | None  #: cross-replica BN with several processes (None: the method's choice, byol.replicas)
-    update_stats: bool  #: log each layer's relative update size at log steps (byol.monitor.update_ratios)
+    budget_pace_window: int  #: with a budget: steps whose mean wall time the pace check uses (byol.train.budget)
+    sync_bn: bool | None  #: cross-replica BN with several processes (None: the method's choice, byol.train.replicas)
+    update_stats: bool  #: log each layer's relative update size at log steps (byol.train.monitor.update_ratios)
     #: re-estimate the step budget at epoch ends until this fraction of the run is done
     budget_reestimate_until: float = REESTIMATE_UNTIL
     #: share of the remaining time planned for (the rest absorbs speed noise)

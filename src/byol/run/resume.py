@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from byol.errors import ByolError, ConfigError
-from byol.rundir import last_checkpoint, read_checkpoint
+from byol.run.files import last_checkpoint, read_checkpoint
 
 
 #: Keys a resume may change (with ``allow_changes``): how long, how often, where and how fast, never what

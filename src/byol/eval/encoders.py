@@ -122,9 +122,9 @@ def _first_conv_channels(model: nn.Module) -> int:
 
 def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
     from byol.config import PretrainConfig, build_config
-    from byol.eval.cache import file_fingerprint
+    from byol.eval.feature_cache import file_fingerprint
     from byol.models.factory import build_encoder, describe
-    from byol.rundir import load_encoder
+    from byol.run.files import load_encoder
 
     if not path.exists():
         raise ByolError(f"no checkpoint at {path} (pass a run directory or a .pt file)")
@@ -161,7 +161,7 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
         name, width, small_stem, options = spec.backbone, spec.width, spec.small_stem, {}
     else:
         from byol.config import to_dict
-        from byol.rundir import load_run_config
+        from byol.run.files import load_run_config
 
         cfg = load_run_config(Path(spec.random_init))
         m, run_cfg = cfg.model, to_dict(cfg)
@@ -254,7 +254,7 @@ def _load_weights(enc: nn.Module, weights: Path, name: str) -> None:
 def _torchvision_source(spec: SourceSpec, seed: int) -> EncoderSource:
     """A torchvision model, random or with ``spec.weights``. A ``byol export`` sidecar next to the
     weights (``FILE.json``) supplies the stem (small_stem, in_channels), mean/std and input size."""
-    from byol.eval.cache import file_fingerprint
+    from byol.eval.feature_cache import file_fingerprint
 
     name = str(spec.torchvision)
     wpath = Path(spec.weights) if spec.weights else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from byol import dist
+from byol.runtime import dist
 from byol.eval import extract_features, knn_eval
 from byol.losses import l2_normalize
 

@@ -18,12 +18,14 @@ from typing import Any
 
 import torch
 
-from byol import __version__, checkpoints
+from byol import __version__
+
+from byol.run import checkpoints
 from byol.config import PretrainConfig, build_config
 from byol.errors import ByolError
 
 #: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
-#: ``verdict`` is the encoder against random init after training (:mod:`byol.verdict`).
+#: ``verdict`` is the encoder against random init after training (:mod:`byol.train.verdict`).
 SUMMARY_KEYS = ("steps", "total_steps", "epochs", "seconds", "stop_reason", "precision", "plan_warning", "history",
                 "verdict")
 
@@ -92,7 +94,7 @@ def load_run_config(run_dir: Path, overrides: list[str] | tuple = (),
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A verified checkpoint on the CPU, read without running code (:func:`byol.checkpoints.read_checkpoint`)."""
+    """A verified checkpoint on the CPU, read without running code (:func:`byol.run.checkpoints.read_checkpoint`)."""
     return checkpoints.read_checkpoint(path)
 
 

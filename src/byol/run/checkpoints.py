@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import torch
 
 from byol.errors import ByolError
-from byol._proc import pid_alive
+from byol.runtime.process import pid_alive
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate",
            "run_lock", "numbered_name", "rng_state", "restore_rng"]

@@ -22,7 +22,7 @@ With a budget:
    its 9 minutes.
 
 A change of K after warmup does not restart the schedules: the remaining steps are mapped linearly
-onto the remaining schedule (:func:`byol.schedules.warped_step`), so lr and tau are continuous and
+onto the remaining schedule (:func:`byol.optim.schedules.warped_step`), so lr and tau are continuous and
 still reach their final values exactly at the new last step. The final evaluation's measured time is
 reserved in every budgeted plan.
 """
@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from byol.schedules import warped_step
+from byol.optim.schedules import warped_step
 
 #: steps timed before the first budgeted plan; the first ``CALIBRATION_SKIP`` of them are not used
 CALIBRATION_STEPS = 8

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from byol.eval import extract_features, knn_eval
 from byol.eval.splits import stratified_split
-from byol.monitor import is_collapsed, labeled_positions
+from byol.train.monitor import is_collapsed, labeled_positions
 
 K = 20  #: neighbours of the verdict's kNN classifier
 HELD_OUT = 0.1  #: share of the labeled training images held out as queries (stratified)

@@ -1,5 +1,5 @@
 """Pretraining from a config: the composition root that turns a :class:`~byol.config.PretrainConfig` into
-data, views, a method, an optimizer and a :class:`~byol.engine.Trainer`, and runs it.
+data, views, a method, an optimizer and a :class:`~byol.train.loop.Trainer`, and runs it.
 
 This is the one library module that reads a whole config; everything it calls takes explicit arguments.
 The CLI (``byol pretrain``, ``byol demo``), benchmarks and users' scripts all start runs through
@@ -18,23 +18,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from byol import dist
+from byol.runtime import dist
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.data.stream import open_stream
-from byol.engine import LoopOptions, Trainer
+from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
 from byol.methods.registry import method_class
 from byol.models.factory import backbone_factory, build_encoder
-from byol.monitor import KnnMonitor, knn_monitor, labeled_positions
-from byol.optim import build_optimizer
-from byol.checkpoints import run_lock
-from byol.resume import finished, resume_checkpoint
-from byol.rundir import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
+from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
+from byol.optim.optimizers import build_optimizer
+from byol.run.checkpoints import run_lock
+from byol.run.resume import finished, resume_checkpoint
+from byol.run.files import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
 from byol.runtime.device import resolve_device, set_threads
-from byol.verdict import random_init_verdict
+from byol.train.verdict import random_init_verdict
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -156,7 +156,7 @@ def _predictor_lr_mult(cfg: PretrainConfig, method: nn.Module) -> dict[nn.Module
 def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[str, Any]:
     """The trained encoder against the same architecture at random init (seed ``train.seed + 1``), by kNN
     on held-out training images with the run's inputs, and the collapse monitor's last reading in
-    ``run_dir`` (:mod:`byol.verdict`); ``{"skipped": why}`` without labels or with ``train.verdict: false``."""
+    ``run_dir`` (:mod:`byol.train.verdict`); ``{"skipped": why}`` without labels or with ``train.verdict: false``."""
     if not cfg.train.verdict:
         return {"skipped": "train.verdict is false"}
     if not has_labels(run.train):
@@ -172,7 +172,7 @@ def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[st
 def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
                  allow_changes: bool = False) -> dict[str, Any]:
     """Build everything from ``cfg``, train in ``run_dir`` (``resume``: continue from its last.pt, whose
-    stored config must equal ``cfg`` but for :data:`byol.resume.RESUME_SAFE_KEYS` changed with
+    stored config must equal ``cfg`` but for :data:`byol.run.resume.RESUME_SAFE_KEYS` changed with
     ``allow_changes``), then judge the encoder against random init (:func:`run_verdict`, ``verdict``).
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,

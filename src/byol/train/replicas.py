@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from byol import dist
-from byol.budget import Plan
+from byol.runtime import dist
+from byol.train.budget import Plan
 from byol.runtime.parallel import convert_sync_bn, wrap_ddp
 
 
