@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from byol.errors import ConfigError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from byol.atomic import atomic_write
 
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext
@@ -26,16 +29,15 @@ def write_embedding(ctx: EvalContext, out: str | Path) -> tuple[Path, Path, tupl
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats.numpy())
-    csv_path = out.with_suffix(".csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "path", "label"])
-        for i in range(len(images)):
-            label = ""
-            if images.labels is not None:
-                y = int(images.labels[i])
-                label = images.classes[y] if images.classes else str(y)
-            w.writerow([i, images.paths[i] if images.paths is not None else "", label])
+    atomic_write(out, lambda f: np.save(f, feats.numpy()))
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["index", "path", "label"])
+    for i in range(len(images)):
+        label = ""
+        if images.labels is not None:
+            y = int(images.labels[i])
+            label = images.classes[y] if images.classes else str(y)
+        w.writerow([i, images.paths[i] if images.paths is not None else "", label])
+    csv_path = atomic_write(out.with_suffix(".csv"), rows.getvalue())
     return out, csv_path, tuple(feats.shape)

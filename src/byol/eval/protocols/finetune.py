@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from byol.atomic import atomic_write
 from byol.errors import ConfigError
 from byol.eval.protocols.registry import Log, Outcome, Protocol, register, top_metrics
 
@@ -50,9 +51,7 @@ def _write_subset(ctx: EvalContext, split: Any, spec: LabelSpec, protocol: str) 
     payload["val"] = data.train_index[split.val].tolist()
     if data.test_index is not None:
         payload["test"] = data.test_index.tolist()
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload))
-    return path
+    return atomic_write(path, json.dumps(payload))
 
 
 def _finetune_subset(ctx: EvalContext, spec: LabelSpec, settings: FinetuneSettings, xall: Tensor, yall: Tensor,
