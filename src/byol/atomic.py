@@ -9,7 +9,8 @@ directory is fsynced where the platform allows it (so the rename itself survives
 error the temporary file is removed and the error raised; the target is untouched.
 
 At the top of the package (layer 0, next to :mod:`byol.errors`) so that every layer can use it, from the
-unpacked data sets, exported models and the compiled view kernel (layer 1) to the reports (layer 5). Imports only the standard library.
+unpacked data sets, exported models and the compiled view kernel (layer 1) to the reports (layer 5).
+Imports only the standard library.
 """
 
 from __future__ import annotations
