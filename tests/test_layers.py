@@ -7,7 +7,7 @@ from pathlib import Path
 import byol
 
 LAYERS = {
-    "errors": 0, "_lazy": 0, "config": 0,
+    "errors": 0, "_lazy": 0, "atomic": 0, "config": 0,
     "runtime": 1, "data": 1, "augment": 1, "models": 1, "losses": 1, "optim": 1,
     "methods": 2, "run": 2,
     "eval": 3,

@@ -198,9 +198,9 @@ def test_cli_l2_grid_is_refused_when_fine_tuning(capsys):
     (["finetune"], ["--steps", "50"], 50, 30.0),
 ])
 def test_cli_fine_tuning_length(command, given, steps, epochs):
-    from byol.cli.evaluate import _finetune_settings
+    from byol.eval.protocols.finetune import finetune_settings
     from byol.cli.main import build_parser
 
-    settings = _finetune_settings(build_parser().parse_args(["eval", *command, "--random-init", *given]))
+    settings = finetune_settings(build_parser().parse_args(["eval", *command, "--random-init", *given]))
     assert (settings.steps, settings.epochs) == (steps, epochs)
     assert settings.lrs == (0.01, 0.03, 0.1, 0.3) and settings.batch_size == 128 and settings.augment

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from byol.atomic import atomic_target
 from byol.augment import ops
 from byol.augment.spec import ViewSpec
 
@@ -121,21 +122,18 @@ def compile_kernel(cache_dir: Path | None = None, compiler: str | None = None) -
     lib = out_dir / f"fused_views_{key[:16]}.so"
     if lib.exists() and _private_to_me(lib):
         return lib
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-    os.close(fd)
-    try:
-        errors = []
+    errors = []
+    with atomic_target(lib) as tmp:
+        tmp.touch(mode=0o600, exist_ok=False)  # private from the start, as the library must be to be loaded
         for flags in (_FLAGS, _FALLBACK_FLAGS):
-            cmd = cc.split() + flags + [str(_SOURCE), "-o", tmp, "-lm"]
+            cmd = cc.split() + flags + [str(_SOURCE), "-o", str(tmp), "-lm"]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if res.returncode == 0:
-                os.replace(tmp, lib)
-                return lib
+                break
             errors.append(f"$ {' '.join(cmd)}\n{res.stderr.strip()}")
-        raise RuntimeError("compiling the fused view kernel failed:\n" + "\n".join(errors))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        else:
+            raise RuntimeError("compiling the fused view kernel failed:\n" + "\n".join(errors))
+    return lib
 
 
 def _load() -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from byol.atomic import atomic_write
 from byol.config import PretrainConfig, build_config, find_preset
 from byol.models.factory import build_encoder
 from byol.train.pretrain import run_pretrain
@@ -73,7 +74,7 @@ def run_demo(run_dir: Path, *, config: str = "fashion-mnist", budget: str | None
         "config": str(find_preset(config)),
         "overrides": list(overrides),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write(run_dir / "results.json", json.dumps(results, indent=2))
     plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png", title="BYOL on Fashion-MNIST (demo)")
     print()
     print(format_table(results))

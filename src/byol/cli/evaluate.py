@@ -1,9 +1,11 @@
-"""``byol eval linear|knn|finetune|transfer``, ``byol embed``, ``byol export``, ``byol report``.
+"""``byol eval <protocol>``, ``byol embed``, ``byol export``, ``byol report``.
 
 This module turns command-line flags into explicit arguments for :mod:`byol.eval` and
 :mod:`byol.reports`: every command builds a :class:`~byol.eval.encoders.SourceSpec` and
 :class:`~byol.eval.data.DataOptions` from its flags, calls :func:`byol.eval.context.prepare` once, runs
-one protocol of :mod:`byol.eval.protocols` and prints what it returned. Heavy imports (torch,
+one protocol of :mod:`byol.eval.protocols` and prints what it returned. The ``eval`` subcommands are the
+protocols' registry (:mod:`byol.eval.protocols.registry`): each brings its own flags, settings and
+printed line, and shares the encoder, data and output flags of :func:`_common_args`. Heavy imports (torch,
 torchvision) happen inside the command functions, so ``byol --help`` stays fast.
 """
 
@@ -11,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from byol.errors import ConfigError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext
-    from byol.eval.finetune import FinetuneSettings
     from byol.eval.encoders import SourceSpec
 
 
@@ -64,83 +63,18 @@ def _common_args(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
-def _finetune_args(p: argparse.ArgumentParser, *, labels_default: list[str], steps_default: int | None) -> None:
-    # Every default is None (False for switches) so that a flag the user gave can be told from one they did
-    # not; the defaults (FinetuneSettings' and these) are applied in _finetune_settings.
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--labels", nargs="+", default=None, metavar="SPEC",
-                   help="labeled share(s) of train: 1%%, 10%%, 100%% or a count like 500 "
-                        f"(default: {' '.join(labels_default).replace('%', '%%')})")
-    g.add_argument("--lrs", nargs="+", type=float, default=None,
-                   help="learning-rate grid, chosen on the validation split (default 0.01 0.03 0.1 0.3)")
-    g.add_argument("--weight-decays", nargs="+", type=float, default=None, help="weight-decay grid (default 0)")
-    g.add_argument("--epochs", type=float, default=None,
-                   help="epochs over the labeled subset" + ("" if steps_default else " (default 30)"))
-    g.add_argument("--steps", type=int, default=None,
-                   help="total optimizer steps instead of --epochs"
-                        + (f" (default {steps_default} when neither is given)" if steps_default else ""))
-    g.add_argument("--ft-batch-size", type=int, default=None, help="fine-tuning batch size (default 128)")
-    g.add_argument("--val-per-class", type=int, default=None,
-                   help="validation images per class (default: labels per class, at least 10)")
-    g.add_argument("--no-augment", action="store_true", help="no random crop + flip while fine-tuning")
-    g.add_argument("--no-baseline", action="store_true", help="skip the supervised-from-scratch baseline")
-    p.set_defaults(labels_default=labels_default, steps_default=steps_default)
-
-
-#: the fine-tuning flags (attribute, flag): an error with ``eval transfer --mode linear``
-_FINETUNE_ONLY = (("labels", "--labels"), ("lrs", "--lrs"), ("weight_decays", "--weight-decays"),
-                  ("epochs", "--epochs"), ("steps", "--steps"), ("ft_batch_size", "--ft-batch-size"),
-                  ("val_per_class", "--val-per-class"), ("no_augment", "--no-augment"),
-                  ("no_baseline", "--no-baseline"))
-
-
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``eval``, ``embed``, ``export`` and ``report`` on the top-level subparsers."""
-    ev = sub.add_parser("eval", help="evaluate an encoder: linear, knn, finetune, transfer")
+    from byol.eval.protocols import PROTOCOLS
+
+    ev = sub.add_parser("eval", help=f"evaluate an encoder: {', '.join(PROTOCOLS)}")
     esub = ev.add_subparsers(dest="protocol", required=True)
 
-    p = esub.add_parser("linear", help="frozen encoder + linear classifier: L-BFGS on features (default) "
-                                       "or SGD on augmented crops (--protocol sgd)")
-    _common_args(p)
-    p.add_argument("--protocol", dest="linear_protocol", choices=("lbfgs", "sgd"), default="lbfgs",
-                   help="lbfgs (default): logistic regression on un-augmented features, l2 chosen on a val split "
-                        "(the paper's transfer protocol); sgd: a linear layer trained with SGD on random "
-                        "crop + flip views (the paper's ImageNet protocol)")
-    p.add_argument("--l2-grid", choices=("default", "paper"), default=None,
-                   help="--protocol lbfgs: default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
-    g = p.add_argument_group("--protocol sgd")
-    g.add_argument("--epochs", type=float, default=None, help="epochs over train (default 10; paper 80)")
-    g.add_argument("--sgd-batch-size", type=int, default=None, help="SGD batch size (default 256; paper 1024)")
-    g.add_argument("--lrs", nargs="+", type=float, default=None, metavar="LR",
-                   help="base learning-rate grid, lr = base * batch / 256, chosen on a val split "
-                        "(default: the paper's 0.4 0.3 0.2 0.1 0.05)")
-    g.add_argument("--crop-scale", nargs=2, type=float, default=None, metavar=("LO", "HI"),
-                   help="area range of the random resized crop (default 0.08 1)")
-    g.add_argument("--no-augment", action="store_true", help="train on the un-augmented view (no crop + flip)")
-    g.add_argument("--no-standardize", action="store_true",
-                   help="feed raw features to the layer (default: standardised with training statistics)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_linear)
-
-    p = esub.add_parser("knn", help="frozen features, weighted kNN (cosine)")
-    _common_args(p)
-    p.add_argument("--k", nargs="+", type=int, default=[20, 200])
-    p.add_argument("--temperature", type=float, default=0.07)
-    p.set_defaults(func=cmd_knn)
-
-    p = esub.add_parser("finetune", help="semi-supervised: fine-tune on a class-balanced label subset (+ scratch baseline)")
-    _common_args(p)
-    _finetune_args(p, labels_default=["1%", "10%"], steps_default=None)
-    p.set_defaults(func=cmd_finetune)
-
-    p = esub.add_parser("transfer", help="evaluate on another data set: linear or fine-tune")
-    _common_args(p, dataset=False)
-    p.add_argument("--to", required=True, dest="dataset", metavar="DATASET", help="target data set or folder")
-    p.add_argument("--mode", choices=("linear", "finetune"), default="linear")
-    p.add_argument("--l2-grid", choices=("default", "paper"), default=None,
-                   help="--mode linear: default: 6 values in [1e-6, 0.1]; paper: 45 values in [1e-6, 1e5]")
-    _finetune_args(p, labels_default=["100%"], steps_default=2000)
-    p.set_defaults(func=cmd_transfer)
+    for proto in PROTOCOLS.values():
+        p = esub.add_parser(proto.name, help=proto.help)
+        _common_args(p, dataset=proto.dataset_flag)
+        proto.add_arguments(p)
+        p.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("embed", help="write frozen features of a data set (.npy) + index,path,label (.csv)")
     _common_args(p, dataset=False)
@@ -195,131 +129,21 @@ def _prepare(a: argparse.Namespace, dataset: str | None, *, split: str | None = 
     return ctx
 
 
-def _top5(res: dict[str, Any]) -> str:
-    return f", top-5 {res['top5']:.2f}%" if "top5" in res else ""
-
-
-def _sizes(ctx: EvalContext) -> str:
-    return f"{len(ctx.data.train)} train / {len(ctx.data.test)} test"
-
-
 # ----------------------------------------------------------------------------------------------
 # commands
 
 
-def _linear(a: argparse.Namespace, protocol: str) -> int:
-    from byol.eval.protocols import run_linear
+def cmd_protocol(a: argparse.Namespace) -> int:
+    """``byol eval <protocol>``: its flags -> its settings (checked before anything loads), the shared set-up,
+    then one printed line per outcome."""
+    from byol.eval.protocols import protocol
 
-    ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
-    out = run_linear(ctx, protocol=protocol, l2_grid=getattr(a, "l2_grid", None) or "default")
-    res = out.result
-    _say(f"{protocol} on {ctx.data.name}: top-1 {res['top1']:.2f}%{_top5(res)} (l2={res['l2']:g}, {_sizes(ctx)}); "
-         f"card: {out.path}")
+    proto = protocol(a.protocol)
+    settings = proto.settings(a)
+    ctx = _prepare(a, getattr(a, "dataset", None), transfer=proto.transfer)
+    for out in proto.run(ctx, settings, log=_say):
+        _say(proto.line(ctx, settings, out))
     return 0
-
-
-_SGD_ONLY = (("epochs", "--epochs"), ("sgd_batch_size", "--sgd-batch-size"), ("lrs", "--lrs"),
-             ("crop_scale", "--crop-scale"), ("no_augment", "--no-augment"), ("no_standardize", "--no-standardize"))
-
-
-def cmd_linear(a: argparse.Namespace) -> int:
-    if getattr(a, "linear_protocol", "lbfgs") == "sgd":
-        return _linear_sgd(a, "linear-sgd")
-    given = _given(a, _SGD_ONLY)
-    if given:
-        raise ConfigError(f"{', '.join(given)} only apply to `--protocol sgd` (this is --protocol lbfgs)")
-    return _linear(a, "linear")
-
-
-def _linear_sgd(a: argparse.Namespace, protocol: str) -> int:
-    """``eval linear --protocol sgd``: the paper's ImageNet linear protocol (see byol.eval.linear_sgd)."""
-    from byol.eval.linear_sgd import LinearSGDSettings
-    from byol.eval.protocols import run_linear_sgd
-
-    if a.l2_grid is not None:
-        raise ConfigError("--l2-grid only applies to --protocol lbfgs; --protocol sgd chooses among --lrs")
-    d = LinearSGDSettings()
-    settings = LinearSGDSettings(
-        lrs=tuple(a.lrs) if a.lrs else d.lrs,
-        epochs=a.epochs if a.epochs is not None else d.epochs,
-        batch_size=a.sgd_batch_size if a.sgd_batch_size is not None else d.batch_size,
-        crop_scale=tuple(a.crop_scale) if a.crop_scale else d.crop_scale,
-        augment=not a.no_augment, standardize=not a.no_standardize,
-        eval_batch_size=max(1, a.batch_size),
-    )
-    settings.validate()  # before loading anything
-    ctx = _prepare(a, a.dataset)
-    out = run_linear_sgd(ctx, settings, protocol=protocol, progress=not a.no_progress, log=_say)
-    res = out.result
-    _say(f"{protocol} on {ctx.data.name}: top-1 {res['top1']:.2f}%{_top5(res)} (base lr {res['lr']:g}, "
-         f"{res['steps']} steps; {_sizes(ctx)}); card: {out.path}")
-    return 0
-
-
-def cmd_knn(a: argparse.Namespace) -> int:
-    from byol.eval.protocols import run_knn
-
-    if not a.k or min(a.k) < 1:
-        raise ConfigError(f"--k must be positive integers, got {a.k}")
-    ctx = _prepare(a, a.dataset)
-    out = run_knn(ctx, k=a.k, temperature=a.temperature)
-    accs = ", ".join(f"k={k[1:]}: {v:.2f}%" for k, v in out.result.items())
-    _say(f"knn on {ctx.data.name}: {accs}; card: {out.path}")
-    return 0
-
-
-def _given(a: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
-    """The ``flags`` the user gave (their value is not the None / False that stands for "not given")."""
-    return [flag for attr, flag in flags if getattr(a, attr, None) not in (None, False)]
-
-
-def _finetune_settings(a: argparse.Namespace) -> FinetuneSettings:
-    """The fine-tuning flags with their defaults filled in; ``--steps`` and ``--epochs`` are exclusive."""
-    from byol.eval.finetune import FinetuneSettings
-
-    if a.steps is not None and a.epochs is not None:
-        raise ConfigError("--steps and --epochs both set how long to fine-tune: give one of them")
-    d = FinetuneSettings()
-    steps = a.steps if a.steps is not None else (a.steps_default if a.epochs is None else None)
-    settings = FinetuneSettings(lrs=tuple(a.lrs or d.lrs), weight_decays=tuple(a.weight_decays or d.weight_decays),
-                                epochs=a.epochs if a.epochs is not None else d.epochs, steps=steps,
-                                batch_size=a.ft_batch_size if a.ft_batch_size is not None else d.batch_size,
-                                augment=not a.no_augment)
-    settings.validate()
-    return settings
-
-
-def _finetune(a: argparse.Namespace, protocol: str) -> int:
-    from byol.eval.protocols import run_finetune
-    from byol.eval.subsets import parse_labels
-
-    specs = [parse_labels(s) for s in a.labels or a.labels_default]  # fail fast on a bad --labels
-    settings = _finetune_settings(a)
-    ctx = _prepare(a, a.dataset, transfer=protocol.startswith("transfer"))
-    for spec, out in zip(specs, run_finetune(ctx, specs, settings, protocol=protocol, val_per_class=a.val_per_class,
-                                             baseline=not a.no_baseline, log=_say)):
-        line = f" => labels {spec.text}: {ctx.source.label} top-1 {out.result['top1']:.2f}%"
-        if "top5" in out.result:
-            line += f" (top-5 {out.result['top5']:.2f}%)"
-        if out.card["baseline"]:
-            line += f"; scratch top-1 {out.card['baseline']['metrics']['top1']:.2f}%"
-        _say(line + f"; card: {out.path}")
-    return 0
-
-
-def cmd_finetune(a: argparse.Namespace) -> int:
-    return _finetune(a, "finetune")
-
-
-def cmd_transfer(a: argparse.Namespace) -> int:
-    if a.mode == "linear":
-        given = _given(a, _FINETUNE_ONLY)
-        if given:
-            raise ConfigError(f"{', '.join(given)} only apply to `--mode finetune` (this is --mode linear)")
-        return _linear(a, "transfer-linear")
-    if a.l2_grid is not None:
-        raise ConfigError("--l2-grid only applies to `--mode linear`; --mode finetune chooses among --lrs")
-    return _finetune(a, "transfer-finetune")
 
 
 def cmd_embed(a: argparse.Namespace) -> int:

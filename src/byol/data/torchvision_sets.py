@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from byol.atomic import atomic_target, atomic_write
 from byol.data.cache import default_cache_dir
 from byol.data.imageset import ImageSet
 from byol.errors import DataError
@@ -127,16 +126,12 @@ def _stage_fashion(files: dict[str, Path], cache_dir: str | Path | None) -> Path
             target = raw / stem
             if target.exists():
                 continue
-            tmp = raw / f".{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-            try:
-                if files[stem].suffix == ".gz":
-                    with gzip.open(files[stem], "rb") as src, open(tmp, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                else:
-                    tmp.symlink_to(files[stem].resolve())
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            if files[stem].suffix == ".gz":
+                with gzip.open(files[stem], "rb") as src:
+                    atomic_write(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
+                continue
+            with atomic_target(target) as tmp:  # a symlink, renamed into place like a file
+                tmp.symlink_to(files[stem].resolve())
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot prepare Fashion-MNIST from {files[FASHION_MNIST_FILES[0]].parent}: {exc}") from exc
     return root

@@ -8,7 +8,8 @@ and depend only on ``torch``/``numpy``, ``byol.errors``, ``byol.optim.schedules`
 ``byol.train.loop``. Above them, :mod:`byol.eval.encoders` (which encoder), :mod:`byol.eval.data` (which
 images) and :mod:`byol.eval.context` (:func:`prepare`: one set-up per evaluation) read run
 directories and data sets through ``byol.run.files``, ``byol.models`` and ``byol.data``;
-:mod:`byol.eval.protocols` runs a protocol on a prepared context and writes its card.
+:mod:`byol.eval.protocols` holds the protocols by name (one module each), which run on a prepared context
+and write their cards.
 
 The public names are imported on first use (PEP 562), so that reading results cards
 (:mod:`byol.eval.cards`, used by ``byol report``) does not import torch.

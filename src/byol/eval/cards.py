@@ -27,6 +27,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
 
+from byol.atomic import atomic_write
 from byol.errors import ByolError
 
 __all__ = ["CARD_SCHEMA", "card_filename", "card_files", "collect_cards", "make_card", "read_card", "write_card"]
@@ -77,14 +78,8 @@ def make_card(
 
 
 def write_card(out_dir: str | Path, card: dict[str, Any], filename: str) -> Path:
-    """Write ``card`` as ``out_dir/filename`` (atomically: temp file + rename)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / filename
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    """Write ``card`` as ``out_dir/filename`` (atomically: :func:`byol.atomic.atomic_write`)."""
+    return atomic_write(Path(out_dir) / filename, json.dumps(card, indent=2, default=str))
 
 
 def read_card(path: str | Path) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from byol.atomic import atomic_write
 from byol.eval.features import extract_features
 
 __all__ = ["file_fingerprint", "features_for", "feature_key"]
@@ -96,11 +96,7 @@ def features_for(
     feats = extract_features(encoder, images, size=size, mean=list(mean), std=list(std), batch_size=batch_size,
                              device=device, progress=progress)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, feats.numpy())
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps({"key": key, "sha256": digest, "shape": list(feats.shape)},
-                                                        indent=1))
+        atomic_write(path, lambda f: np.save(f, feats.numpy()))
+        atomic_write(path.with_suffix(".json"), json.dumps({"key": key, "sha256": digest, "shape": list(feats.shape)},
+                                                           indent=1))
     return feats, False

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from byol.atomic import atomic_write
 from byol.errors import ConfigError, DataError
 from byol.eval.splits import stratified_split
 
@@ -168,10 +169,7 @@ class LabelSplit:
         }
 
     def save(self, path: Path, **extra) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(**extra)))
-        return path
+        return atomic_write(path, json.dumps(self.to_json(**extra)))
 
 
 def make_label_split(

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.models.tv_resnets import torchvision_resnet  # noqa: F401 (re-exported)
 
@@ -81,8 +82,7 @@ def backbone_meta(
 
 def _write_sidecar(out: Path, meta: dict[str, Any], fmt: str) -> Path:
     side = sidecar_path(out)
-    side.write_text(json.dumps({**meta, "format": fmt, "file": out.name}, indent=2))
-    return side
+    return atomic_write(side, json.dumps({**meta, "format": fmt, "file": out.name}, indent=2))
 
 
 def _state(encoder: nn.Module) -> dict[str, Tensor]:
@@ -91,19 +91,16 @@ def _state(encoder: nn.Module) -> dict[str, Tensor]:
 
 def save_torchvision(encoder: nn.Module, out: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:
     """``torch.save`` of the backbone's state_dict (torchvision key names for ResNets) + sidecar."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(_state(encoder), out)
+    state = _state(encoder)
+    out = atomic_write(out, lambda f: torch.save(state, f))
     return out, _write_sidecar(out, meta, "torchvision")
 
 
 def save_safetensors(encoder: nn.Module, out: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """``safetensors.torch.save_file`` of the state_dict (the sidecar also goes in the header metadata)."""
-    from safetensors.torch import save_file
+    """``safetensors.torch.save`` of the state_dict (the sidecar also goes in the header metadata)."""
+    from safetensors.torch import save
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(_state(encoder), str(out), metadata={"byol": json.dumps(meta)})
+    out = atomic_write(out, save(_state(encoder), metadata={"byol": json.dumps(meta)}))
     return out, _write_sidecar(out, meta, "safetensors")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from byol.atomic import atomic_write
+
 
 def read_metrics(path: Path) -> list[dict]:
     path = Path(path)
@@ -14,14 +16,15 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def save_figure(fig, out_png: Path | str) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    """Lay out, write (atomically, creating the folder) and close a matplotlib figure."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
+    try:
+        atomic_write(out_png, lambda f: fig.savefig(f, format=out_png.suffix.lstrip(".") or None))
+    finally:
+        plt.close(fig)
     return out_png
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.eval.cards import collect_cards
 
@@ -91,7 +92,6 @@ def build_report(run_dirs: Sequence[str | Path], out_md: str | Path, *, png: boo
     rows = [r for run, card in cards for r in card_rows(run, card)]
     table = markdown_table(rows)
     out_md = Path(out_md)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(table + "\n")
+    atomic_write(out_md, table + "\n")
     out_png = plot_rows(rows, out_md.with_suffix(".png")) if png else None
     return table, out_md, out_png

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from byol.atomic import atomic_write
 from byol.reports.plots import save_figure
 from byol.reproduce.studies import Cell, Results, Study
 
@@ -166,6 +167,5 @@ def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir
     if notes.is_file():
         lines += ["## Discussion", "", notes.read_text().strip(), ""]
     md = out_dir / f"{study.name}.md"
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text("\n".join(lines))
+    atomic_write(md, "\n".join(lines))
     return md, png

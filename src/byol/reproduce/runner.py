@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from byol.atomic import atomic_write
 from byol.config import PretrainConfig, build_config, find_preset, to_dict
 from byol.data import ImageSet, load_images, normalization
 from byol.eval.compare import evaluate_encoders
@@ -177,11 +178,8 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Atomically (temp file + rename): a killed sweep never leaves a half-written record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Atomically (:func:`byol.atomic.atomic_write`): a killed sweep never leaves a half-written record."""
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 def record_cell(cell: Cell, scale: Scale, seed: int, cells_dir: Path, runs_dir: Path) -> dict[str, Any]:

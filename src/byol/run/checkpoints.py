@@ -4,7 +4,8 @@ A checkpoint is a plain ``torch.save`` file that holds only tensors, dicts, list
 None, so it is read with ``torch.load(..., weights_only=True)``: a file that needs anything else (e.g. a
 crafted pickle whose ``__reduce__`` runs a command) is refused before any of it runs.
 
-Writes go to a temporary file in the same directory, are fsynced and renamed over the target. Beside each
+Writes go through :func:`byol.atomic.atomic_write` (a temporary file in the same directory, fsynced, renamed
+over the target, the directory fsynced). Beside each
 checkpoint ``FILE.sha256`` lists the sha256 and size of the bytes it may hold: written *before* the
 rename with both the new and the previous digest, so a kill at any point leaves a file that verifies.
 """
@@ -25,6 +26,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.runtime.process import pid_alive
 
@@ -55,16 +57,7 @@ def _write_bytes(fh: BinaryIO, data: bytes) -> None:
 
 
 def _atomic_write(data: bytes, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            _write_bytes(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda fh: _write_bytes(fh, data))
 
 
 def _known_digests(path: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """A run directory on disk: atomic checkpoint writes, ``metrics.jsonl`` (+ TensorBoard), ``env.json``,
-the resolved ``config.yaml``, and reading checkpoints back.
+the resolved ``config.yaml``, and reading checkpoints back. Every file but the appended ``metrics.jsonl``
+is written whole through :func:`byol.atomic.atomic_write`.
 
 Layout: ``config.yaml`` (fully resolved), ``env.json`` (versions, device, git commit), ``metrics.jsonl``,
 ``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``.
@@ -20,6 +21,7 @@ import torch
 
 from byol import __version__
 
+from byol.atomic import atomic_write
 from byol.run import checkpoints
 from byol.config import PretrainConfig, build_config
 from byol.errors import ByolError
@@ -105,7 +107,7 @@ def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any]
     ``skipped_files.txt`` has one ``path<TAB>reason`` line per skipped file, the path relative to the data
     folder, its bytes exactly as on disk (names that are not UTF-8 are written back as they were)."""
     write_config(run_dir, resolved)
-    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    atomic_write(run_dir / "env.json", json.dumps(env, indent=2))
     write_skipped(run_dir, skipped, reasons)
 
 
@@ -115,15 +117,14 @@ def write_skipped(run_dir: Path, skipped: list[str], reasons: dict[str, str] | N
     if skipped:
         reasons = reasons or {}
         lines = "".join(f"{f}\t{reasons.get(f, 'unreadable')}\n" for f in skipped)
-        (run_dir / "skipped_files.txt").write_text(lines, encoding="utf-8", errors="surrogateescape")
+        atomic_write(run_dir / "skipped_files.txt", lines, encoding="utf-8", errors="surrogateescape")
 
 
 def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     """``config.yaml``: the fully resolved config of the run."""
     import yaml
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def last_record(run_dir: Path, key: str) -> dict[str, Any] | None:
@@ -144,7 +145,7 @@ def last_record(run_dir: Path, key: str) -> dict[str, Any] | None:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS}, indent=2))
+    atomic_write(run_dir / "summary.json", json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS}, indent=2))
 
 
 def checkpoint_path(path: Path) -> Path:
