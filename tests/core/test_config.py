@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from byol.config import PretrainConfig, TrainConfig, build_config, check_batch, find_preset
+from byol.config import TrainConfig, check_batch, find_preset
+from byol.train.config import PretrainConfig, build_config
 from byol.errors import ConfigError
 from byol.config.views import ViewSpec, paper_views
 
 
 def _load(*overrides: str) -> PretrainConfig:
-    return build_config(PretrainConfig, files=[find_preset("tiny")], overrides=list(overrides))
+    return build_config(files=[find_preset("tiny")], overrides=list(overrides))
 
 
 def _error(*overrides: str) -> str:
@@ -168,7 +169,7 @@ def test_fewer_images_than_one_batch_is_the_same_config_error(tmp_path):
     folder.mkdir()
     for i in range(5):
         Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+    cfg = build_config(files=[find_preset("tiny")],
                        extra={"data": {"source": str(folder), "cache_dir": str(tmp_path / "cache")}})
     with pytest.raises(ConfigError, match=r"^optim.batch_size \(16\) is more than the 5 training images: lower "
                                           r"optim.batch_size to 5 or less$"):

@@ -10,7 +10,7 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from byol.config import PretrainConfig, build_config
+from byol.train.config import PretrainConfig, build_config
 from byol.errors import ConfigError
 
 SECTIONS = {f.name: typing.get_type_hints(PretrainConfig)[f.name] for f in dataclasses.fields(PretrainConfig)}
@@ -44,7 +44,7 @@ def config_dicts(draw):
 
 def _load(**kwargs) -> None:
     try:
-        build_config(PretrainConfig, **kwargs)
+        build_config(**kwargs)
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc)
 
