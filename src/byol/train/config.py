@@ -81,7 +81,8 @@ def parse_method(layers: list[dict[str, Any]]) -> MethodConfig:
     for section, name in zip(sections, named):
         bad = sorted((str(k) for k in section if k not in known))
         if bad:
-            raise ConfigError(f"unknown config key 'method.{bad[0]}'{did_you_mean(bad[0], sorted(known))}; "
+            hint = did_you_mean(f"method.{bad[0]}", [f"method.{k}" for k in sorted(known)])
+            raise ConfigError(f"unknown config key 'method.{bad[0]}'{hint}; "
                               f"valid keys here: {', '.join('method.' + k for k in own)}")
         if name == current:
             section = cls.read_legacy(section)
