@@ -28,7 +28,7 @@ import torch
 def _count(config: str) -> tuple[int, int]:
     """(trainable parameters, BN channels of the online and target networks) of the preset's method."""
     from byol.config import find_preset
-    from byol.train.config import PretrainConfig, build_config
+    from byol.train.config import build_config
     from byol.methods import build_method
     from byol.models.factory import backbone_factory
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import byol.eval.features as features  # noqa: E402
 from byol.config import find_preset  # noqa: E402
 from byol.models.factory import build_encoder  # noqa: E402
-from byol.train.config import PretrainConfig, build_config  # noqa: E402
+from byol.train.config import build_config  # noqa: E402
 from byol.optim.optimizers import build_optimizer  # noqa: E402
 from throughput import StepParts  # noqa: E402  (benchmarks/throughput.py)
 

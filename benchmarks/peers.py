@@ -212,7 +212,7 @@ def _median(xs: list[float]) -> float:
 def step_config(setting: str, batch: int):
     """(config, channels, size) of a model-step setting; built exactly as throughput.py / the CLI do."""
     from byol.config import find_preset
-    from byol.train.config import PretrainConfig, build_config
+    from byol.train.config import build_config
 
     if setting == "resnet18-cifar":
         cfg = build_config(extra={

@@ -88,7 +88,7 @@ def summarize_run(run_dir: Path) -> dict:
 
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:
     from byol.config import find_preset
-    from byol.train.config import PretrainConfig, build_config
+    from byol.train.config import build_config
     from byol.train.pretrain import run_pretrain
 
     length = f"epochs={a.epochs}" if a.epochs else f"budget={a.budget}"

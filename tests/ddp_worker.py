@@ -38,7 +38,7 @@ sys.addaudithook(_audit)
 import torch  # noqa: E402
 
 from byol.config import find_preset  # noqa: E402
-from byol.train.config import PretrainConfig, build_config  # noqa: E402
+from byol.train.config import build_config  # noqa: E402
 from byol.train.pretrain import run_pretrain  # noqa: E402
 
 rank = int(os.environ["RANK"])

@@ -19,7 +19,7 @@ import torch
 
 from byol.run.checkpoints import read_checkpoint
 from byol.config import find_preset
-from byol.train.config import PretrainConfig, build_config
+from byol.train.config import build_config
 from byol.train.pretrain import run_pretrain
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

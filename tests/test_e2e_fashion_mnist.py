@@ -42,7 +42,7 @@ def _run(*args) -> int:
 def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
     from byol.models.factory import build_encoder
     from byol.run.files import load_encoder
-    from byol.train.config import PretrainConfig, build_config
+    from byol.train.config import build_config
     from byol.data import load_images
     from byol.eval import extract_features, knn_eval
 

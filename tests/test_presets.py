@@ -6,7 +6,7 @@ import pytest
 
 from byol.config import PRESETS_DIR as CONFIG_DIR
 from byol.config import find_preset
-from byol.train.config import PretrainConfig, build_config
+from byol.train.config import build_config
 from byol.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

@@ -118,7 +118,7 @@ def test_a_module_lr_multiplier_scales_its_step_and_nothing_else(name):
 
 def test_predictor_lr_mult_reaches_the_predictor_and_is_refused_without_one(tmp_path):
     from byol.config import find_preset
-    from byol.train.config import PretrainConfig, build_config
+    from byol.train.config import build_config
     from byol.train.pretrain import _predictor_lr_mult
     from byol.methods import build_method
     from byol.models.factory import backbone_factory

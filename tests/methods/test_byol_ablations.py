@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from byol.augment import TwoViewAugment, view_specs
 from byol.config import find_preset
 from byol.methods import BYOLConfig
-from byol.train.config import PretrainConfig, build_config
+from byol.train.config import build_config
 from byol.errors import ConfigError
 from byol.losses import nt_xent
 from byol.methods import BYOL

@@ -11,7 +11,7 @@ from PIL import Image
 
 from byol.cli import main
 from byol.config import PRESETS_DIR, find_preset
-from byol.train.config import PretrainConfig, build_config, validate_pretrain
+from byol.train.config import build_config, validate_pretrain
 from byol.methods import build_method, method_names
 from byol.models import build_backbone
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from byol.config import MethodConfig
-from byol.train.config import PretrainConfig, build_config
+from byol.train.config import build_config
 from byol.errors import ConfigError
 from byol.methods import BYOL, CONFIGS, METHODS, BYOLConfig, build_method, register
 from byol.models import build_backbone
