@@ -27,11 +27,12 @@ import torch
 
 def _count(config: str) -> tuple[int, int]:
     """(trainable parameters, BN channels of the online and target networks) of the preset's method."""
-    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.config import find_preset
+    from byol.train.config import build_config
     from byol.methods import build_method
     from byol.models.factory import backbone_factory
 
-    cfg = build_config(PretrainConfig, files=[find_preset(config)])
+    cfg = build_config(files=[find_preset(config)])
     method = build_method(cfg.method, backbone_factory(cfg.model, in_channels=1))
     params = sum(p.numel() for m in method.trainable_modules() for p in m.parameters() if p.requires_grad)
     bn = sum(m.num_features for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -30,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from byol.runtime import dist
 from byol.augment import TwoViewAugment
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.train.config import PretrainConfig, build_config
 from byol.train.loop import LoopOptions, Trainer
 from byol.methods import build_method
 from byol.models.factory import backbone_factory
@@ -79,7 +80,7 @@ def step_flops(method: torch.nn.Module, augment: TwoViewAugment, images: torch.T
 def build(args: argparse.Namespace) -> tuple[PretrainConfig, torch.device]:
     overrides = [f"optim.batch_size={args.batch_size}", f"train.amp={args.amp}", "train.progress=false",
                  f"train.device={args.device}", *(TINY if args.tiny else []), *args.set]
-    cfg = build_config(PretrainConfig, files=[find_preset("imagenet-paper")], overrides=overrides)
+    cfg = build_config(files=[find_preset("imagenet-paper")], overrides=overrides)
     return cfg, dist.local_device(resolve_device(cfg.train.device))
 
 

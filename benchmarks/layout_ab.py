@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import byol.eval.features as features  # noqa: E402
 from byol.config import find_preset  # noqa: E402
 from byol.models.factory import build_encoder  # noqa: E402
-from byol.config import PretrainConfig, build_config  # noqa: E402
+from byol.train.config import build_config  # noqa: E402
 from byol.optim.optimizers import build_optimizer  # noqa: E402
 from throughput import StepParts  # noqa: E402  (benchmarks/throughput.py)
 
@@ -52,7 +52,7 @@ def step_ab(name: str, reps: int, steps: int) -> None:
 
 
 def features_ab(reps: int) -> None:
-    cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")])
+    cfg = build_config(files=[find_preset("fashion-mnist")])
     torch.manual_seed(0)
     enc = build_encoder(cfg.model, 1)
     x = torch.randint(0, 256, (10000, 1, 28, 28), dtype=torch.uint8)

@@ -212,15 +212,15 @@ def _median(xs: list[float]) -> float:
 def step_config(setting: str, batch: int):
     """(config, channels, size) of a model-step setting; built exactly as throughput.py / the CLI do."""
     from byol.config import find_preset
-    from byol.config import PretrainConfig, build_config
+    from byol.train.config import build_config
 
     if setting == "resnet18-cifar":
-        cfg = build_config(PretrainConfig, extra={
+        cfg = build_config(extra={
             "model": {"backbone": "resnet18", "small_stem": True, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
             "method": {"target_init": "copy"}, "optim": {"batch_size": batch}})
         return cfg, 3, 32
     if setting in ("demo", "cpu-rgb32"):
-        cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")], extra={"optim": {"batch_size": batch}})
+        cfg = build_config(files=[find_preset("fashion-mnist")], extra={"optim": {"batch_size": batch}})
         return (cfg, 1, 28) if setting == "demo" else (cfg, 3, 32)
     raise ValueError(setting)
 

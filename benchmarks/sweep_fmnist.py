@@ -19,7 +19,7 @@ import torch, torch.nn.functional as F
 from byol.augment import TwoViewAugment, paper_views
 from byol.augment.views import eval_transform
 from byol.models import build_backbone
-from byol.config import MethodConfig
+from byol.methods import BYOLConfig
 from byol.methods import BYOL
 from byol.optim.optimizers import build_optimizer, set_lr
 from byol.optim.schedules import warmup_cosine
@@ -57,7 +57,7 @@ aug = TwoViewAugment(t1, t2, a.size, mean, std)
 opts = {"widths": [int(x) for x in a.widths.split(",")]} if a.bb == "convnet" else {}
 if a.convs: opts["convs"] = [int(x) for x in a.convs.split(",")]
 mk = lambda: build_backbone(a.bb, width=a.width, small_stem=bool(a.small_stem), in_channels=1, **opts)
-m = BYOL(mk, MethodConfig(proj_hidden=a.hid, proj_dim=a.pdim, pred_hidden=a.hid, tau_base=a.tau, target_init=a.init)).to(memory_format=torch.channels_last)
+m = BYOL(mk, BYOLConfig(proj_hidden=a.hid, proj_dim=a.pdim, pred_hidden=a.hid, tau_base=a.tau, target_init=a.init)).to(memory_format=torch.channels_last)
 peak = a.lr * a.bs / 256
 opt = build_optimizer(a.opt, m.trainable_modules(), lr=peak, weight_decay=a.wd)
 spe = len(Xtr) // a.bs; K = int(a.epochs * spe); W = int(a.warm * K)

@@ -87,7 +87,8 @@ def summarize_run(run_dir: Path) -> dict:
 
 
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:
-    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.config import find_preset
+    from byol.train.config import build_config
     from byol.train.pretrain import run_pretrain
 
     length = f"epochs={a.epochs}" if a.epochs else f"budget={a.budget}"
@@ -97,7 +98,7 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
         return None
     length_set = [f"train.epochs={a.epochs}", "train.budget=null"] if a.epochs else [f"train.budget={a.budget}"]
     sets = [*a.set, *overrides, f"train.seed={seed}", "train.progress=false", *length_set]
-    cfg = build_config(PretrainConfig, files=[find_preset(a.config)], overrides=sets,
+    cfg = build_config(files=[find_preset(a.config)], overrides=sets,
                        extra={"data": {"source": a.data}})
     run_dir = Path(a.runs_dir) / key
     print(f"{name} seed {seed}: running ({key}) {' '.join(overrides) or '(preset)'}", flush=True)

@@ -34,7 +34,7 @@ from byol.augment import view_specs
 from byol.config import find_preset
 from byol.methods import build_method
 from byol.models.factory import backbone_factory, build_encoder
-from byol.config import PretrainConfig, build_config
+from byol.train.config import PretrainConfig, build_config
 from byol.runtime.device import autocast_for
 from byol.eval import extract_features
 from byol.optim.optimizers import build_optimizer
@@ -61,16 +61,16 @@ FOLDER = ("folder-32", "folder-64")
 def setting(name: str) -> tuple[PretrainConfig, int, int, int]:
     """(config, channels, image size, batch)."""
     if name == "demo":
-        cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")])
+        cfg = build_config(files=[find_preset("fashion-mnist")])
         return cfg, 1, 28, cfg.optim.batch_size
     if name == "resnet18-cifar":
-        cfg = build_config(PretrainConfig, extra={
+        cfg = build_config(extra={
             "model": {"backbone": "resnet18", "small_stem": True, "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096},
             "method": {"target_init": "copy"}, "optim": {"batch_size": 256}})
         return cfg, 3, 32, 256
     if name in FOLDER:  # the default for `byol pretrain --data FOLDER`, RGB at 32 or 64 px
         size = int(name.split("-")[1])
-        cfg = build_config(PretrainConfig, files=[find_preset("folder")], extra={"data": {"image_size": size}})
+        cfg = build_config(files=[find_preset("folder")], extra={"data": {"image_size": size}})
         return cfg, 3, size, cfg.optim.batch_size
     raise SystemExit(f"unknown setting {name}")
 
@@ -191,7 +191,7 @@ def bench_paper_views(reps: int, batch: int = 256, size: int = 32, steps: int = 
 
 def bench_features(reps: int, n: int = 10000) -> dict:
     """Feature extraction (BN eval, no grad, batch 512) with the demo backbone on n 28 px grayscale images."""
-    cfg = build_config(PretrainConfig, files=[find_preset("fashion-mnist")])
+    cfg = build_config(files=[find_preset("fashion-mnist")])
     torch.manual_seed(0)
     enc = build_encoder(cfg.model, 1)
     x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)

@@ -37,11 +37,12 @@ sys.addaudithook(_audit)
 
 import torch  # noqa: E402
 
-from byol.config import PretrainConfig, build_config, find_preset  # noqa: E402
+from byol.config import find_preset  # noqa: E402
+from byol.train.config import build_config  # noqa: E402
 from byol.train.pretrain import run_pretrain  # noqa: E402
 
 rank = int(os.environ["RANK"])
-cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=overrides)
+cfg = build_config(files=[find_preset("tiny")], overrides=overrides)
 summary = run_pretrain(cfg, run_dir)
 torch.save(summary["method"].state_dict(), out / f"rank{rank}.pt")
 (out / f"rank{rank}.json").write_text(json.dumps({"writes": writes, "steps": summary["steps"],

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from byol.run.checkpoints import read_checkpoint
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.train.config import build_config
 from byol.train.pretrain import run_pretrain
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -72,7 +73,7 @@ def _relative_differences(a: dict, b: dict) -> tuple[float, float]:
 def test_two_processes_train_like_one(image_folder, tmp_path):
     overrides = _overrides(image_folder, tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
-    run_pretrain(build_config(PretrainConfig, files=[find_preset("tiny")], overrides=overrides), one)
+    run_pretrain(build_config(files=[find_preset("tiny")], overrides=overrides), one)
     launch(tmp_path, two, overrides)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["steps"] for r in reports] == [20, 20] and reports[0]["stop_reason"] == "completed"
@@ -108,7 +109,7 @@ def test_two_processes_train_like_one(image_folder, tmp_path):
     ckpts = two / "checkpoints"
     for suffix in ("", ".sha256"):
         shutil.copyfile(ckpts / f"step0000010.pt{suffix}", ckpts / f"last.pt{suffix}")
-    resumed = run_pretrain(build_config(PretrainConfig, files=[find_preset("tiny")], overrides=overrides), two,
+    resumed = run_pretrain(build_config(files=[find_preset("tiny")], overrides=overrides), two,
                            resume=True)
     assert resumed["stop_reason"] == "completed" and resumed["steps"] == 20
     overall, worst = _relative_differences(single["method"], read_checkpoint(ckpts / "last.pt")["method"])
@@ -132,7 +133,7 @@ def test_contrastive_methods_train_one_model_over_two_processes(image_folder, tm
             assert torch.equal(r0[k], r1[k]), k
     assert json.loads((tmp_path / "rank1.json").read_text())["writes"] == []
     if method == "simclr":
-        run_pretrain(build_config(PretrainConfig, files=[find_preset("tiny")], overrides=overrides), tmp_path / "one")
+        run_pretrain(build_config(files=[find_preset("tiny")], overrides=overrides), tmp_path / "one")
         single = read_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["method"]
         overall, worst = _relative_differences(single, r0)
         assert overall <= 1e-4 and worst <= 1e-3, (overall, worst)

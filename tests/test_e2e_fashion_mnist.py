@@ -42,7 +42,7 @@ def _run(*args) -> int:
 def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
     from byol.models.factory import build_encoder
     from byol.run.files import load_encoder
-    from byol.config import PretrainConfig, build_config
+    from byol.train.config import build_config
     from byol.data import load_images
     from byol.eval import extract_features, knn_eval
 
@@ -65,7 +65,7 @@ def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
 
     # the same architecture at random init, the same protocol (library calls)
     enc, cfg = load_encoder(run)
-    pc = build_config(PretrainConfig, extra=cfg)
+    pc = build_config(extra=cfg)
     torch.manual_seed(1)
     rand = build_encoder(pc.model, 1)
     train = load_images("fashion-mnist", "train", cache_dir=cache, progress=False)

@@ -8,7 +8,8 @@ import torch
 
 from byol.augment import TwoViewAugment, paper_views
 from byol.train.loop import LoopOptions, Trainer
-from byol.config import MethodConfig, OptimConfig, TrainConfig
+from byol.config import OptimConfig, TrainConfig
+from byol.methods import BYOLConfig
 from byol.methods import BYOL
 from byol.models import build_backbone
 from byol.optim.optimizers import build_optimizer
@@ -24,7 +25,7 @@ def _options(**overrides) -> LoopOptions:
 def _trainer(images, run_dir, *, stop_after=None, **opts):
     torch.manual_seed(0)
     method = BYOL(lambda: build_backbone("convnet", in_channels=1, widths=[4, 8]),
-                  MethodConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy"))
+                  BYOLConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy"))
     opt = build_optimizer("lars", method.trainable_modules(), lr=0.2, weight_decay=1e-6)
     t1, t2 = paper_views()
     aug = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])
@@ -338,3 +339,42 @@ def test_update_stats_off_logs_no_update_sizes(labeled_images, tmp_path):
     _trainer(images, tmp_path, epochs=1, update_stats=False).fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows and not any(k.startswith("upd/") for r in rows for k in r)
+
+
+class _Bar:
+    """Stands in for tqdm: records what the loop shows."""
+
+    def __init__(self) -> None:
+        self.total, self.shown = None, []
+
+    def set_postfix(self, **fields) -> None:
+        self.shown.append(fields)
+
+    def update(self, n) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("method, fields", [("byol", ["loss", "lr", "tau", "pairs_s"]),
+                                            ("simclr", ["loss", "lr", "pairs_s"]),
+                                            ("moco", ["loss", "lr", "tau", "pairs_s"])])
+def test_the_progress_bar_shows_what_the_method_reports(labeled_images, tmp_path, monkeypatch, method, fields):
+    from byol.methods import build_method, config_class
+
+    images, _ = labeled_images
+    torch.manual_seed(0)
+    cfg = config_class(method)(proj_hidden=16, proj_dim=8)
+    m = build_method(cfg, lambda: build_backbone("convnet", in_channels=1, widths=[4, 8]))
+    opt = build_optimizer("lars", m.trainable_modules(), lr=0.2, weight_decay=1e-6)
+    t1, t2 = paper_views()
+    aug = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])
+    bar = _Bar()
+    monkeypatch.setattr(Trainer, "_open_bar", lambda self: bar)
+    trainer = Trainer(m, opt, aug, images, batch_size=16, device=torch.device("cpu"),
+                      options=_options(epochs=1.0, update_stats=True), run_dir=None)
+    trainer.fit()
+    assert bar.shown and all(list(f) == fields for f in bar.shown)  # the update ratios are logged, not shown
+    if "tau" in fields:
+        assert float(bar.shown[-1]["tau"]) == pytest.approx(trainer.method.after_step(0, 10)["tau"], abs=1e-2)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.train.config import PretrainConfig, build_config
 from byol.data import load_images
 from byol.train.monitor import knn_monitor
 from byol.train.pretrain import make_monitor
@@ -28,7 +29,7 @@ def split_folder(tmp_path):
 
 
 def _monitor(folder, tmp_path, *overrides):
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=[
+    cfg = build_config(files=[find_preset("tiny")], overrides=[
         f"data.source={folder}", f"data.cache_dir={tmp_path / 'cache'}", *overrides])
     train = load_images(str(folder), "train", cache_dir=tmp_path / "cache", progress=False)
     return make_monitor(cfg, train, 8, [0.5], [0.25], torch.device("cpu"))

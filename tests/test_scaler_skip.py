@@ -6,7 +6,8 @@ import dataclasses
 import torch
 
 from byol.augment import TwoViewAugment, paper_views
-from byol.config import MethodConfig, OptimConfig, TrainConfig
+from byol.config import OptimConfig, TrainConfig
+from byol.methods import BYOLConfig
 from byol.train.loop import LoopOptions, Trainer
 from byol.methods import BYOL
 from byol.models import build_backbone
@@ -25,7 +26,7 @@ def _snapshot(trainer: Trainer) -> dict:
 def test_a_step_the_scaler_skips_moves_neither_the_target_nor_the_schedules(labeled_images):
     torch.manual_seed(0)
     method = BYOL(lambda: build_backbone("convnet", in_channels=1, widths=[4, 8]),
-                  MethodConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy"))
+                  BYOLConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9, target_init="copy"))
     opt = build_optimizer("lars", method.trainable_modules(), lr=0.2, weight_decay=1e-6)
     t1, t2 = paper_views()
     views = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])

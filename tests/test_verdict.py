@@ -13,7 +13,7 @@ from byol.eval import extract_features, knn_eval
 from byol.data import load_images
 from byol.models import build_backbone
 from byol.models.factory import build_encoder
-from byol.run.files import load_run_config
+from byol.train.config import load_run_config
 from byol.train.verdict import MAX_BANK, MAX_QUERIES, margin, random_init_verdict, verdict_lines, verdict_split
 
 KW = dict(size=16, mean=[0.4], std=[0.3], device=torch.device("cpu"))

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from byol.config import PretrainConfig, TrainConfig, build_config, check_batch, find_preset
+from byol.config import TrainConfig, check_batch, find_preset
+from byol.train.config import PretrainConfig, build_config
 from byol.errors import ConfigError
 from byol.config.views import ViewSpec, paper_views
 
 
 def _load(*overrides: str) -> PretrainConfig:
-    return build_config(PretrainConfig, files=[find_preset("tiny")], overrides=list(overrides))
+    return build_config(files=[find_preset("tiny")], overrides=list(overrides))
 
 
 def _error(*overrides: str) -> str:
@@ -168,8 +169,45 @@ def test_fewer_images_than_one_batch_is_the_same_config_error(tmp_path):
     folder.mkdir()
     for i in range(5):
         Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+    cfg = build_config(files=[find_preset("tiny")],
                        extra={"data": {"source": str(folder), "cache_dir": str(tmp_path / "cache")}})
     with pytest.raises(ConfigError, match=r"^optim.batch_size \(16\) is more than the 5 training images: lower "
                                           r"optim.batch_size to 5 or less$"):
         build_pretrain(cfg, None)
+
+
+def test_one_checker_reads_the_ranges_and_choices_that_fields_declare():
+    import dataclasses
+    from dataclasses import dataclass
+
+    from byol.config.checks import Section, check_section, choice, ranged
+
+    @dataclass
+    class Probe(Section):
+        SECTION = "probe"
+        rate: float = ranged(0.5, 0, 1, low_ok=True)
+        count: int | None = ranged(None)
+        mode: str = choice("fast", "fast", "slow")
+
+    Probe(rate=0.0, count=None)  # the closed low end and None are fine
+    for kwargs, message in (({"rate": 1.5}, "probe.rate must be in [0, 1], got 1.5"),
+                            ({"count": 0}, "probe.count must be positive, got 0"),
+                            ({"mode": "slw"}, "probe.mode must be one of fast, slow, got 'slw' (did you mean 'slow'?)")):
+        with pytest.raises(ConfigError) as e:
+            Probe(**kwargs)
+        assert str(e.value) == message
+    p = Probe()
+    p.rate = -1.0  # changed after it was built: the checker run again (validate_pretrain does) finds it
+    with pytest.raises(ConfigError, match=r"^section.rate must be in \[0, 1\]"):
+        check_section(p, "section")
+    # every section of the run's config declares its checks the same way (none is left in a side table)
+    assert dataclasses.fields(TrainConfig)[0].metadata["range"] == (0, float("inf"), False)
+
+
+def test_a_config_changed_in_code_is_checked_again_before_a_run():
+    from byol.train.config import validate_pretrain
+
+    cfg = _load()
+    cfg.method.tau_base = 2.0
+    with pytest.raises(ConfigError, match=r"^method.tau_base must be in \[0, 1\], got 2.0$"):
+        validate_pretrain(cfg)

@@ -117,17 +117,18 @@ def test_a_module_lr_multiplier_scales_its_step_and_nothing_else(name):
 
 
 def test_predictor_lr_mult_reaches_the_predictor_and_is_refused_without_one(tmp_path):
-    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.config import find_preset
+    from byol.train.config import build_config
     from byol.train.pretrain import _predictor_lr_mult
     from byol.methods import build_method
     from byol.models.factory import backbone_factory
 
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=10"])
+    cfg = build_config(files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=10"])
     method = build_method(cfg.method, backbone_factory(cfg.model, 3))
     assert _predictor_lr_mult(cfg, method) == {method.predictor: 10.0}
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+    cfg = build_config(files=[find_preset("tiny")],
                        overrides=["optim.predictor_lr_mult=10", "method.use_predictor=false"])
     with pytest.raises(ConfigError, match="has no predictor"):
         _predictor_lr_mult(cfg, build_method(cfg.method, backbone_factory(cfg.model, 3)))
     with pytest.raises(ConfigError, match="predictor_lr_mult"):
-        build_config(PretrainConfig, files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=0"])
+        build_config(files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=0"])

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from byol.config import DataConfig, PretrainConfig, build_config
+from byol.config import DataConfig
+from byol.train.config import PretrainConfig, build_config
 from byol.data import load_images
 from byol.data.archive import open_store
 from byol.data.decode import decode_crops, draft_scale
@@ -201,11 +202,11 @@ def test_when_the_stream_is_chosen(photo_folder):
 def test_config_key():
     assert PretrainConfig().data.stream == "auto"
     for raw, value in (("on", "on"), ("off", "off"), ("auto", "auto"), ("true", "on")):
-        assert build_config(PretrainConfig, overrides=[f"data.stream={raw}"]).data.stream == value
+        assert build_config(overrides=[f"data.stream={raw}"]).data.stream == value
     with pytest.raises(ConfigError, match="data.stream must be one of auto, on, off"):
-        build_config(PretrainConfig, overrides=["data.stream=always"])
+        build_config(overrides=["data.stream=always"])
     with pytest.raises(ConfigError, match="data.workers"):
-        build_config(PretrainConfig, overrides=["data.workers=-1"])
+        build_config(overrides=["data.workers=-1"])
 
 
 def test_a_zip_streams_in_worker_processes(photo_folder, tmp_path):

@@ -91,7 +91,8 @@ def test_scratch_baseline_is_a_fresh_init_and_the_pretrained_encoder_is_not_modi
     from byol.eval.encoders import SourceSpec
     from byol.eval.subsets import parse_labels
     from byol.models.factory import build_encoder
-    from byol.run.files import load_encoder, load_run_config
+    from byol.run.files import load_encoder
+    from byol.train.config import load_run_config
 
     run, _, _ = tiny_run
     starts = []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.config import MethodConfig
+from byol.methods import BYOLConfig
 from byol.methods import BYOL
 from byol.models import build_backbone
 
@@ -15,7 +15,7 @@ from byol.models import build_backbone
 def _method(target_init="copy", **kw):
     torch.manual_seed(0)
     mk = lambda: build_backbone("convnet", in_channels=1, widths=[4, 8])  # noqa: E731
-    return BYOL(mk, MethodConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, target_init=target_init, **kw))
+    return BYOL(mk, BYOLConfig(proj_hidden=16, proj_dim=8, pred_hidden=16, target_init=target_init, **kw))
 
 
 def _np_l(p, z):

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from byol.augment import TwoViewAugment, view_specs
-from byol.config import MethodConfig, PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.methods import BYOLConfig
+from byol.train.config import build_config
 from byol.errors import ConfigError
 from byol.losses import nt_xent
 from byol.methods import BYOL
@@ -20,7 +22,7 @@ from byol.optim.optimizers import build_optimizer
 def _method(**kw):
     torch.manual_seed(0)
     mk = lambda: build_backbone("convnet", in_channels=1, widths=[4, 8])  # noqa: E731
-    return BYOL(mk, MethodConfig(**{"proj_hidden": 16, "proj_dim": 8, "pred_hidden": 16, "target_init": "copy", **kw}))
+    return BYOL(mk, BYOLConfig(**{"proj_hidden": 16, "proj_dim": 8, "pred_hidden": 16, "target_init": "copy", **kw}))
 
 
 def _views(seed=1, n=6):
@@ -168,7 +170,7 @@ _NO_COLOUR = {"jitter_p": 0, "gray_p": 0, "blur_p": 0, "solarize_p": 0}
 
 
 def _augment(both):
-    cfg = build_config(PretrainConfig, files=[find_preset("tiny")],
+    cfg = build_config(files=[find_preset("tiny")],
                        overrides=[f"views.both.{k}={v}" for k, v in both.items()])
     return TwoViewAugment(*view_specs(cfg.views.view1, cfg.views.view2, cfg.views.both), 16, [0.5] * 3, [0.25] * 3)
 

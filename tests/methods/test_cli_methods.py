@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from byol.cli import main
-from byol.config import PRESETS_DIR, PretrainConfig, build_config, find_preset, validate_pretrain
+from byol.config import PRESETS_DIR, find_preset
+from byol.train.config import build_config, validate_pretrain
 from byol.methods import build_method, method_names
 from byol.models import build_backbone
 
@@ -67,7 +68,7 @@ MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector")}
 # faster, 2 BN groups of 8, milder views and SGD, and compares only logs taken with a full queue.
 SETTINGS = {
     "simclr": [],
-    "moco": ["method.queue_size=32", "method.momentum=0.99", "method.split_bn_groups=2", "optim.name=sgd",
+    "moco": ["method.queue_size=32", "method.tau_base=0.99", "method.split_bn_groups=2", "optim.name=sgd",
              "optim.base_lr=2.0", "views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"],
 }
 
@@ -130,7 +131,7 @@ def test_method_flag_is_refused_on_resume_and_unknown_names_are_one_line_errors(
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
 def test_every_method_builds_and_runs_from_every_preset(preset):
     for method in method_names():
-        cfg = build_config(PretrainConfig, files=[find_preset(preset)], extra={"method": {"name": method}})
+        cfg = build_config(files=[find_preset(preset)], extra={"method": {"name": method}})
         validate_pretrain(cfg)
         torch.manual_seed(0)
         m = build_method(cfg.method, lambda: build_backbone("convnet", in_channels=3, widths=[4]))

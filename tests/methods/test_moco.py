@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.config import MethodConfig
+from byol.methods import MoCoConfig
 from byol.errors import ConfigError
 from byol.methods import METHODS, MoCo, build_method
 from byol.models import build_backbone
@@ -19,7 +19,7 @@ def _moco(seed=0, **kw):
     torch.manual_seed(seed)
     mk = lambda: build_backbone("convnet", in_channels=1, widths=[4, 8])  # noqa: E731
     cfg = {"name": "moco", "proj_hidden": 16, "proj_dim": 4, "queue_size": 10, "split_bn_groups": 1, **kw}
-    return build_method(MethodConfig(**cfg), mk)
+    return build_method(MoCoConfig(**cfg), mk)
 
 
 def _views(n=6, seed=1):
@@ -107,7 +107,7 @@ def test_eval_mode_forward_leaves_the_queue_alone():
 
 def test_key_networks_are_never_trained_and_follow_by_momentum_after_the_optimizer_step():
     mom = 0.9
-    m = _moco(momentum=mom)
+    m = _moco(tau_base=mom)
     opt = build_optimizer("lars", m.trainable_modules(), lr=0.5, weight_decay=1e-6)
     key_params = list(m.key_encoder.parameters()) + list(m.key_projector.parameters())
     optimized = {id(p) for group in opt.param_groups for p in group["params"]}
@@ -118,7 +118,7 @@ def test_key_networks_are_never_trained_and_follow_by_momentum_after_the_optimiz
     assert all(p.grad is None for p in key_params)
     opt.step()
     online_after = [p.detach().clone() for p in list(m.encoder.parameters()) + list(m.projector.parameters())]
-    assert m.after_step(3, 100) == {}
+    assert m.after_step(3, 100) == {"tau": mom}  # constant by default: MoCo's m
     for b, o, k in zip(key_before, online_after, key_params):
         torch.testing.assert_close(k.detach(), mom * b + (1 - mom) * o)
     # the online network is not touched by the update
@@ -179,7 +179,7 @@ def test_queue_and_pointer_are_checkpointed_and_resume_exactly():
     assert torch.equal(a, b) and torch.equal(m.queue, other.queue)
 
 
-@pytest.mark.parametrize("key, value", [("queue_size", 0), ("momentum", 1.5), ("split_bn_groups", 0),
+@pytest.mark.parametrize("key, value", [("queue_size", 0), ("tau_base", 1.5), ("split_bn_groups", 0),
                                         ("temperature", -0.1)])
 def test_bad_values_are_config_errors_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"method.{key}"):

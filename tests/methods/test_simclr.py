@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from byol.config import MethodConfig
+from byol.methods import SimCLRConfig
 from byol.errors import ConfigError
 from byol.methods import METHODS, SimCLR, build_method
 from byol.models import build_backbone
@@ -15,7 +15,7 @@ from byol.models import build_backbone
 def _simclr(**kw):
     torch.manual_seed(0)
     mk = lambda: build_backbone("convnet", in_channels=1, widths=[4, 8])  # noqa: E731
-    return build_method(MethodConfig(**{"name": "simclr", "proj_hidden": 16, "proj_dim": 8, **kw}), mk)
+    return build_method(SimCLRConfig(**{"name": "simclr", "proj_hidden": 16, "proj_dim": 8, **kw}), mk)
 
 
 def _np_nt_xent(z1, z2, t):

@@ -144,3 +144,17 @@ def test_report_only_trains_nothing_and_reports_what_is_recorded(split_folder, t
     assert "running" not in log and log.count("not run yet") == 2 and len(list((out / "cells").glob("*.json"))) == 1
     md = (out / "baselines.md").read_text()
     assert "| BYOL |" in md and md.count("not run yet") == 2 and "--report-only" not in md
+
+
+def test_the_committed_records_are_found_now_that_each_method_has_its_own_section():
+    """docs/results/cells were named when one class held every method's keys (MoCo's m was ``momentum``);
+    their cells (BYOL, SimCLR on a BYOL preset, MoCo) must still hash to those names."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    scale = Scale(str(root / "cifar10-cpu.yaml"), data="../shared/datasets/cifar10-jpeg.zip", budget=None, epochs=3.0,
+                  eval_train=10000, overrides=("train.threads=1", "train.progress=false"))
+    study = study_for("baselines", scale)
+    for cell in study.cells:
+        for seed in (0, 1):
+            assert (root / "cells" / f"{cell_id(cell, scale, seed)}.json").is_file(), (cell.key, seed)

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from byol.atomic import atomic_write
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.train.config import PretrainConfig, build_config
 from byol.models.factory import build_encoder
 from byol.train.pretrain import run_pretrain
 from byol.data import load_images
@@ -39,7 +40,7 @@ def run_demo(run_dir: Path, *, config: str = "fashion-mnist", budget: str | None
         extra.setdefault("train", {})["budget"] = budget
     if data_dir:
         extra.setdefault("data", {})["data_dir"] = data_dir
-    cfg: PretrainConfig = build_config(PretrainConfig, files=[find_preset(config)], overrides=overrides, extra=extra)
+    cfg: PretrainConfig = build_config(files=[find_preset(config)], overrides=overrides, extra=extra)
     t0 = time.perf_counter()
     summary = run_pretrain(cfg, run_dir)
     pretrain_seconds = summary["seconds"]

@@ -69,11 +69,11 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.config import find_preset
+    from byol.train.config import build_config, load_run_config
 
     if a.resume:
         from byol.train.pretrain import run_pretrain
-        from byol.run.files import load_run_config
 
         if a.method:
             raise ByolError("--resume continues the run's method: drop --method (or start a new run)")
@@ -84,11 +84,11 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
             print(f"{run_dir} already finished ({summary['steps']} steps): nothing to train")
             return 0
     else:
-        # the config is checked before torch is imported: a config mistake is reported at once
+        # the config is checked before any data is read: a config mistake is reported at once
         device = next((o.split("=", 1)[1] for o in reversed(a.overrides or []) if o.startswith("train.device=")),
                       a.device)
         files = [find_preset(a.config or _default_preset(a.data, device))]
-        cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
+        cfg = build_config(files=files, overrides=a.overrides, extra=_extra_from_args(a))
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
             raise ByolError(f"{run_dir} already holds a run: resume it with `byol pretrain --resume {run_dir}`, "
@@ -147,11 +147,12 @@ def cmd_show_views(a: argparse.Namespace) -> int:
     import torch
 
     from byol.augment import TwoViewAugment, save_view_grid
-    from byol.config import PretrainConfig, build_config, find_preset
+    from byol.config import find_preset
+    from byol.train.config import build_config
     from byol.data import load_images, normalization
 
     files = [find_preset(a.config)] if a.config else []
-    cfg = build_config(PretrainConfig, files=files, overrides=a.overrides, extra=_extra_from_args(a))
+    cfg = build_config(files=files, overrides=a.overrides, extra=_extra_from_args(a))
     d = cfg.data
     data = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
                        download=d.download)
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--budget", default=None, help="wall-clock budget, e.g. 10m or 1h30m: schedules fit it")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--method", default=None, help="byol (default), simclr or moco: sets method.name")
+    p.add_argument("--method", default=None, help="sets method.name: byol (default) or another registered method (simclr, moco, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 

@@ -1,13 +1,13 @@
-"""Typed configuration: dataclasses, YAML presets and dotted ``--set key=value`` overrides.
+"""Typed configuration: the torch-free sections, YAML presets and dotted ``--set key=value`` overrides.
 
 No torch import here (config sits at the bottom of the import graph). Unknown keys and values of the
-wrong type are rejected with a :class:`~byol.errors.ConfigError` that names the key.
+wrong type are rejected with a :class:`~byol.errors.ConfigError` that names the key; each section checks
+its values' ranges and choices when it is built (:class:`byol.config.checks.Section`).
 
-``build_config(PretrainConfig, ...)`` also checks every value of a pretraining config when it is loaded
-(:func:`validate_pretrain`): ranges, the batch size (:func:`check_batch`), the budget and the views (with
-the torch-free :mod:`byol.config.views`). A mistake therefore fails before any data is read; each value has
-one check, one error type and a one-line message naming the key. The parsed values are there for the
-code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.specs`).
+The whole-run config, whose ``method`` section is the chosen method's own dataclass, sits above the
+methods (:mod:`byol.train.config`: ``PretrainConfig``, ``build_config``, ``validate_pretrain``); code below
+it that needs one section of a stored config parses just that one (:func:`parse_section`). The parsed values
+are there for the code that uses them (:attr:`TrainConfig.budget_seconds`, :attr:`ViewsConfig.specs`).
 """
 
 from __future__ import annotations
@@ -19,71 +19,66 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from byol.config.duration import parse_duration
-from byol.config.checks import check_ranges, did_you_mean
+from byol.config.checks import Section, choice, did_you_mean, ranged
 from byol.errors import ConfigError
 from byol.config.views import ViewSpec, view_specs
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
+    SECTION: ClassVar[str] = "data"
     source: str = "fashion-mnist"  #: dataset name (fashion-mnist, cifar10, cifar100, stl10) or folder/zip path
     split: str = "train"  #: pretraining split; "a+b" joins splits (train+unlabeled: labels still from train)
     data_dir: str | None = None
-    image_size: int | None = None  #: resize images (short side + center crop) when decoding; None = native
-    view_size: int | None = None  #: output size of the augmented views (and eval); None = image_size
+    image_size: int | None = ranged(None)  #: resize images (short side + center crop) when decoding; None = native
+    view_size: int | None = ranged(None)  #: output size of the augmented views (and eval); None = image_size
     cache_dir: str | None = None
     download: bool = False
-    limit: int | None = None  #: pretrain on a seeded random subset of this many images (quick runs, tests)
+    limit: int | None = ranged(None)  #: pretrain on a seeded random subset of this many images (quick runs, tests)
     eval_split: str | None = None  #: split of the online kNN monitor's queries (None: held out of train)
-    knn_bank: int = 10000  #: train images in the online kNN bank (0 = no online kNN)
-    knn_queries: int = 10000  #: eval images used as online kNN queries
+    knn_bank: int = ranged(10000, low_ok=True)  #: train images in the online kNN bank (0 = no online kNN)
+    knn_queries: int = ranged(10000, low_ok=True)  #: eval images used as online kNN queries
     mean: list[float] | None = None  #: normalization; None = the data set's known statistics or computed
     std: list[float] | None = None
     #: decode per sample, every epoch, random crops of the whole image (byol.data.stream), instead of once into
     #: the cache: auto (folders/zips whose decoded images would exceed 8 GiB) | on | off
-    stream: str = "auto"
-    workers: int | None = None  #: streaming: DataLoader decoding processes (0: in-process; None: CPUs - 1, <= 8)
+    stream: str = choice("auto", "auto", "on", "off")
+    #: streaming: DataLoader decoding processes (0: in-process; None: CPUs - 1, <= 8)
+    workers: int | None = ranged(None, low_ok=True)
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
+    SECTION: ClassVar[str] = "model"
     backbone: str = "resnet50"
-    width: float = 1.0
+    width: float = ranged(1.0)
     small_stem: bool = False
     options: dict[str, Any] = field(default_factory=dict)  #: extra backbone options (e.g. convnet widths)
 
 @dataclass
-class MethodConfig:
-    """The self-supervised method (``byol.methods.METHODS``) and its heads. The backbone is ``model``.
+class MethodConfig(Section):
+    """What every self-supervised method's section has: its name and projection head. The backbone is ``model``.
 
-    The heads are shared by every method (SimCLR's and MoCo v2's papers use 2048 -> 128); a key that a
-    method does not use is ignored by it. Method-specific values are checked by the method's constructor.
+    Each method extends it with its own knobs in its own module (``byol.methods``: e.g. ``BYOLConfig``),
+    registered with the method (``@register("byol", config=BYOLConfig)``); the whole-run config
+    (:class:`byol.train.config.PretrainConfig`) picks the section by ``name``. The heads are shared by every
+    method (SimCLR's and MoCo v2's papers use 2048 -> 128).
     """
 
-    name: str = "byol"  #: byol | simclr | moco
-    proj_hidden: int = 4096  #: projector MLP hidden width (paper: 4096)
-    proj_dim: int = 256  #: projection size (paper: 256)
-    pred_hidden: int = 4096  #: predictor MLP hidden width (paper: 4096)
-    tau_base: float = 0.996
-    target_init: str = "random"
-    use_predictor: bool = True
-    #: BYOL: "cosine" (tau_base -> 1, the paper's) or "constant" (tau_base throughout; Table 5a's fixed-tau rows)
-    tau_schedule: str = "cosine"
-    #: BYOL's target: "ema" (the paper's xi), "online-sg" (the online network with stop-gradient, sg(theta)) or
-    #: "online" (theta: gradients flow through the target branch too); Table 5b / App. I, Table 19
-    target: str = "ema"
-    #: BYOL: beta, the weight of the negative term of App. I's InfoNCE_{alpha,beta}; 0 = BYOL's loss
-    negative_weight: float = 0.0
-    #: SimCLR's and MoCo's temperature, BYOL's alpha; None = the method's published default
-    #: (SimCLR 0.1 on ImageNet, MoCo v2 0.2, BYOL's alpha 0.1 like SimCLR's)
-    temperature: float | None = None
-    queue_size: int = 65536  #: MoCo: negatives in the queue, K (MoCo v2: 65536)
-    momentum: float = 0.999  #: MoCo: the key encoder's momentum m, constant (MoCo v2: 0.999)
-    #: MoCo: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
-    split_bn_groups: int = 8
+    SECTION: ClassVar[str] = "method"
+    #: older names of this section's keys, read by :meth:`read_legacy` (known keys, never "unknown")
+    LEGACY_KEYS: ClassVar[tuple[str, ...]] = ()
+    name: str = "byol"  #: the registered method (byol.methods.METHODS)
+    proj_hidden: int = ranged(4096)  #: projector MLP hidden width (paper: 4096)
+    proj_dim: int = ranged(256)  #: projection size (paper: 256)
+
+    @classmethod
+    def read_legacy(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """``section`` (one layer's ``method`` mapping, for this method) with its older keys renamed."""
+        return section
 
 @dataclass
 class ViewsConfig:
@@ -99,59 +94,53 @@ class ViewsConfig:
         return view_specs(self.view1, self.view2, self.both)
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
+    SECTION: ClassVar[str] = "optim"
     name: str = "lars"
-    base_lr: float = 0.2  #: lr = base_lr * batch_size / 256
-    weight_decay: float = 1.5e-6
-    momentum: float = 0.9
-    eta: float = 1e-3  #: LARS trust coefficient
-    warmup_epochs: float = 10.0
-    batch_size: int = 4096  #: the *global* effective batch (all ranks, all accumulation steps)
+    base_lr: float = ranged(0.2)  #: lr = base_lr * batch_size / 256
+    weight_decay: float = ranged(1.5e-6, low_ok=True)
+    momentum: float = ranged(0.9, 0, 1, low_ok=True)
+    eta: float = ranged(1e-3)  #: LARS trust coefficient
+    warmup_epochs: float = ranged(10.0, low_ok=True)
+    batch_size: int = 4096  #: the *global* effective batch (all ranks, all accumulation steps); check_batch
     accum_steps: int = 1
     #: BYOL's predictor trains at this multiple of the lr (paper: 1; a lever for short runs, docs/guide.md)
-    predictor_lr_mult: float = 1.0
+    predictor_lr_mult: float = ranged(1.0)
 
 @dataclass
-class TrainConfig:
-    epochs: float = 1000.0
+class TrainConfig(Section):
+    SECTION: ClassVar[str] = "train"
+    epochs: float = ranged(1000.0)
     budget: str | None = None  #: wall-clock budget ("10m", "1h30m", "90s"); schedules fit the budget
-    budget_pace_window: int = 32  #: with a budget: steps averaged by the per-step pace check (docs/guide.md)
+    #: with a budget: steps averaged by the per-step pace check (docs/guide.md)
+    budget_pace_window: int = ranged(32)
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  #: auto (fp16 on CUDA, bf16 on CPUs with AMX, else off) | off | fp16 | bf16
+    amp: str = choice("auto", "auto", "off", "fp16", "bf16")  #: auto (fp16 on CUDA, bf16 on CPUs with AMX, else off)
     channels_last: bool = True
     compile: bool = False  #: torch.compile the method's forward (slower on the CPU demo; measure first)
-    threads: int | None = None
-    log_every: int = 20
+    threads: int | None = ranged(None)
+    log_every: int = ranged(20)
     #: log each trained layer's relative update size ||dw|| / ||w|| at the log steps (metrics.jsonl ``upd/...``)
     update_stats: bool = True
-    ckpt_every: int = 1000  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
-    ckpt_minutes: float = 1.0  #: refresh last.pt at least this often (what a killed run may lose; docs/reliability.md)
-    keep_checkpoints: int = 3  #: numbered checkpoints kept, the newest (0 = all)
+    ckpt_every: int = ranged(1000)  #: keep a numbered checkpoint every N optimizer steps (last.pt always)
+    #: refresh last.pt at least this often (what a killed run may lose; docs/reliability.md)
+    ckpt_minutes: float = ranged(1.0)
+    keep_checkpoints: int = ranged(3, low_ok=True)  #: numbered checkpoints kept, the newest (0 = all)
     stop_on_collapse: bool = False  #: a suspected collapse stops the run (default: one warning)
-    knn_every: float = 1.0  #: online kNN every N epochs (0 = never)
-    knn_k: int = 20
+    knn_every: float = ranged(1.0, low_ok=True)  #: online kNN every N epochs (0 = never)
+    knn_k: int = ranged(20)
     #: after training, kNN of the encoder vs the same architecture at random init on held-out train images
     verdict: bool = True
     progress: bool = True
     #: with several processes (torchrun): BN statistics over all of them, the paper's cross-replica BN
-    #: (section 3.3); None = on, except for MoCo, whose shuffling BN is per process (docs/distributed.md)
+    #: (section 3.3); None = on, except for a method whose BN is per process by design (docs/distributed.md)
     sync_bn: bool | None = None
 
     @property
     def budget_seconds(self) -> float | None:
         """``budget`` in seconds (None: no budget); ConfigError naming ``train.budget`` if it is malformed."""
         return parse_duration(self.budget, key="train.budget")
-
-@dataclass
-class PretrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    views: ViewsConfig = field(default_factory=ViewsConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    description: str = ""  #: one line shown for the preset in ``byol --help`` / ``byol pretrain --help``
 
 #: Presets ship inside the package (``byol/configs``); the repository's ``configs/`` is a symlink to it.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -323,26 +312,28 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
 
-def build_config(
-    cls: type = PretrainConfig,
-    *,
-    files: list[str | Path] | tuple = (),
-    overrides: list[str] | tuple = (),
-    extra: dict[str, Any] | None = None,
-) -> Any:
-    """Defaults <- YAML files (in order) <- ``extra`` (e.g. CLI flags) <- ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    for f in files:
-        data = merge(data, load_yaml(f))
-    if extra:
-        data = merge(data, extra)
+def config_layers(files: list[str | Path] | tuple = (), overrides: list[str] | tuple = (),
+                  extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The layers of a config, lowest first: each YAML file, then the command line (``extra``, e.g. CLI
+    flags, under the ``--set`` ``overrides``). Older keys are moved to where they live now (``_MOVED_KEYS``).
+
+    The layers stay apart (rather than merged here) because a method's own knobs belong to the method named
+    with them: :func:`byol.train.config.build_config` drops a layer's keys written for another method."""
+    layers = [load_yaml(f) for f in files]
+    line: dict[str, Any] = dict(extra or {})
     for o in overrides:
-        data = merge(data, parse_override(o))
-    if cls is PretrainConfig:
-        cfg = from_dict(cls, _migrate(data))
-        validate_pretrain(cfg)
-        return cfg
-    return from_dict(cls, data)
+        line = merge(line, parse_override(o))
+    return [_migrate(layer) for layer in [*layers, line]]
+
+
+def parse_section(cls: type, data: dict[str, Any], name: str) -> Any:
+    """Section ``name`` of a whole config dict (e.g. a run's stored one) as dataclass ``cls``, for code that
+    needs that section alone (the model of a checkpoint); older keys are read at their new place."""
+    section = _migrate(data).get(name) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {section!r}")
+    return from_dict(cls, section, prefix=name + ".")
+
 
 def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:
     """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
@@ -368,14 +359,3 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
         fit = num_images // split * split
         fix = f"lower optim.batch_size to {fit} or less" if fit else "use more images"
         raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")
-
-def validate_pretrain(cfg: PretrainConfig) -> None:
-    """The checks that types alone cannot express: ranges, the batch, the budget and the views.
-
-    :func:`build_config` runs it on every pretraining config it loads; :func:`byol.train.pretrain.build_pretrain`
-    runs it again for configs built or changed in code, which never went through ``build_config``.
-    """
-    o, t = cfg.optim, cfg.train
-    check_batch(o.batch_size, o.accum_steps)
-    check_ranges(cfg)
-    _ = t.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used

@@ -121,7 +121,7 @@ def _first_conv_channels(model: nn.Module) -> int:
 
 
 def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
-    from byol.config import PretrainConfig, build_config
+    from byol.config import ModelConfig, parse_section
     from byol.eval.feature_cache import file_fingerprint
     from byol.models.factory import build_encoder, describe
     from byol.run.files import load_encoder
@@ -138,7 +138,7 @@ def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
     except Exception as exc:  # corrupt / foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ByolError(f"cannot read checkpoint {ckpt}: {first}") from None
-    model = build_config(PretrainConfig, extra=cfg).model
+    model = parse_section(ModelConfig, cfg, "model")
     in_ch = _first_conv_channels(enc)
     cfg = dict(cfg, _checkpoint_path=str(ckpt.resolve()))
     d = cfg.get("data") or {}
@@ -160,11 +160,12 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
     if spec.random_init is True:
         name, width, small_stem, options = spec.backbone, spec.width, spec.small_stem, {}
     else:
-        from byol.config import to_dict
-        from byol.run.files import load_run_config
+        from byol.config import DataConfig, ModelConfig, parse_section, to_dict
+        from byol.run.files import read_run_config
 
-        cfg = load_run_config(Path(spec.random_init))
-        m, run_cfg = cfg.model, to_dict(cfg)
+        raw = read_run_config(Path(spec.random_init))
+        m = parse_section(ModelConfig, raw, "model")
+        run_cfg = {"data": to_dict(parse_section(DataConfig, raw, "data")), "model": to_dict(m)}
         name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
     d = run_cfg.get("data") or {}
     in_ch = spec.in_channels or (len(d["mean"]) if d.get("mean") else None) or data_channels or 3

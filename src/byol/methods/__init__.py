@@ -1,11 +1,13 @@
 """Self-supervised methods over an injected backbone, known to the engine and CLI by name
-(:data:`METHODS`, :func:`build_method`). Importing this package registers every method."""
+(:data:`METHODS`, :func:`build_method`), each with its own config section (:data:`CONFIGS`). Importing this
+package registers every method: a new method is one module here and its import line below."""
 
 from byol.methods.base import Method
-from byol.methods.byol import BYOL
-from byol.methods.moco import MoCo
-from byol.methods.registry import METHODS, BackboneFactory, build_method, method_names, register
-from byol.methods.simclr import SimCLR
+from byol.methods.byol import BYOL, BYOLConfig
+from byol.methods.moco import MoCo, MoCoConfig
+from byol.methods.registry import (CONFIGS, METHODS, BackboneFactory, build_method, config_class, method_names,
+                                   register)
+from byol.methods.simclr import SimCLR, SimCLRConfig
 
-__all__ = ["METHODS", "BYOL", "BackboneFactory", "Method", "MoCo", "SimCLR", "build_method", "method_names",
-           "register"]
+__all__ = ["CONFIGS", "METHODS", "BYOL", "BYOLConfig", "BackboneFactory", "Method", "MoCo", "MoCoConfig", "SimCLR",
+           "SimCLRConfig", "build_method", "config_class", "method_names", "register"]

@@ -14,7 +14,8 @@ class Method(Protocol):
       (``proj``: the online projections of view 1, used by the collapse monitor).
     - ``trainable_modules()`` names the modules the optimizer trains (never a target network).
     - ``after_step(step, total_steps)`` runs once per *optimizer* step, after ``optimizer.step()``
-      (BYOL's EMA update goes here) and returns scalars to log. ``step`` is the schedule position,
+      (BYOL's EMA update goes here) and returns scalars to log, which the progress bar shows too (e.g.
+      ``tau``; the loop names none itself). ``step`` is the schedule position,
       a float when a time budget re-mapped the run's remaining steps (engine.TrainState.sched_total).
     - ``encoder`` is the backbone to evaluate and export.
     - optional class attribute ``cross_replica_bn`` (default True): whether its BN layers normalize over all

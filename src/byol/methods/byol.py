@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
-from byol.errors import ConfigError
+from byol.config.checks import choice, ranged
 from byol.losses import byol_infonce_loss, byol_loss
-from byol.methods.common import momentum_twin, momentum_update, one_of, projection_head, require, temperature
+from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
+                                 temperature_field)
 from byol.methods.registry import BackboneFactory, register
 from byol.models.heads import MLP
-from byol.optim.schedules import TAU_SCHEDULES, target_tau
 
 #: ``method.target``: the paper's EMA target xi, the online network with stop-gradient sg(theta), or the
 #: online network itself theta (gradients flow through both branches): Table 5b and App. I, Table 19.
@@ -21,7 +23,27 @@ TARGETS = ("ema", "online-sg", "online")
 DEFAULT_ALPHA = 0.1
 
 
-@register("byol")
+@dataclass
+class BYOLConfig(MethodConfig):
+    """``method:`` of a BYOL run (the heads are :class:`~byol.config.MethodConfig`'s)."""
+
+    name: str = "byol"
+    pred_hidden: int = ranged(4096)  #: predictor MLP hidden width (paper: 4096)
+    tau_base: float = decay_field(0.996)  #: the target's EMA decay at the start (paper: 0.996)
+    target_init: str = choice("random", "random", "copy")  #: the target's own random init, or a copy
+    use_predictor: bool = True
+    #: "cosine" (tau_base -> 1, the paper's) or "constant" (tau_base throughout; Table 5a's fixed-tau rows)
+    tau_schedule: str = schedule_field("cosine")
+    #: the target: "ema" (the paper's xi), "online-sg" (the online network with stop-gradient, sg(theta)) or
+    #: "online" (theta: gradients flow through the target branch too); Table 5b / App. I, Table 19
+    target: str = choice("ema", *TARGETS)
+    #: beta, the weight of the negative term of App. I's InfoNCE_{alpha,beta}; 0 = BYOL's loss
+    negative_weight: float = ranged(0.0, low_ok=True)
+    #: alpha of App. I's InfoNCE_{alpha,beta}; None = DEFAULT_ALPHA
+    temperature: float | None = temperature_field()
+
+
+@register("byol", config=BYOLConfig)
 class BYOL(nn.Module):
     """BYOL over backbones from an injected factory (modules with a ``feature_dim``).
 
@@ -45,17 +67,12 @@ class BYOL(nn.Module):
       (:func:`byol.losses.byol_infonce_loss`); beta = 0 is BYOL's loss.
     """
 
-    def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
+    def __init__(self, backbone_factory: BackboneFactory, config: BYOLConfig | None = None) -> None:
         super().__init__()
-        c = config or MethodConfig()
-        if c.target_init not in ("random", "copy"):
-            raise ConfigError(f"method.target_init must be 'random' or 'copy', got {c.target_init!r}")
-        self.target_mode = one_of(c, "target", TARGETS)
-        self.tau_schedule = one_of(c, "tau_schedule", TAU_SCHEDULES)
-        require(c.negative_weight >= 0, f"method.negative_weight must be >= 0, got {c.negative_weight}")
+        c = self.config = config or BYOLConfig()  # checked when built (its fields' ranges and choices)
+        self.target_mode = c.target
         self.negative_weight = float(c.negative_weight)
         self.temperature = temperature(c, DEFAULT_ALPHA)
-        self.tau_base = c.tau_base
         self.encoder = backbone_factory()
         feat_dim = int(self.encoder.feature_dim)
         self.projector = projection_head(feat_dim, c)
@@ -95,6 +112,5 @@ class BYOL(nn.Module):
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:
         if self.target_mode != "ema":
             return {}
-        tau = target_tau(step, total_steps, self.tau_base, self.tau_schedule)
-        momentum_update([(self.target_encoder, self.encoder), (self.target_projector, self.projector)], tau)
-        return {"tau": tau}
+        return follow([(self.target_encoder, self.encoder), (self.target_projector, self.projector)], step,
+                      total_steps, self.config)

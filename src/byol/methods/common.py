@@ -1,20 +1,39 @@
-"""What the methods share: the projection head, networks that follow another by momentum, config checks.
+"""What the methods share: the projection head, networks that follow another by a moving average, and the
+config fields of those shared concepts.
 
 BYOL's target and MoCo's key encoder are the same construction (a frozen twin of the online network,
-moved toward it after each optimizer step by ``xi <- m xi + (1 - m) theta``); only the schedule of m differs.
+moved toward it after each optimizer step by ``xi <- tau xi + (1 - tau) theta``), so both sections name its
+decay ``tau_base`` with a ``tau_schedule`` (:func:`decay_field`, :func:`follow`); only the defaults differ.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from byol.config import MethodConfig
-from byol.errors import ConfigError
+from byol.config.checks import choice, ranged
 from byol.models.heads import MLP, ema_update
+from byol.optim.schedules import TAU_SCHEDULES, target_tau
+
+
+def decay_field(default: float) -> Any:
+    """``tau_base``: the twin's moving-average decay tau in [0, 1] (the start of a cosine ``tau_schedule``)."""
+    return ranged(default, 0, 1, low_ok=True)
+
+
+def schedule_field(default: str) -> Any:
+    """``tau_schedule``: ``cosine`` (tau_base -> 1, BYOL's) or ``constant`` (tau_base throughout, MoCo's)."""
+    return choice(default, *TAU_SCHEDULES)
+
+
+def temperature_field() -> Any:
+    """``temperature``: positive, or None for the method's published value (:func:`temperature`)."""
+    return ranged(None)
 
 
 def projection_head(in_dim: int, config: MethodConfig, *, batch_norm: bool = True) -> nn.Module:
@@ -51,21 +70,15 @@ def momentum_update(pairs: Iterable[tuple[nn.Module, nn.Module]], m: float) -> N
         ema_update(twin, online, m)
 
 
-def require(ok: bool, message: str) -> None:
-    """Raise a one-line :class:`~byol.errors.ConfigError` with ``message`` (which names the key) unless ``ok``."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def one_of(config: MethodConfig, key: str, allowed: Sequence[str]) -> str:
-    """``config.<key>``, checked against ``allowed``."""
-    value = getattr(config, key)
-    require(value in allowed, f"method.{key} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def temperature(config: MethodConfig, published: float) -> float:
+def temperature(config: Any, published: float) -> float:
     """``method.temperature``, or the method's ``published`` default when it is unset (None)."""
-    t = published if config.temperature is None else config.temperature
-    require(t > 0, f"method.temperature must be positive, got {t}")
-    return float(t)
+    return float(published if config.temperature is None else config.temperature)
+
+
+@torch.no_grad()
+def follow(pairs: Iterable[tuple[nn.Module, nn.Module]], step: float, total_steps: int, config: Any) -> dict[str, float]:
+    """Move each twin toward its online network by tau of ``config.tau_base`` / ``config.tau_schedule`` at
+    ``step`` of ``total_steps`` (:func:`byol.optim.schedules.target_tau`); ``{"tau": tau}``, for the log and bar."""
+    tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
+    momentum_update(pairs, tau)
+    return {"tau": tau}

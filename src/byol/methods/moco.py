@@ -4,21 +4,54 @@ Contrastive Learning"): a momentum key encoder and a queue of negative keys."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
+from byol.config.checks import ranged
 from byol.runtime.dist import all_gather_with_grad
 from byol.losses import info_nce, l2_normalize
-from byol.methods.common import momentum_twin, momentum_update, projection_head, require, temperature
+from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
+                                 temperature_field)
 from byol.methods.registry import BackboneFactory, register
 
 #: MoCo v2's temperature (Chen et al. 2020, "Improved baselines", section 3: tau = 0.2 with the MLP head).
 PUBLISHED_TEMPERATURE = 0.2
 
 
-@register("moco")
+@dataclass
+class MoCoConfig(MethodConfig):
+    """``method:`` of a MoCo run (the heads are :class:`~byol.config.MethodConfig`'s).
+
+    The key encoder's momentum m is ``tau_base``, BYOL's name for the same moving average, with
+    ``tau_schedule: constant`` (MoCo's; ``cosine`` ramps it to 1 as BYOL and MoCo v3 do). Configs written
+    before read ``momentum: m`` as ``tau_base: m`` with the constant schedule (:meth:`read_legacy`).
+    """
+
+    LEGACY_KEYS: ClassVar[tuple[str, ...]] = ("momentum",)
+    name: str = "moco"
+    temperature: float | None = temperature_field()  #: None = PUBLISHED_TEMPERATURE (MoCo v2: 0.2)
+    queue_size: int = ranged(65536)  #: negatives in the queue, K (MoCo v2: 65536)
+    tau_base: float = decay_field(0.999)  #: the key encoder's momentum m (MoCo v2: 0.999)
+    tau_schedule: str = schedule_field("constant")
+    #: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
+    split_bn_groups: int = ranged(8)
+
+    @classmethod
+    def read_legacy(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """``momentum: m`` (the name before MoCo shared BYOL's) -> ``tau_base: m``, ``tau_schedule: constant``.
+        A section with ``momentum`` was written in the old layout, where ``tau_base`` / ``tau_schedule`` were
+        BYOL's alone (MoCo's m was constant): they are replaced, so an old run reads back exactly."""
+        if "momentum" not in section:
+            return section
+        out = {k: v for k, v in section.items() if k not in ("momentum", "tau_base", "tau_schedule")}
+        return {**out, "tau_base": section["momentum"], "tau_schedule": "constant"}
+
+
+@register("moco", config=MoCoConfig)
 class MoCo(nn.Module):
     """MoCo v2: query encoder + projector (trained), key encoder + projector (momentum copies), a queue.
 
@@ -34,7 +67,7 @@ class MoCo(nn.Module):
       Keys are only enqueued in training mode.
     - **Key encoder**: starts as a copy of the query encoder and projector (MoCo copies; ``target_init``
       is not used) and follows them after each optimizer step: ``xi <- m xi + (1 - m) theta`` with a
-      constant ``momentum`` m (He et al., Eq. 2).
+      momentum m = ``tau_base``, constant by default (He et al., Eq. 2; ``tau_schedule``).
     - **Shuffling BN** (He et al., section 3.3): with BN, the query and its positive key computed in the
       same batch share batch statistics, a signal the model can use to find the positive instead of
       learning good features. MoCo trains on 8 GPUs, each normalizing its own sub-batch, and shuffles
@@ -53,14 +86,10 @@ class MoCo(nn.Module):
     #: per device by design (He et al. section 3.3); byol.train.replicas reads this
     cross_replica_bn = False
 
-    def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
+    def __init__(self, backbone_factory: BackboneFactory, config: MoCoConfig | None = None) -> None:
         super().__init__()
-        c = config or MethodConfig()
+        c = self.config = config or MoCoConfig()  # checked when built (its fields' ranges and choices)
         self.temperature = temperature(c, PUBLISHED_TEMPERATURE)
-        require(c.queue_size >= 1, f"method.queue_size must be a positive number of keys, got {c.queue_size}")
-        require(0.0 <= c.momentum <= 1.0, f"method.momentum must be in [0, 1], got {c.momentum}")
-        require(c.split_bn_groups >= 1, f"method.split_bn_groups must be a positive integer, got {c.split_bn_groups}")
-        self.momentum = float(c.momentum)
         self.groups = int(c.split_bn_groups)
         self.encoder = backbone_factory()
         self.projector = projection_head(int(self.encoder.feature_dim), c, batch_norm=False)
@@ -118,5 +147,5 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:
-        momentum_update([(self.key_encoder, self.encoder), (self.key_projector, self.projector)], self.momentum)
-        return {}
+        return follow([(self.key_encoder, self.encoder), (self.key_projector, self.projector)], step, total_steps,
+                      self.config)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from byol.config import MethodConfig
 from byol.runtime.dist import all_gather_with_grad
 from byol.losses import nt_xent
-from byol.methods.common import projection_head, temperature
+from byol.methods.common import projection_head, temperature, temperature_field
 from byol.methods.registry import BackboneFactory, register
 
 #: SimCLR's temperature for its ImageNet recipe (LARS, lr 0.3 x B/256, batch 4096; Chen et al. 2020,
@@ -16,7 +18,15 @@ from byol.methods.registry import BackboneFactory, register
 PUBLISHED_TEMPERATURE = 0.1
 
 
-@register("simclr")
+@dataclass
+class SimCLRConfig(MethodConfig):
+    """``method:`` of a SimCLR run (the heads are :class:`~byol.config.MethodConfig`'s)."""
+
+    name: str = "simclr"
+    temperature: float | None = temperature_field()  #: None = PUBLISHED_TEMPERATURE (0.1, ImageNet)
+
+
+@register("simclr", config=SimCLRConfig)
 class SimCLR(nn.Module):
     """SimCLR: encoder + projector, NT-Xent over the 2N views of the batch.
 
@@ -28,9 +38,9 @@ class SimCLR(nn.Module):
     - No target network: ``after_step`` has nothing to update.
     """
 
-    def __init__(self, backbone_factory: BackboneFactory, config: MethodConfig | None = None) -> None:
+    def __init__(self, backbone_factory: BackboneFactory, config: SimCLRConfig | None = None) -> None:
         super().__init__()
-        c = config or MethodConfig()
+        c = config or SimCLRConfig()
         self.temperature = temperature(c, PUBLISHED_TEMPERATURE)
         self.encoder = backbone_factory()
         self.projector = projection_head(int(self.encoder.feature_dim), c)

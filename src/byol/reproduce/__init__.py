@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from byol.config import PretrainConfig, build_config, find_preset
+from byol.config import find_preset
+from byol.train.config import build_config
 from byol.reproduce.report import summarize, write_report
 from byol.reproduce.runner import Scale, cell_id, run_cells, run_study_cells
 from byol.reproduce.studies import STUDY_NAMES, Cell, Study, get_study
@@ -21,7 +22,8 @@ __all__ = ["STUDY_NAMES", "Cell", "Scale", "Study", "cell_id", "reproduce", "run
 def study_for(name: str, scale: Scale, batch_sizes: tuple[int, ...] | None = None) -> Study:
     """The study ``name`` for ``scale``. The batch ladder defaults to the preset's batch, 1/4 and 1/16 of it:
     the paper's BYOL lost 0.7 points and SimCLR 3.6 from 4096 to 256 (1/16), Table 16."""
-    cfg = build_config(PretrainConfig, files=[find_preset(scale.preset)], overrides=list(scale.overrides))
+    # as the BYOL cells run: the preset's tau_base when it is a BYOL preset, else BYOL's default
+    cfg = build_config(files=[find_preset(scale.preset)], overrides=[*scale.overrides, "method.name=byol"])
     b = cfg.optim.batch_size
     ladder = tuple(batch_sizes) if batch_sizes else tuple(dict.fromkeys((b, max(2, b // 4), max(2, b // 16))))
     return get_study(name, batch_ladder=ladder, preset_tau=cfg.method.tau_base)

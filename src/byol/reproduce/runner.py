@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from byol.atomic import atomic_write
-from byol.config import PretrainConfig, build_config, find_preset, to_dict
+from byol.config import config_layers, find_preset, to_dict
+from byol.train.config import PretrainConfig, config_from_layers
 from byol.data import ImageSet, load_images, normalization
 from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
@@ -72,26 +73,69 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: The method section as the one class of RECORD_VERSION 1 held it, every method's keys together: its keys
+#: and defaults. A cell's hash reads the method's values in this layout (:func:`_v1_method`), so that the
+#: records written then (docs/results/cells) are still found now that each method has its own section.
+_V1_METHOD: dict[str, Any] = {
+    "name": "byol", "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096, "tau_base": 0.996, "target_init": "random",
+    "use_predictor": True, "tau_schedule": "cosine", "target": "ema", "negative_weight": 0.0, "temperature": None,
+    "queue_size": 65536, "momentum": 0.999, "split_bn_groups": 8,
+}
+#: MoCo's key-encoder momentum was ``momentum`` (constant) in that layout; it is MoCo's ``tau_base`` now
+_V1_RENAMED = {("moco", "tau_base"): "momentum", ("moco", "tau_schedule"): "momentum_schedule"}
+
+
+def _v1_value(key: str, value: Any) -> Any:
+    """``value`` as the v1 class coerced it (numbers of float keys as floats, whole numbers of int keys as ints)."""
+    default = _V1_METHOD.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(default, float) or (default is None and key == "temperature"):
+        return float(value)
+    return int(value) if isinstance(default, int) and float(value).is_integer() else value
+
+
+def _v1_method(method: Any, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The method section in the v1 layout: every method key any layer set (v1 kept them all, e.g. a BYOL
+    preset's ``tau_base`` in a SimCLR cell), the chosen method's own values on top, renamed as v1 named them
+    (MoCo's constant ``tau_base`` was ``momentum``)."""
+    out = dict(_V1_METHOD)
+    for layer in layers:
+        out.update((k, _v1_value(k, v)) for k, v in (layer.get("method") or {}).items() if k in _V1_METHOD)
+    for k, v in to_dict(method).items():
+        key = _V1_RENAMED.get((method.name, k), k)
+        if not (key == "momentum_schedule" and v == "constant"):  # v1's MoCo momentum was constant
+            out[key] = v
+    return out
+
+
 def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
     """``<hash>-s<seed>``. The hash covers the cell's fully resolved config where it differs from the
     library's defaults (so an edited preset is a new cell, never a stale record, while a new config key
     with a default does not orphan the records), the training length and the evaluation size. A change of
-    a default that changes results must bump ``RECORD_VERSION``."""
-    defaults = _flat(to_dict(PretrainConfig()))
-    resolved = {k: v for k, v in _flat(to_dict(cell_config(cell, scale, seed))).items()
+    a default that changes results must bump ``RECORD_VERSION``. The method's keys are read in the layout
+    of RECORD_VERSION 1 (:func:`_v1_method`)."""
+    layers = _cell_layers(cell, scale, seed)
+    cfg = config_from_layers(layers)
+    defaults = _flat({**to_dict(PretrainConfig()), "method": _V1_METHOD})
+    resolved = {k: v for k, v in _flat({**to_dict(cfg), "method": _v1_method(cfg.method, layers)}).items()
                 if k not in _NOT_RESULT and (k not in defaults or v != defaults[k])}
     key = json.dumps({"v": RECORD_VERSION, "config": resolved, "random_init": cell.method == "random-init",
                       "eval_train": scale.eval_train}, sort_keys=True, default=str)
     return f"{hashlib.sha1(key.encode()).hexdigest()[:12]}-s{seed}"
 
 
-def cell_config(cell: Cell, scale: Scale, seed: int) -> PretrainConfig:
+def _cell_layers(cell: Cell, scale: Scale, seed: int) -> list[dict[str, Any]]:
     length = [f"train.epochs={scale.epochs}", "train.budget=null"] if scale.epochs else (
         [f"train.budget={scale.budget}"] if scale.budget else [])
     extra = {"data": {"source": scale.data}} if scale.data else None
     overrides = [*scale.overrides, *cell.all_overrides(), f"train.seed={seed}", "train.knn_every=0",
                  "train.verdict=false", *length]  # the cells are evaluated here, on the test split
-    return build_config(PretrainConfig, files=[find_preset(scale.preset)], overrides=overrides, extra=extra)
+    return config_layers([find_preset(scale.preset)], overrides, extra)
+
+
+def cell_config(cell: Cell, scale: Scale, seed: int) -> PretrainConfig:
+    return config_from_layers(_cell_layers(cell, scale, seed))
 
 
 def _eval_split(train: ImageSet, n: int | None) -> torch.Tensor:

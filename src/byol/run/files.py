@@ -23,7 +23,7 @@ from byol import __version__
 
 from byol.atomic import atomic_write
 from byol.run import checkpoints
-from byol.config import PretrainConfig, build_config
+from byol.config import ModelConfig, load_yaml, parse_section
 from byol.errors import ByolError
 
 #: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
@@ -86,13 +86,19 @@ def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
 
 
-def load_run_config(run_dir: Path, overrides: list[str] | tuple = (),
-                    extra: dict[str, Any] | None = None) -> PretrainConfig:
-    """The resolved config of a run directory (with ``extra`` and ``--set`` ``overrides`` on top)."""
+def run_config_file(run_dir: Path) -> Path:
+    """``run_dir/config.yaml`` (ByolError if ``run_dir`` is not a run directory). The whole config is
+    parsed above the methods (:func:`byol.train.config.load_run_config`); below, :func:`read_run_config`."""
     f = Path(run_dir) / "config.yaml"
     if not f.is_file():
         raise ByolError(f"{run_dir} is not a run directory (no config.yaml); start a run with `byol pretrain`")
-    return build_config(PretrainConfig, files=[f], overrides=overrides, extra=extra)
+    return f
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The stored config of a run directory as a dict, for code that parses the sections it needs
+    (:func:`byol.config.parse_section`)."""
+    return load_yaml(run_config_file(run_dir))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -162,8 +168,7 @@ def load_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[torch.
     if not ckpt_path.is_file():
         raise ByolError(f"no checkpoint at {ckpt_path}")
     ckpt = read_checkpoint(ckpt_path)
-    cfg = build_config(PretrainConfig, extra=ckpt["config"])
-    enc = build_encoder(cfg.model, ckpt["in_channels"])
+    enc = build_encoder(parse_section(ModelConfig, ckpt["config"], "model"), ckpt["in_channels"])
     state = {k[len("encoder."):]: v for k, v in ckpt["method"].items() if k.startswith("encoder.")}
     enc.load_state_dict(state, strict=True)
     return enc.to(device), ckpt["config"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,17 @@ def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_chang
     return changed
 
 
-def resume_checkpoint(run_dir: Path, config: dict[str, Any], allow_changes: bool) -> dict[str, Any]:
+def resume_checkpoint(run_dir: Path, config: dict[str, Any], allow_changes: bool,
+                      stored_as: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The run's last checkpoint (verified), after checking that ``config`` (the resolved config the resume
-    would use) may continue it (:func:`check_resume_config`)."""
+    would use) may continue it (:func:`check_resume_config`). ``stored_as`` rewrites the checkpoint's config
+    as ``config`` was written (a run from before a key moved: :func:`byol.train.config.stored_as_now`)."""
     last = last_checkpoint(run_dir)
     if not last.is_file():
         raise ByolError(f"nothing to resume: {last} does not exist")
     ckpt = read_checkpoint(last)
-    check_resume_config(ckpt.get("config") or {}, config, allow_changes)
+    stored = ckpt.get("config") or {}
+    check_resume_config(stored_as(stored) if stored_as else stored, config, allow_changes)
     return ckpt
 
 

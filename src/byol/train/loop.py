@@ -1,12 +1,12 @@
 """The one training loop every method uses.
 
-The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and
-a source of uint8 batches; it never imports a concrete method. It owns: lr and EMA schedules over
-*optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic) and exact resume,
-measuring the wall-clock budget (:mod:`byol.train.budget` decides the plan), progress bar, ``metrics.jsonl`` /
-TensorBoard, and the collapse monitor. Under torchrun it trains one model over all processes
-(:mod:`byol.train.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
-decisions.
+The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and a source
+of uint8 batches; it never imports or names a concrete method (the bar shows what its ``after_step`` reports).
+It owns: the lr schedule and the position the method's schedules read, over *optimizer* steps, gradient
+accumulation, AMP, channels_last, checkpoints (atomic) and exact resume, measuring the wall-clock budget
+(:mod:`byol.train.budget` decides the plan), progress bar, ``metrics.jsonl`` / TensorBoard, and the collapse
+monitor. Under torchrun it trains one model over all processes (:mod:`byol.train.replicas`): ``batch_size``
+is global, rank 0 alone writes files and the others follow its decisions.
 """
 
 from __future__ import annotations
@@ -44,11 +44,8 @@ __all__ = ["CHECKPOINT_VERSION", "LoopOptions", "TrainState", "Trainer"]
 
 
 class Trainer:
-    """Train ``method`` on uint8 ``images`` with views from ``augment``.
-
-    ``evaluate`` (optional) is called with the method's encoder every ``eval_every_epochs`` and at
-    the end; it returns scalars (e.g. online kNN accuracy) to log.
-    """
+    """Train ``method`` on uint8 ``images`` with views from ``augment``. ``evaluate`` (optional) is called with
+    the method's encoder every ``eval_every_epochs`` and at the end; it returns scalars (e.g. online kNN) to log."""
 
     def __init__(
         self, method: nn.Module, optimizer: torch.optim.Optimizer,
@@ -96,6 +93,7 @@ class Trainer:
         self.stop_reason = ""
         self.plan_warning: str | None = None  #: the short-plan warning of a budgeted run, if it had one
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
+        self._reported: dict[str, float] = {}  # the method's after_step scalars of the last step (for the bar)
         #: the layers whose relative update size is logged at log steps (``train.update_stats``)
         self._tracked = tracked_weights(method) if options.update_stats else {}
 
@@ -108,7 +106,7 @@ class Trainer:
         return stop_on_signals(lambda: self._stop_requested, self.request_stop)
 
     def schedule_position(self) -> tuple[float, int]:
-        """(position, K) at which the lr and tau schedules are read for the current step."""
+        """(position, K) at which the lr and the method's schedules are read for the current step."""
         return self.state.plan.position(self.state.step)
 
     def _set_plan(self, plan: Plan) -> None:
@@ -185,10 +183,10 @@ class Trainer:
 
     def _optimizer_step(self, micro_batches: Iterator[Tensor]) -> tuple[dict[str, Tensor], dict[str, float] | None]:
         """One optimizer step over ``accum_steps`` micro-batches at the scheduled lr, then the method's
-        ``after_step`` (BYOL's EMA update must see the online weights *after* the optimizer step).
+        ``after_step`` (a moving-average twin must see the online weights *after* the optimizer step).
 
-        Returns the last micro-batch's outputs (``loss``: the global batch's) and the method's scalars (e.g.
-        tau), or None for them when the gradient scaler skipped the step: then nothing moved."""
+        Returns the last micro-batch's outputs (``loss``: the global batch's) and the method's scalars, or
+        None for them when the gradient scaler skipped the step: then nothing moved."""
         position, sched_total = self.schedule_position()
         set_lr(self.opt, warmup_cosine(position, sched_total, self.o.peak_lr, self.state.warmup_steps))
         out: dict[str, Tensor] = {}
@@ -209,7 +207,7 @@ class Trainer:
         out = {**out, "loss": loss_now}
         if not stepped:
             return out, None
-        extra = self.method.after_step(position, sched_total)
+        extra = self._reported = self.method.after_step(position, sched_total)
         if before is not None:
             extra = {**extra, **update_ratios(before, self._tracked)}
         self.state.step += 1
@@ -223,7 +221,7 @@ class Trainer:
         """``optimizer.step()`` (through the gradient scaler with fp16); False when the scaler skipped it.
 
         A scaler skips the step when a gradient is inf/NaN and lowers its scale. The skipped step trained
-        nothing, so the method's ``after_step`` (BYOL's EMA target) must not run and the lr / tau schedules
+        nothing, so the method's ``after_step`` (e.g. a moving-average twin) must not run and the schedules
         must not advance: the step is retried on the next batch. With DDP every rank sees the same averaged
         gradients, so all ranks skip together."""
         if self.scaler is None:
@@ -257,7 +255,8 @@ class Trainer:
         if dist.is_main():
             logger.log(rec)
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", tau=f"{extra.get('tau', 0):.4f}",
+            shown = {k: f"{v:.4f}" for k, v in self._reported.items()}  # what the method reports
+            self._bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", **shown,
                                   pairs_s=f"{rec['pairs_per_s']:.0f}")
         self._window_t, self._window_pairs = now, 0
 

@@ -1,4 +1,4 @@
-"""Pretraining from a config: the composition root that turns a :class:`~byol.config.PretrainConfig` into
+"""Pretraining from a config: the composition root that turns a :class:`~byol.train.config.PretrainConfig` into
 data, views, a method, an optimizer and a :class:`~byol.train.loop.Trainer`, and runs it.
 
 This is the one library module that reads a whole config; everything it calls takes explicit arguments.
@@ -20,9 +20,10 @@ from torch import nn
 
 from byol.runtime import dist
 from byol.augment import TwoViewAugment
-from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
+from byol.config import DataConfig, check_batch, to_dict
 from byol.data import ImageSet, load_images, normalization
 from byol.data.stream import open_stream
+from byol.train.config import PretrainConfig, stored_as_now, validate_pretrain
 from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
@@ -149,7 +150,7 @@ def _predictor_lr_mult(cfg: PretrainConfig, method: nn.Module) -> dict[nn.Module
     predictor = getattr(method, "predictor", None)
     if not isinstance(predictor, nn.Module) or not any(True for _ in predictor.parameters()):
         raise ConfigError(f"optim.predictor_lr_mult={mult:g}: method {cfg.method.name!r} has no predictor "
-                          "(BYOL with method.use_predictor=true has one)")
+                          "(a trained `predictor` module, e.g. BYOL's with method.use_predictor=true)")
     return {predictor: mult}
 
 
@@ -187,7 +188,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
     with dist.process_group(dist.local_device(resolve_device(cfg.train.device))):
         main = dist.is_main()
         with run_lock(run_dir) if main else nullcontext():
-            ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes) if resume else None
+            ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes, stored_as_now) if resume else None
             if ckpt is not None and finished(ckpt):
                 return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
             run = build_pretrain(cfg, run_dir)
