@@ -30,10 +30,13 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     assert summary["stop_reason"] == "completed" and summary["steps"] == 2 * (120 // 16)
     assert any("knn_top1" in h for h in summary["history"])
     verdict = summary["verdict"]  # 120 images, 3 classes: 12 held-out queries, the other 108 as the bank
-    assert 0 <= verdict["encoder_knn"] <= 100 and 0 <= verdict["random_init_knn"] <= 100
+    floors = verdict["random_init_variants"]  # the fair floor: the stronger of the two random-init variants
+    assert set(floors) == {"initial BN statistics", "BN recalibrated"}
+    assert verdict["random_init_knn"] == max(floors.values()) == floors[verdict["floor"]]
+    assert verdict["gain"] == pytest.approx(verdict["encoder_knn"] - verdict["random_init_knn"], abs=0.011)
     assert (verdict["queries"], verdict["bank"], verdict["held_out"]) == (12, 108, "10% of train")
     out = capsys.readouterr().out
-    assert f"BYOL encoder: {verdict['encoder_knn']:.1f}% kNN, random init {verdict['random_init_knn']:.1f}%: " in out
+    assert f"BYOL encoder: {verdict['encoder_knn']:.1f}% kNN, random init {verdict['random_init_knn']:.1f}% (" in out
     # a second pretrain into the same directory refuses to clobber it
     assert _run(["pretrain", *common, "--run-dir", run]) == 2
     assert "already holds a run" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from torch import nn
 
 from byol.cli import main
 from byol.eval import extract_features, knn_eval
+from byol.eval.floor import VARIANTS, recalibrate_bn
 from byol.data import load_images
 from byol.models import build_backbone
 from byol.models.factory import build_encoder
@@ -71,15 +72,22 @@ def test_a_constant_encoder_is_not_better_than_random_init():
     random_encoder = _random_init(1)
     v = random_init_verdict(Constant(), random_encoder, images, labels, **KW, seed=0)
     bank, queries = verdict_split(labels, 0)
-    fb, fq = (extract_features(random_encoder, images[i], **KW) for i in (bank, queries))
-    expected = knn_eval(fb, labels[bank], fq, labels[queries], k=(20,))["k20"]
-    assert v["random_init_knn"] == pytest.approx(expected, abs=0.01)
+    expected = {}
+    tuned = recalibrate_bn(random_encoder, images[bank], **KW, seed=0)  # the bank's images only, no queries
+    for variant, enc in zip(VARIANTS, (random_encoder, tuned)):
+        fb, fq = (extract_features(enc, images[i], **KW) for i in (bank, queries))
+        expected[variant] = knn_eval(fb, labels[bank], fq, labels[queries], k=(20,))["k20"]
+    assert v["random_init_variants"] == pytest.approx(expected, abs=0.01)
+    assert v["random_init_knn"] == pytest.approx(max(expected.values()), abs=0.01)
+    assert v["floor"] == max(expected, key=expected.get)
     assert 45 < v["random_init_knn"] < 95  # above chance, not perfect: the comparison means something
     assert v["encoder_knn"] == pytest.approx(100 / 3, abs=0.5) and v["chance"] == pytest.approx(33.33)
     assert v["better"] is False and v["passed"] is False and v["gain"] < -10
     assert (v["queries"], v["bank"], v["held_out"], v["k"]) == (18, 162, "10% of train", 20)
     lines = verdict_lines(v)
     assert lines[0].startswith("BYOL encoder: 33.3% kNN, random init ")
+    other = [k for k in VARIANTS if k != v["floor"]][0]
+    assert f"% ({v['floor']}; {other} {v['random_init_variants'][other]:.1f}%): " in lines[0]
     assert "(held-out 10% of train: 18 queries" in lines[0]
     assert len(lines) == 2 and lines[1].startswith("warning: the BYOL encoder is not better than random init")
 
@@ -90,12 +98,30 @@ def test_a_better_encoder_passes_unless_its_projections_collapsed():
     healthy = {"z_std": 0.2, "z_std_ref": 0.25}
     v = random_init_verdict(pixels, Constant(), images, labels, **KW, seed=0, name="SimCLR", collapse=healthy)
     assert v["better"] and v["passed"] and not v["collapsed"] and v["gain"] >= v["margin"]
-    assert verdict_lines(v) == [f"SimCLR encoder: {v['encoder_knn']:.1f}% kNN, random init 33.3%: "
+    assert verdict_lines(v) == [f"SimCLR encoder: {v['encoder_knn']:.1f}% kNN, random init 33.3% (initial BN "
+                                f"statistics; BN recalibrated 33.3%): "
                                 f"{v['gain']:+.1f} (held-out 10% of train: 18 queries, bank 162; k=20)"]
     collapsed = {"z_std": 0.002, "z_std_ref": 0.25}
     v = random_init_verdict(pixels, Constant(), images, labels, **KW, seed=0, collapse=collapsed)
     assert v["better"] and v["collapsed"] and not v["passed"]
     assert "projections collapsed (per-dimension std 0.0020" in verdict_lines(v)[-1]
+
+
+def test_the_recalibration_sees_only_bank_images(monkeypatch):
+    import byol.train.verdict as verdict
+
+    seen = {}
+    real = verdict.recalibrate_bn
+
+    def spy(encoder, images, **kw):
+        seen["pool"] = kw["pool"]
+        return real(encoder, images, **kw)
+
+    monkeypatch.setattr(verdict, "recalibrate_bn", spy)
+    images, labels = noisy_shapes(60)
+    random_init_verdict(Constant(), _random_init(1), images, labels, **KW, seed=0)
+    bank, queries = verdict_split(labels, 0)
+    assert torch.equal(seen["pool"], bank) and not set(seen["pool"].tolist()) & set(queries.tolist())
 
 
 def test_too_few_labels_is_a_skip():
@@ -136,6 +162,11 @@ def test_a_collapsed_run_does_not_pass(noisy_folder, tmp_path, capsys):
         baseline = build_encoder(cfg.model, 1)
     kw = dict(size=cfg.data.view_size, mean=cfg.data.mean, std=cfg.data.std)
     bank, queries = verdict_split(data.labels, cfg.train.seed)
-    fb, fq = (extract_features(baseline, data.images[i], **kw) for i in (bank, queries))
-    expected = knn_eval(fb, data.labels[bank], fq, data.labels[queries], k=(20,))["k20"]
-    assert v["random_init_knn"] == pytest.approx(expected, abs=0.01) and 45 < expected < 95
+    expected = {}
+    tuned = recalibrate_bn(baseline, data.images[bank], **kw, seed=cfg.train.seed)  # the fair floor: bank only
+    for variant, enc in zip(VARIANTS, (baseline, tuned)):
+        fb, fq = (extract_features(enc, data.images[i], **kw) for i in (bank, queries))
+        expected[variant] = knn_eval(fb, data.labels[bank], fq, data.labels[queries], k=(20,))["k20"]
+    assert v["random_init_variants"] == pytest.approx(expected, abs=0.01)
+    assert v["random_init_knn"] == pytest.approx(max(expected.values()), abs=0.01)
+    assert 45 < v["random_init_knn"] < 95

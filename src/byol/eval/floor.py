@@ -48,17 +48,20 @@ def _batches(images: Tensor, index: Tensor, batch_size: int, **view: Any) -> Ite
 def recalibrate_bn(
     encoder: nn.Module, images: Tensor, *, size: int, mean: Sequence[float], std: Sequence[float],
     device: torch.device | str = "cpu", seed: int = 0, max_images: int = BN_IMAGES, batch_size: int = 256,
+    pool: Tensor | None = None,
 ) -> nn.Module:
     """A copy of ``encoder`` (eval mode) whose BN running statistics are averaged over a seeded draw of at
-    most ``max_images`` of ``images`` (uint8 ``[N, C, H, W]``, the *training* images), each fed as the
-    evaluation sees it (:func:`byol.augment.eval_transform` at ``size`` with ``mean``/``std``).
+    most ``max_images`` of ``images`` (uint8 ``[N, C, H, W]``, the *training* images; ``pool``: only these
+    positions of it), each fed as the evaluation sees it (:func:`byol.augment.eval_transform` at ``size``
+    with ``mean``/``std``).
 
     ``encoder`` itself is not changed. A model without BN comes back as an unchanged copy."""
     model = copy.deepcopy(encoder).to(device)
-    if not has_batch_norm(model) or len(images) == 0:
+    pool = torch.arange(len(images)) if pool is None else torch.as_tensor(pool)
+    if not has_batch_norm(model) or len(pool) == 0:
         return model.eval()
     g = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(images), generator=g)[:max_images].sort().values
+    index = pool[torch.randperm(len(pool), generator=g)[:max_images]].sort().values
     with torch.no_grad():
         update_bn(_batches(images, index, batch_size, size=size, mean=mean, std=std, device=device), model)
     return model.eval()
