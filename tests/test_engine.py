@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from byol.augment import TwoViewAugment, paper_views
+from byol.data.batches import CachedImages
 from byol.train.loop import LoopOptions, Trainer
 from byol.config import MethodConfig, OptimConfig, TrainConfig
 from byol.methods import BYOL
@@ -37,7 +38,7 @@ def _trainer(images, run_dir, *, stop_after=None, **opts):
             holder["t"].request_stop()
         return aug(x, g)
 
-    trainer = Trainer(method, opt, augment, images, batch_size=16, device=torch.device("cpu"), options=_options(**opts),
+    trainer = Trainer(method, opt, augment, CachedImages(images), batch_size=16, device=torch.device("cpu"), options=_options(**opts),
                       run_dir=run_dir, checkpoint_extra={"config": {"note": "test"}})
     holder["t"] = trainer
     return trainer

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from byol._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from byol.data.batches import BatchSource, CachedImages
     from byol.data.folder import SkippedImagesWarning
     from byol.data.imageset import ImageSet
     from byol.data.sampler import BatchIterator, gather_batch
@@ -24,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "DATASET_ALIASES": "byol.data.sources",
     "DATASET_STATS": "byol.data.stats",
     "BatchIterator": "byol.data.sampler",
+    "BatchSource": "byol.data.batches",
+    "CachedImages": "byol.data.batches",
     "ImageSet": "byol.data.imageset",
     "SkippedImagesWarning": "byol.data.folder",
     "StreamDataset": "byol.data.stream",

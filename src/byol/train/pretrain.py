@@ -22,7 +22,9 @@ from byol.runtime import dist
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
-from byol.data.stream import open_stream
+from byol.data.batches import BatchSource, CachedImages
+from byol.data.stream import StreamSource, open_stream
+from byol.data.streamloader import stream_loader
 from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
@@ -128,17 +130,27 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
                           lr_mult=_predictor_lr_mult(cfg, method))
-    images: Any = train.images if stream is None else stream.loader(
-        pin_memory=device.type == "cuda", report=functools.partial(write_skipped, run_dir) if run_dir else None)
-    if stream is None and device.type != "cpu" and images.numel() < 2 * 1024**3:
-        images = torch.as_tensor(images).to(device)  # small data sets live on the accelerator
+    data = _batch_source(train, stream, device, run_dir)
     resolved = to_dict(cfg)
     resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
     resolved["data"]["stream"] = "off" if stream is None else "on"
-    trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
+    trainer = Trainer(method, opt, augment, data, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
                       checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
     return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
+
+
+def _batch_source(train: ImageSet, stream: StreamSource | None, device: torch.device,
+                  run_dir: Path | None) -> BatchSource:
+    """The training loop's batches: the decoded images (small sets live on the accelerator), or the stream's
+    loader (files found unusable while streaming rewrite the run's ``skipped_files.txt``)."""
+    if stream is not None:
+        report = functools.partial(write_skipped, run_dir) if run_dir else None
+        return stream_loader(stream, pin_memory=device.type == "cuda", report=report)
+    images = train.images
+    if device.type != "cpu" and images.numel() < 2 * 1024**3:
+        images = torch.as_tensor(images).to(device)
+    return CachedImages(images)
 
 
 def _predictor_lr_mult(cfg: PretrainConfig, method: nn.Module) -> dict[nn.Module, float]:
