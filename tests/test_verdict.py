@@ -13,7 +13,7 @@ from byol.eval import extract_features, knn_eval
 from byol.data import load_images
 from byol.models import build_backbone
 from byol.models.factory import build_encoder
-from byol.run.files import load_run_config
+from byol.run.files import load_run_config, run_sizes
 from byol.train.verdict import MAX_BANK, MAX_QUERIES, margin, random_init_verdict, verdict_lines, verdict_split
 
 KW = dict(size=16, mean=[0.4], std=[0.3], device=torch.device("cpu"))
@@ -134,7 +134,7 @@ def test_a_collapsed_run_does_not_pass(noisy_folder, tmp_path, capsys):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed + 1)
         baseline = build_encoder(cfg.model, 1)
-    kw = dict(size=cfg.data.view_size, mean=cfg.data.mean, std=cfg.data.std)
+    kw = dict(size=run_sizes(run, {}).view, mean=cfg.data.mean, std=cfg.data.std)  # the sizes the run stored
     bank, queries = verdict_split(data.labels, cfg.train.seed)
     fb, fq = (extract_features(baseline, data.images[i], **kw) for i in (bank, queries))
     expected = knn_eval(fb, data.labels[bank], fq, data.labels[queries], k=(20,))["k20"]

@@ -42,6 +42,7 @@ from byol.data.decode import Box, UnreadableImage, decode_crops
 from byol.data.folder import decode_subset, default_workers, probe_files, source_name
 from byol.data.imageset import ImageSet
 from byol.data.layout import Layout, discover
+from byol.data.sizes import Sizes
 from byol.data.sources import folder_path
 from byol.data.workers import read_error
 from byol.errors import ConfigError, DataError
@@ -233,7 +234,7 @@ def open_stream(d: DataConfig, specs: tuple[ViewSpec, ViewSpec], *, seed: int, p
         channels, common = probe_files(store, layout.files, source)
         if not wants_stream(d.stream, num_files=n, channels=channels, image_size=d.image_size):
             return None
-        size = d.view_size or d.image_size or min(common)
+        size = Sizes.resolve(decode=d.image_size, view=d.view_size, images=d.image_size or min(common)).view
         workers = default_workers() if d.workers is None else d.workers
         sample = decode_subset(store, _seeded_subset(layout, SAMPLE_IMAGES, seed + 778),
                                image_size=d.image_size or size, channels=channels, workers=max(1, workers),

@@ -28,6 +28,7 @@ import torch
 
 from byol.config import PretrainConfig, build_config, find_preset, to_dict
 from byol.data import ImageSet, load_images, normalization
+from byol.data.sizes import Sizes
 from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
 from byol.train.monitor import is_collapsed
@@ -149,7 +150,7 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
         device = resolve_device(cfg.train.device)
         train = load_train_data(cfg.data, seed=seed, progress=False)
         mean, std = normalization(cfg.data.source, train.images, cfg.data.mean, cfg.data.std)
-        size = cfg.data.view_size or train.image_size
+        size = Sizes.resolve(decode=cfg.data.image_size, view=cfg.data.view_size, images=train.image_size).view
         torch.manual_seed(seed + 1)
         encoder = build_encoder(cfg.model, train.num_channels).to(device)
         record.update(epochs=0.0, steps=0, pretrain_seconds=0.0, collapsed=False)

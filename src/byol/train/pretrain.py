@@ -23,6 +23,7 @@ from byol.augment import TwoViewAugment
 from byol.config import DataConfig, PretrainConfig, check_batch, to_dict, validate_pretrain
 from byol.data import ImageSet, load_images, normalization
 from byol.data.batches import BatchSource, CachedImages
+from byol.data.sizes import Sizes
 from byol.data.stream import StreamSource, open_stream
 from byol.data.streamloader import stream_loader
 from byol.train.loop import LoopOptions, Trainer
@@ -33,7 +34,7 @@ from byol.models.factory import backbone_factory, build_encoder
 from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim.optimizers import build_optimizer
 from byol.run.checkpoints import run_lock
-from byol.run.resume import finished, resume_checkpoint
+from byol.run.resume import check_resume_sizes, finished, resume_checkpoint
 from byol.run.files import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
 from byol.runtime.device import resolve_device, set_threads
 from byol.train.verdict import random_init_verdict
@@ -54,7 +55,7 @@ def has_labels(images: ImageSet) -> bool:
     return images.labels is not None and len(labeled_positions(images.labels)) > 0
 
 
-def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, device) -> KnnMonitor | None:
+def make_monitor(cfg: PretrainConfig, train: ImageSet, sizes: Sizes, mean, std, device) -> KnnMonitor | None:
     """The online kNN monitor of a run, or None (no labels, ``knn_bank: 0`` or ``knn_every: 0``).
 
     Queries are held out of train's labeled images, or come from ``data.eval_split`` when it is set and
@@ -71,7 +72,7 @@ def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, dev
         except DataError:
             eval_set = None
     have_eval = eval_set is not None and eval_set.labels is not None
-    return knn_monitor(train.images, train.labels, bank=d.knn_bank, queries=d.knn_queries, size=size, mean=mean,
+    return knn_monitor(train.images, train.labels, bank=d.knn_bank, queries=d.knn_queries, size=sizes.view, mean=mean,
                        std=std, k=cfg.train.knn_k, device=device, seed=cfg.train.seed + 12345,
                        eval_images=eval_set.images if have_eval else None,
                        eval_labels=eval_set.labels if have_eval else None)
@@ -98,9 +99,14 @@ class PretrainRun:
     augment: TwoViewAugment
     mean: list[float]
     std: list[float]
-    size: int
+    sizes: Sizes  #: resolved once here, stored by the run (checkpoint, env.json) for what reads it later
     device: torch.device
-    resolved: dict[str, Any]  #: the fully resolved config written to config.yaml
+    resolved: dict[str, Any]  #: the config written to config.yaml (sizes as asked: see ``sizes``)
+
+    @property
+    def size(self) -> int:
+        """The views' size (the encoder's input)."""
+        return self.sizes.view
 
 
 def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
@@ -117,14 +123,14 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
         train = load_train_data(d, seed=cfg.train.seed, progress=progress) if stream is None else stream.sample
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
-    size = d.view_size or train.image_size
-    augment = TwoViewAugment(*cfg.views.specs, size, mean, std)
+    sizes = Sizes.resolve(decode=d.image_size, view=d.view_size, images=train.image_size)
+    augment = TwoViewAugment(*cfg.views.specs, sizes.view, mean, std)
     method = build_method(cfg.method, backbone_factory(cfg.model, train.num_channels)).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         _compile(method, device)
-    monitor = make_monitor(cfg, train, size, mean, std, device)
+    monitor = make_monitor(cfg, train, sizes, mean, std, device)
     evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
@@ -132,12 +138,13 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
                           lr_mult=_predictor_lr_mult(cfg, method))
     data = _batch_source(train, stream, device, run_dir)
     resolved = to_dict(cfg)
-    resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
+    resolved["data"]["mean"], resolved["data"]["std"] = mean, std
     resolved["data"]["stream"] = "off" if stream is None else "on"
     trainer = Trainer(method, opt, augment, data, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
-                      checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
-    return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
+                      checkpoint_extra={"config": resolved, "sizes": sizes.to_dict(), "in_channels": train.num_channels,
+                                        "classes": train.classes})
+    return PretrainRun(trainer, method, train, augment, mean, std, sizes, device, resolved)
 
 
 def _batch_source(train: ImageSet, stream: StreamSource | None, device: torch.device,
@@ -187,9 +194,10 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
     stored config must equal ``cfg`` but for :data:`byol.run.resume.RESUME_SAFE_KEYS` changed with
     ``allow_changes``), then judge the encoder against random init (:func:`run_verdict`, ``verdict``).
 
-    Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
-    ``device``, ``run_dir``); a resume of a finished run trains nothing and returns ``{"finished": True,
-    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused).
+    Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``sizes``
+    and ``size`` (its view size), ``device``, ``run_dir``); a resume of a finished run trains nothing and
+    returns ``{"finished": True, "steps", "run_dir"}``. The run directory is locked while training (a second
+    process is refused).
 
     Under torchrun (``WORLD_SIZE`` > 1) every process calls this: it joins the process group for the run,
     all train one model, rank 0 alone writes into ``run_dir`` (lock, files, checkpoints, metrics, verdict).
@@ -204,17 +212,19 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
                 return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
             run = build_pretrain(cfg, run_dir)
             if ckpt is not None:
+                check_resume_sizes(ckpt, run.sizes)
                 run.trainer.load(ckpt)
                 if main:
                     write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
             elif main:
                 write_run_files(run_dir, run.resolved, {**env_info(run.device), "world_size": dist.world_size(),
-                                                        "views": run.augment.backend(run.device)}, run.train.skipped,
+                                                        "views": run.augment.backend(run.device),
+                                                        "sizes": run.sizes.to_dict()}, run.train.skipped,
                                 run.train.skip_reasons)
             summary = run.trainer.fit()
             summary["verdict"] = run_verdict(cfg, run, run_dir) if main else {"skipped": "rank 0 judges the run"}
             if main:
                 write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
-                   device=run.device, run_dir=run_dir)
+                   sizes=run.sizes, device=run.device, run_dir=run_dir)
     return summary
