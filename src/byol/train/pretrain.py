@@ -55,7 +55,7 @@ def has_labels(images: ImageSet) -> bool:
     return images.labels is not None and len(labeled_positions(images.labels)) > 0
 
 
-def make_monitor(cfg: PretrainConfig, train: ImageSet, sizes: Sizes, mean, std, device) -> KnnMonitor | None:
+def make_monitor(cfg: PretrainConfig, train: ImageSet, size: int, mean, std, device) -> KnnMonitor | None:
     """The online kNN monitor of a run, or None (no labels, ``knn_bank: 0`` or ``knn_every: 0``).
 
     Queries are held out of train's labeled images, or come from ``data.eval_split`` when it is set and
@@ -72,7 +72,7 @@ def make_monitor(cfg: PretrainConfig, train: ImageSet, sizes: Sizes, mean, std, 
         except DataError:
             eval_set = None
     have_eval = eval_set is not None and eval_set.labels is not None
-    return knn_monitor(train.images, train.labels, bank=d.knn_bank, queries=d.knn_queries, size=sizes.view, mean=mean,
+    return knn_monitor(train.images, train.labels, bank=d.knn_bank, queries=d.knn_queries, size=size, mean=mean,
                        std=std, k=cfg.train.knn_k, device=device, seed=cfg.train.seed + 12345,
                        eval_images=eval_set.images if have_eval else None,
                        eval_labels=eval_set.labels if have_eval else None)
@@ -130,7 +130,7 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
         method = method.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         _compile(method, device)
-    monitor = make_monitor(cfg, train, sizes, mean, std, device)
+    monitor = make_monitor(cfg, train, sizes.view, mean, std, device)
     evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
