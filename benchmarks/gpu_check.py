@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from byol.runtime import dist
 from byol.augment import TwoViewAugment
 from byol.config import find_preset
+from byol.data.batches import CachedImages
 from byol.train.config import PretrainConfig, build_config
 from byol.train.loop import LoopOptions, Trainer
 from byol.methods import build_method
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> dict:
         starts.append(time.perf_counter())  # the start of every optimizer step (no accumulation)
         return augment(x, g)
 
-    trainer = Trainer(method, opt, timed, images, batch_size=batch, device=device, options=options)
+    trainer = Trainer(method, opt, timed, CachedImages(images), batch_size=batch, device=device, options=options)
     flops = step_flops(method, augment, images[:batch], device, trainer.autocast)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

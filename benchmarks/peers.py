@@ -550,6 +550,7 @@ class ByolE2E:
         from byol.methods import build_method
         from byol.models.factory import backbone_factory
         from byol.data import load_images
+        from byol.data.batches import CachedImages
         from byol.train.loop import LoopOptions, Trainer
         from dataclasses import replace
 
@@ -568,7 +569,7 @@ class ByolE2E:
         # the preset's run, without its budget, warmup and periodic kNN: a fixed number of steps per call
         train_cfg = replace(cfg.train, epochs=1000.0, budget=None, amp=amp, channels_last=True, progress=False)
         opts = LoopOptions.from_config(train_cfg, replace(cfg.optim, warmup_epochs=0.0), evaluate_every=0.0)
-        self.trainer = Trainer(method, opt, aug, train.images, batch_size=batch, device=torch.device("cpu"),
+        self.trainer = Trainer(method, opt, aug, CachedImages(train.images), batch_size=batch, device=torch.device("cpu"),
                                options=opts, run_dir=None)
         # The engine has no per-phase timing: wrap its (private) _views, which gathers the uint8 batch from
         # the cache and makes both views, to split data + views from the step.

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from byol.augment import TwoViewAugment, paper_views
+from byol.data.batches import CachedImages
 from byol.train.loop import LoopOptions, Trainer
 from byol.config import OptimConfig, TrainConfig
 from byol.methods import BYOLConfig
@@ -38,7 +39,7 @@ def _trainer(images, run_dir, *, stop_after=None, **opts):
             holder["t"].request_stop()
         return aug(x, g)
 
-    trainer = Trainer(method, opt, augment, images, batch_size=16, device=torch.device("cpu"), options=_options(**opts),
+    trainer = Trainer(method, opt, augment, CachedImages(images), batch_size=16, device=torch.device("cpu"), options=_options(**opts),
                       run_dir=run_dir, checkpoint_extra={"config": {"note": "test"}})
     holder["t"] = trainer
     return trainer
@@ -372,7 +373,7 @@ def test_the_progress_bar_shows_what_the_method_reports(labeled_images, tmp_path
     aug = TwoViewAugment(t1.replace(blur_p=0.0), t2.replace(blur_p=0.0), 16, [0.3], [0.3])
     bar = _Bar()
     monkeypatch.setattr(Trainer, "_open_bar", lambda self: bar)
-    trainer = Trainer(m, opt, aug, images, batch_size=16, device=torch.device("cpu"),
+    trainer = Trainer(m, opt, aug, CachedImages(images), batch_size=16, device=torch.device("cpu"),
                       options=_options(epochs=1.0, update_stats=True), run_dir=None)
     trainer.fit()
     assert bar.shown and all(list(f) == fields for f in bar.shown)  # the update ratios are logged, not shown

@@ -7,6 +7,7 @@ import torch
 
 from byol.augment import TwoViewAugment, paper_views
 from byol.config import OptimConfig, TrainConfig
+from byol.data.batches import CachedImages
 from byol.methods import BYOLConfig
 from byol.train.loop import LoopOptions, Trainer
 from byol.methods import BYOL
@@ -40,7 +41,7 @@ def test_a_step_the_scaler_skips_moves_neither_the_target_nor_the_schedules(labe
         poison["on"] = len(snapshots) == POISONED
         return views(x, g)
 
-    trainer = Trainer(method, opt, augment, labeled_images[0], batch_size=16, device=torch.device("cpu"),
+    trainer = Trainer(method, opt, augment, CachedImages(labeled_images[0]), batch_size=16, device=torch.device("cpu"),
                       options=options)
     # what fp16 on CUDA uses; the CPU scaler runs the same skip logic
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)

@@ -14,6 +14,7 @@ from byol.eval.floor import VARIANTS, recalibrate_bn
 from byol.data import load_images
 from byol.models import build_backbone
 from byol.models.factory import build_encoder
+from byol.run.files import run_sizes
 from byol.train.config import load_run_config
 from byol.train.verdict import MAX_BANK, MAX_QUERIES, margin, random_init_verdict, verdict_lines, verdict_split
 
@@ -160,7 +161,7 @@ def test_a_collapsed_run_does_not_pass(noisy_folder, tmp_path, capsys):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed + 1)
         baseline = build_encoder(cfg.model, 1)
-    kw = dict(size=cfg.data.view_size, mean=cfg.data.mean, std=cfg.data.std)
+    kw = dict(size=run_sizes(run, {}).view, mean=cfg.data.mean, std=cfg.data.std)  # the sizes the run stored
     bank, queries = verdict_split(data.labels, cfg.train.seed)
     expected = {}
     tuned = recalibrate_bn(baseline, data.images[bank], **kw, seed=cfg.train.seed)  # the fair floor: bank only

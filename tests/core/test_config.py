@@ -116,11 +116,12 @@ def test_the_trainer_uses_the_same_batch_check():
     import torch
 
     from byol.config import OptimConfig, TrainConfig
+    from byol.data.batches import CachedImages
     from byol.train.loop import LoopOptions, Trainer
 
     options = LoopOptions.from_config(TrainConfig(epochs=1), OptimConfig(batch_size=15, accum_steps=2), evaluate_every=0)
     with pytest.raises(ConfigError, match=r"^optim.batch_size \(15\) must be divisible by optim.accum_steps \(2\)"):
-        Trainer(torch.nn.Linear(1, 1), None, None, torch.zeros(64, 1, 4, 4, dtype=torch.uint8), batch_size=15,
+        Trainer(torch.nn.Linear(1, 1), None, None, CachedImages(torch.zeros(64, 1, 4, 4, dtype=torch.uint8)), batch_size=15,
                 device=torch.device("cpu"), options=options)
 
 

@@ -117,7 +117,7 @@ def test_cli_export_formats(tiny_run, tmp_path, capsys):
 def test_cli_exported_weights_evaluate_as_a_torchvision_model(tiny_run, tmp_path, capsys):
     _, folder, cache = tiny_run
     w = tmp_path / "r18.pt"
-    assert main(["export", "--random-init", "--backbone", "resnet18", "--in-channels", "1", "--image-size", "16",
+    assert main(["export", "--random-init", "--backbone", "resnet18", "--in-channels", "1", "--input-size", "16",
                  "--format", "torchvision", "--out", str(w)]) == 0
     assert "conv1 with 1 input channel" in capsys.readouterr().out
     assert main(["eval", "knn", "--torchvision", "resnet18", "--weights", str(w), "--dataset", str(folder),

@@ -110,7 +110,7 @@ def test_cli_transfer_grayscale_into_rgb_encoder(tiny_run, tmp_path, capsys):
     _, folder, cache = tiny_run
     out = tmp_path / "out"
     rc = main(["eval", "transfer", "--random-init", "--backbone", "convnet", "--in-channels", "3", "--to",
-               str(folder), "--out-dir", str(out), "--cache-dir", str(cache), "--image-size", "20"])
+               str(folder), "--out-dir", str(out), "--cache-dir", str(cache), "--input-size", "20"])
     assert rc == 0
     msg = [line for line in capsys.readouterr().out.splitlines() if line.startswith("transfer:")]
     assert len(msg) == 1 and "grayscale -> RGB by repeating the channel" in msg[0]

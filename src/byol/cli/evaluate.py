@@ -12,8 +12,11 @@ torchvision) happen inside the command functions, so ``byol --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from byol.errors import ConfigError
 
 if TYPE_CHECKING:
     from byol.eval.context import EvalContext
@@ -51,8 +54,8 @@ def _common_args(p: argparse.ArgumentParser, *, dataset: bool = True) -> None:
                             "(default: the run's pretraining data)")
     p.add_argument("--data-dir", default=None, help="where a named data set's files are")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: the run's data.cache_dir)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="encoder input size (default: the run's view size, else the images' size)")
+    p.add_argument("--input-size", type=int, help="encoder input size (default: the run's view size, else the images')")
+    p.add_argument("--image-size", dest="old_input_size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
@@ -96,13 +99,22 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # flags -> library arguments
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _input_size(a: argparse.Namespace) -> int | None:
+    """``--input-size``, or ``--image-size``: its old spelling here, with a note (elsewhere the decode size)."""
+    if a.old_input_size is not None and a.input_size not in (None, a.old_input_size):
+        raise ConfigError(f"--input-size {a.input_size} and --image-size {a.old_input_size} (its old spelling) differ")
+    if a.old_input_size is not None:
+        print("byol: note: --image-size is deprecated here, use --input-size (the encoder's input size; elsewhere "
+              "--image-size is the decode size)", file=sys.stderr)
+    return a.input_size or a.old_input_size
 
 
 def _source_spec(a: argparse.Namespace) -> SourceSpec:
@@ -119,7 +131,7 @@ def _prepare(a: argparse.Namespace, dataset: str | None, *, split: str | None = 
     from byol.eval.context import prepare
     from byol.eval.data import DataOptions
 
-    data = DataOptions(image_size=a.image_size, data_dir=a.data_dir, cache_dir=a.cache_dir,
+    data = DataOptions(input_size=_input_size(a), data_dir=a.data_dir, cache_dir=a.cache_dir,
                        test_fraction=a.test_fraction)
     ctx = prepare(_source_spec(a), dataset, data=data, split=split, device=a.device, threads=a.threads, seed=a.seed,
                   out_dir=a.out_dir, feature_cache=not a.no_cache, batch_size=a.batch_size, log=_say)
@@ -169,7 +181,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     mean, std = src.mean, src.std
     if mean is None or std is None:
         _say("note: this encoder has no training statistics: the sidecar's mean/std are null")
-    size = a.image_size or src.size or 224
+    size = _input_size(a) or src.size or 224
     meta = backbone_meta(src.encoder, backbone=src.meta["name"], width=src.meta["width"],
                          small_stem=src.meta["small_stem"], in_channels=src.in_channels,
                          options=src.meta.get("options"), mean=mean, std=std, view_size=size,

@@ -150,6 +150,7 @@ def cmd_show_views(a: argparse.Namespace) -> int:
     from byol.config import find_preset
     from byol.train.config import build_config
     from byol.data import load_images, normalization
+    from byol.data.sizes import Sizes
 
     files = [find_preset(a.config)] if a.config else []
     cfg = build_config(files=files, overrides=a.overrides, extra=_extra_from_args(a))
@@ -157,11 +158,11 @@ def cmd_show_views(a: argparse.Namespace) -> int:
     data = load_images(d.source, d.split, image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
                        download=d.download)
     mean, std = normalization(d.source, data.images, d.mean, d.std)
-    size = d.view_size or data.image_size
+    sizes = Sizes.resolve(decode=d.image_size, view=d.view_size, images=data.image_size)  # as a run would
     s1, s2 = cfg.views.specs
     g = torch.Generator().manual_seed(a.seed)
     idx = torch.randperm(len(data), generator=g)[: a.images]
-    out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, size, mean, std),
+    out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, sizes.view, mean, std),
                          a.out, n_views=a.views, generator=g)
     print(f"wrote {out or a.out}")
     return 0

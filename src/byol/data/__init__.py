@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from byol._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from byol.data.batches import BatchSource, CachedImages
     from byol.data.folder import SkippedImagesWarning
     from byol.data.imageset import ImageSet
     from byol.data.sampler import BatchIterator, gather_batch
+    from byol.data.sizes import Sizes
     from byol.data.sources import DATASET_ALIASES, load_images
     from byol.data.stats import DATASET_STATS, channel_stats, normalization
     from byol.data.stream import StreamDataset, open_stream
@@ -24,7 +26,10 @@ _EXPORTS: dict[str, str] = {
     "DATASET_ALIASES": "byol.data.sources",
     "DATASET_STATS": "byol.data.stats",
     "BatchIterator": "byol.data.sampler",
+    "BatchSource": "byol.data.batches",
+    "CachedImages": "byol.data.batches",
     "ImageSet": "byol.data.imageset",
+    "Sizes": "byol.data.sizes",
     "SkippedImagesWarning": "byol.data.folder",
     "StreamDataset": "byol.data.stream",
     "StreamLoader": "byol.data.streamloader",

@@ -29,7 +29,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,17 +37,16 @@ from torch import Tensor
 
 from byol.config import DataConfig
 from byol.data.archive import FileStore, open_store
+from byol.data.batches import CropBatch
 from byol.data.decode import Box, UnreadableImage, decode_crops
 from byol.data.folder import decode_subset, default_workers, probe_files, source_name
 from byol.data.imageset import ImageSet
 from byol.data.layout import Layout, discover
+from byol.data.sizes import Sizes
 from byol.data.sources import folder_path
 from byol.data.workers import read_error
 from byol.errors import ConfigError, DataError
 from byol.config.views import ViewSpec
-
-if TYPE_CHECKING:
-    from byol.data.streamloader import SkipReport, StreamLoader
 
 #: ``data.stream: auto`` streams a folder whose decoded images (N x C x S x S bytes at ``data.image_size``)
 #: would exceed this. Below it the decode-once paths are faster per epoch (no JPEG decoding per step) and
@@ -84,16 +83,6 @@ def sample_box(rng: random.Random, width: int, height: int, scale: Sequence[floa
     x0 = min(int(rng.random() * (width - w + 1)), width - w)
     y0 = min(int(rng.random() * (height - h + 1)), height - h)
     return x0, y0, w, h
-
-
-class CropBatch(NamedTuple):
-    """A batch of the two views' crops, as the DataLoader delivers it."""
-
-    crops1: Tensor  #: uint8 ``[B, C, S, S]``, view 1 (T)
-    crops2: Tensor  #: uint8 ``[B, C, S, S]``, view 2 (T')
-    indices: Tensor  #: int64 ``[B]``, the requested sample indices
-    failed: tuple[tuple[int, str], ...]  #: (file index, reason) of files skipped on the way
-    notes: tuple[tuple[int, str], ...]  #: (file index, conversion) of the files used
 
 
 class StreamDataset(torch.utils.data.Dataset):
@@ -185,7 +174,8 @@ class StreamDataset(torch.utils.data.Dataset):
 @dataclass
 class StreamSource:
     """A streamed training set: the dataset, an in-memory sample of it (centre squares at
-    ``data.image_size``, with labels) for statistics, monitoring and the verdict, and the worker count."""
+    ``data.image_size``, with labels) for statistics, monitoring and the verdict, and the worker count
+    (:func:`byol.data.streamloader.stream_loader` makes the training loop's batch source of it)."""
 
     dataset: StreamDataset
     sample: ImageSet
@@ -193,14 +183,6 @@ class StreamSource:
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-    def loader(self, *, pin_memory: bool = False, report: SkipReport | None = None) -> StreamLoader:
-        """A :class:`~byol.data.streamloader.StreamLoader` over the dataset (``report``: see there)."""
-        from byol.data.streamloader import StreamLoader
-
-        loader = StreamLoader(self.dataset, workers=self.workers, pin_memory=pin_memory, report=report)
-        loader.add_skipped(self.sample.skip_reasons)
-        return loader
 
 
 def wants_stream(mode: str, *, num_files: int, channels: int, image_size: int | None) -> bool:
@@ -252,7 +234,7 @@ def open_stream(d: DataConfig, specs: tuple[ViewSpec, ViewSpec], *, seed: int, p
         channels, common = probe_files(store, layout.files, source)
         if not wants_stream(d.stream, num_files=n, channels=channels, image_size=d.image_size):
             return None
-        size = d.view_size or d.image_size or min(common)
+        size = Sizes.resolve(decode=d.image_size, view=d.view_size, images=d.image_size or min(common)).view
         workers = default_workers() if d.workers is None else d.workers
         sample = decode_subset(store, _seeded_subset(layout, SAMPLE_IMAGES, seed + 778),
                                image_size=d.image_size or size, channels=channels, workers=max(1, workers),

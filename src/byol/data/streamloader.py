@@ -10,7 +10,7 @@ the two paths differ only in the pixels), and ranks must take disjoint slices of
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -19,12 +19,11 @@ from torch.utils.data import DataLoader
 from byol.runtime import dist
 from byol.data.folder import SkippedImagesWarning, report_line
 from byol.data.sampler import BatchIterator
-from byol.data.stream import CropBatch, StreamDataset
+from byol.data.batches import CropBatch, SkipReport
+from byol.data.stream import StreamDataset, StreamSource
 from byol.errors import DataError
 
-#: Called with (skipped files, their reasons) whenever an epoch found new ones (e.g. to rewrite
-#: ``skipped_files.txt`` of a run directory).
-SkipReport = Callable[[list[str], dict[str, str]], None]
+__all__ = ["SkipReport", "StreamLoader", "stream_loader"]
 
 
 class _EpochBatches:
@@ -43,7 +42,8 @@ def _first(batch: CropBatch) -> CropBatch:
 
 
 class StreamLoader:
-    """Two-view crop batches of a :class:`StreamDataset`, decoded in ``workers`` DataLoader processes.
+    """Two-view crop batches of a :class:`StreamDataset`, decoded in ``workers`` DataLoader processes: the
+    streamed path's :class:`~byol.data.batches.BatchSource`.
 
     ``workers=0`` decodes in the calling process. Workers are persistent (started at the first epoch, kept
     across epochs, stopped by :meth:`close`); batches are pinned for CUDA with ``pin_memory``. Each batch
@@ -140,3 +140,11 @@ class StreamLoader:
             shutdown()
         self._loader._iterator = None  # type: ignore[attr-defined]
         self.dataset.close()
+
+
+def stream_loader(source: StreamSource, *, pin_memory: bool = False, report: SkipReport | None = None) -> StreamLoader:
+    """A :class:`StreamLoader` over ``source``'s dataset with its worker count, counting the files its sample
+    already skipped (``report``: see :class:`StreamLoader`)."""
+    loader = StreamLoader(source.dataset, workers=source.workers, pin_memory=pin_memory, report=report)
+    loader.add_skipped(source.sample.skip_reasons)
+    return loader

@@ -7,7 +7,7 @@ protocols, linear and fine-tune). The mismatches are handled explicitly and repo
   RGB images into a grayscale encoder -> luma ``0.2989 R + 0.587 G + 0.114 B`` (the ITU-R 601
   weights torchvision and the paper's grayscale augmentation use), rounded to uint8.
 - **resolution**: images are resized (bilinear, antialiased, by ``eval_transform``) to the
-  encoder's input size: its training view size from the run config, or an explicit size.
+  encoder's input size: its training view size as the run stored it, or an explicit size.
 - **normalisation**: the *source* run's mean/std (what the encoder was trained with), converted to
   the encoder's channel count if they were given for another one (see :func:`convert_stats`).
 """

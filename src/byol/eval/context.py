@@ -144,7 +144,7 @@ def prepare(
         ev = load_eval_data(src, dataset, data, log=log)
     else:
         ev = load_split(src, dataset, split, data)
-    plan = plan_for(src, ev.train, image_size=data.image_size, decoded_size=ev.decoded_size)
+    plan = plan_for(src, ev.train, input_size=data.input_size, decoded_size=ev.decoded_size)
     out = Path(out_dir) if out_dir else default_out_dir(src)
     cache = None
     if feature_cache:

@@ -23,7 +23,7 @@ TEST_HOLDOUT_SEED = 0  #: the carved test split does not move with the evaluatio
 class DataOptions:
     """How to read the evaluated data set (``byol eval`` flags of the same names)."""
 
-    image_size: int | None = None  #: encoder input size (default: the run's view size, else the images')
+    input_size: int | None = None  #: encoder input size (default: the run's view size, else the images')
     data_dir: str | None = None  #: where a named data set's files are (default: the run's, for its own data)
     cache_dir: str | None = None  #: decoded-image cache (default: the run's data.cache_dir)
     test_fraction: float = 0.2  #: for a folder without a test split: the stratified share of train held out
@@ -78,7 +78,7 @@ def _load_kwargs(src: EncoderSource, ds: str, options: DataOptions) -> dict[str,
     if same:
         size = d.get("image_size")
     elif not is_named_dataset(ds):
-        size = options.image_size or src.size  # folders of mixed sizes need a decode size
+        size = options.input_size or src.size  # folders of mixed sizes need a decode size
     return dict(
         image_size=size,
         data_dir=options.data_dir or (d.get("data_dir") if same else None),
@@ -91,7 +91,7 @@ def probe_channels(ds: str, split: str, options: DataOptions) -> int:
     """The channel count of ``ds`` (cheap for named sets): a random-init backbone's default input."""
     from byol.data import load_images
 
-    size = options.image_size if not is_named_dataset(ds) else None
+    size = options.input_size if not is_named_dataset(ds) else None
     return load_images(ds, split, image_size=size, data_dir=options.data_dir, cache_dir=options.cache_dir,
                        progress=False).num_channels
 
@@ -161,7 +161,7 @@ def load_split(src: EncoderSource, ds: str, split: str, options: DataOptions) ->
                     decoded_size=None if same_source(src, ds) else kw["image_size"])
 
 
-def plan_for(src: EncoderSource, images: Any, *, image_size: int | None, decoded_size: int | None) -> Adaptation:
+def plan_for(src: EncoderSource, images: Any, *, input_size: int | None, decoded_size: int | None) -> Adaptation:
     """Channel / size / normalisation adaptation of ``images`` (an ImageSet) for ``src``'s encoder:
     the encoder's own statistics when known, else the data set's."""
     from byol.data import normalization
@@ -173,5 +173,5 @@ def plan_for(src: EncoderSource, images: Any, *, image_size: int | None, decoded
         mean, std = normalization(images.name, images.images)
         origin = "the data set's"
     return plan_adaptation(data_channels=images.num_channels, data_size=images.image_size,
-                           encoder_channels=src.in_channels, size=image_size or src.size,
+                           encoder_channels=src.in_channels, size=input_size or src.size,
                            mean=mean, std=std, stats_from=origin, decoded_size=decoded_size)

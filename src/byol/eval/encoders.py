@@ -63,7 +63,7 @@ class EncoderSource:
     mean: list[float] | None = None
     std: list[float] | None = None
     stats_from: str = ""
-    size: int | None = None  #: training view size
+    size: int | None = None  #: training view size (a run's: its stored :class:`~byol.data.sizes.Sizes`)
     run_dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -124,13 +124,13 @@ def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
     from byol.config import ModelConfig, parse_section
     from byol.eval.feature_cache import file_fingerprint
     from byol.models.factory import build_encoder, describe
-    from byol.run.files import load_encoder
+    from byol.run.files import load_run_encoder
 
     if not path.exists():
         raise ByolError(f"no checkpoint at {path} (pass a run directory or a .pt file)")
     ckpt = path / "checkpoints" / "last.pt" if path.is_dir() else path
     try:
-        enc, cfg = load_encoder(path)
+        enc, cfg, sizes = load_run_encoder(path)
     except ByolError:
         raise
     except KeyError as exc:  # a torch file, but not one written by `byol pretrain`
@@ -146,7 +146,7 @@ def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
         encoder=enc, kind="checkpoint", ident=file_fingerprint(ckpt), in_channels=in_ch,
         make_scratch=lambda: _seeded(seed + 1, lambda: build_encoder(model, in_ch)),
         meta=describe(model, in_ch), mean=d.get("mean"), std=d.get("std"), stats_from="the source run's",
-        size=d.get("view_size"), run_dir=_run_dir_of(path), config=cfg,
+        size=sizes.view if sizes else None, run_dir=_run_dir_of(path), config=cfg,
     )
 
 
@@ -157,15 +157,17 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
     from byol.models import build_backbone
 
     run_cfg: dict[str, Any] = {}
+    sizes = None
     if spec.random_init is True:
         name, width, small_stem, options = spec.backbone, spec.width, spec.small_stem, {}
     else:
         from byol.config import DataConfig, ModelConfig, parse_section, to_dict
-        from byol.run.files import read_run_config
+        from byol.run.files import read_run_config, run_sizes
 
         raw = read_run_config(Path(spec.random_init))
         m = parse_section(ModelConfig, raw, "model")
         run_cfg = {"data": to_dict(parse_section(DataConfig, raw, "data")), "model": to_dict(m)}
+        sizes = run_sizes(Path(spec.random_init), run_cfg)
         name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
     d = run_cfg.get("data") or {}
     in_ch = spec.in_channels or (len(d["mean"]) if d.get("mean") else None) or data_channels or 3
@@ -181,7 +183,7 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
         in_channels=in_ch, make_scratch=lambda: make(seed + 1),
         meta={"name": name, "width": width, "small_stem": small_stem, "in_channels": in_ch, "options": options},
         mean=d.get("mean"), std=d.get("std"), stats_from="the source run's" if d.get("mean") else "the data set's",
-        size=d.get("view_size"), config=run_cfg,
+        size=sizes.view if sizes else None, config=run_cfg,
     )
 
 

@@ -30,6 +30,7 @@ from byol.atomic import atomic_write
 from byol.config import config_layers, find_preset, to_dict
 from byol.train.config import PretrainConfig, config_from_layers
 from byol.data import ImageSet, load_images, normalization
+from byol.data.sizes import Sizes
 from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
 from byol.train.monitor import is_collapsed
@@ -194,7 +195,7 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
         device = resolve_device(cfg.train.device)
         train = load_train_data(cfg.data, seed=seed, progress=False)
         mean, std = normalization(cfg.data.source, train.images, cfg.data.mean, cfg.data.std)
-        size = cfg.data.view_size or train.image_size
+        size = Sizes.resolve(decode=cfg.data.image_size, view=cfg.data.view_size, images=train.image_size).view
         torch.manual_seed(seed + 1)
         encoder = build_encoder(cfg.model, train.num_channels).to(device)
         record.update(epochs=0.0, steps=0, pretrain_seconds=0.0, collapsed=False)

@@ -2,7 +2,8 @@
 the resolved ``config.yaml``, and reading checkpoints back. Every file but the appended ``metrics.jsonl``
 is written whole through :func:`byol.atomic.atomic_write`.
 
-Layout: ``config.yaml`` (fully resolved), ``env.json`` (versions, device, git commit), ``metrics.jsonl``,
+Layout: ``config.yaml`` (fully resolved, sizes as asked), ``env.json`` (versions, device, git commit, the
+resolved :class:`~byol.data.sizes.Sizes`), ``metrics.jsonl``,
 ``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``.
 """
 
@@ -24,6 +25,7 @@ from byol import __version__
 from byol.atomic import atomic_write
 from byol.run import checkpoints
 from byol.config import ModelConfig, load_yaml, parse_section
+from byol.data.sizes import Sizes
 from byol.errors import ByolError
 
 #: The summary keys written to ``summary.json`` (the engine's summary has more, e.g. the objects it built);
@@ -160,8 +162,28 @@ def checkpoint_path(path: Path) -> Path:
     return last_checkpoint(path) if path.is_dir() else path
 
 
+def run_sizes(run_dir: Path, config: dict[str, Any]) -> Sizes | None:
+    """The :class:`Sizes` a run directory stored in ``env.json`` (a run written before they were stored: from
+    its ``config``, see :meth:`Sizes.stored`)."""
+    env: dict[str, Any] = {}
+    path = Path(run_dir) / "env.json"
+    if path.is_file():
+        try:
+            env = json.loads(path.read_text())
+        except ValueError:  # a damaged env.json says nothing about sizes
+            env = {}
+    return Sizes.stored(env, config)
+
+
 def load_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The online encoder of a run directory or checkpoint file, with the run's resolved config (a dict)."""
+    enc, config, _ = load_run_encoder(path, device)
+    return enc, config
+
+
+def load_run_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any],
+                                                                             Sizes | None]:
+    """:func:`load_encoder` and the run's :class:`Sizes` (stored in the checkpoint, else from its config)."""
     from byol.models.factory import build_encoder
 
     ckpt_path = checkpoint_path(path)
@@ -171,4 +193,4 @@ def load_encoder(path: Path, device: torch.device | str = "cpu") -> tuple[torch.
     enc = build_encoder(parse_section(ModelConfig, ckpt["config"], "model"), ckpt["in_channels"])
     state = {k[len("encoder."):]: v for k, v in ckpt["method"].items() if k.startswith("encoder.")}
     enc.load_state_dict(state, strict=True)
-    return enc.to(device), ckpt["config"]
+    return enc.to(device), ckpt["config"], Sizes.stored(ckpt, ckpt["config"])

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from byol.data.sizes import Sizes
 from byol.errors import ByolError, ConfigError
 from byol.run.files import last_checkpoint, read_checkpoint
 
@@ -29,11 +30,15 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_changes: bool) -> list[str]:
+def check_resume_config(stored: dict[str, Any], now: dict[str, Any], allow_changes: bool, *,
+                        legacy: bool = False) -> list[str]:
     """The keys in which ``now`` (the config a resume would use) differs from ``stored`` (the checkpoint's);
-    ConfigError naming them unless all are in :data:`RESUME_SAFE_KEYS` and ``allow_changes``."""
+    ConfigError naming them unless all are in :data:`RESUME_SAFE_KEYS` and ``allow_changes``.
+
+    ``legacy``: ``stored`` comes from a run written before runs stored their :class:`~byol.data.sizes.Sizes`,
+    whose ``data.view_size`` held the resolved view size (:func:`check_resume_sizes` compares that one)."""
     old, new = _flat(stored), _flat(now)
-    derived = ("data.mean", "data.std", "data.view_size")  # None: resolved from the data, as the stored ones were
+    derived = ("data.mean", "data.std") + (("data.view_size",) if legacy else ())  # None: resolved from the data
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
                      and not (k in derived and new.get(k) is None)
                      and not (k == "data.stream" and new.get(k) == "auto"))  # auto: the run's resolved choice
@@ -57,8 +62,17 @@ def resume_checkpoint(run_dir: Path, config: dict[str, Any], allow_changes: bool
         raise ByolError(f"nothing to resume: {last} does not exist")
     ckpt = read_checkpoint(last)
     stored = ckpt.get("config") or {}
-    check_resume_config(stored_as(stored) if stored_as else stored, config, allow_changes)
+    check_resume_config(stored_as(stored) if stored_as else stored, config, allow_changes, legacy="sizes" not in ckpt)
     return ckpt
+
+
+def check_resume_sizes(ckpt: dict[str, Any], sizes: Sizes) -> None:
+    """ConfigError unless ``sizes`` (resolved for the resume) are the run's: the views and the decoding the
+    checkpoint was trained with (stored, or an older run's config), so the rest of the run learns the same."""
+    was = Sizes.stored(ckpt, ckpt.get("config") or {})
+    if was is not None and (was.view, was.decode) != (sizes.view, sizes.decode):
+        raise ConfigError(f"--resume refused: the run trained on {was.view} px views (decoded at {was.decode}), this "
+                          f"resume would use {sizes.view} px (decoded at {sizes.decode}); start a new run instead")
 
 
 def finished(ckpt: dict[str, Any]) -> bool:

@@ -1,12 +1,13 @@
 """The one training loop every method uses.
 
-The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and a source
-of uint8 batches; it never imports or names a concrete method (the bar shows what its ``after_step`` reports).
-It owns: the lr schedule and the position the method's schedules read, over *optimizer* steps, gradient
-accumulation, AMP, channels_last, checkpoints (atomic) and exact resume, measuring the wall-clock budget
-(:mod:`byol.train.budget` decides the plan), progress bar, ``metrics.jsonl`` / TensorBoard, and the collapse
-monitor. Under torchrun it trains one model over all processes (:mod:`byol.train.replicas`): ``batch_size``
-is global, rank 0 alone writes files and the others follow its decisions.
+The engine knows the :class:`~byol.methods.base.Method` protocol, an optimizer, a view function and a
+:class:`~byol.data.batches.BatchSource` (cached or streamed: it never asks which); it never imports or names a
+concrete method (the bar shows what its ``after_step`` reports). It owns: the lr schedule and the position the
+method's schedules read, over *optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic)
+and exact resume, measuring the wall-clock budget (:mod:`byol.train.budget` decides the plan), progress bar,
+``metrics.jsonl`` / TensorBoard, and the collapse monitor. Under torchrun it trains one model over all processes
+(:mod:`byol.train.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
+decisions.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from torch import Tensor, nn
 from byol.runtime import dist
 from byol.train.budget import CALIBRATION_STEPS, BudgetPlanner, Plan, short_plan_warning
 from byol.config import check_batch
-from byol.data.sampler import BatchIterator, gather_batch
-from byol.data.streamloader import StreamLoader
+from byol.data.batches import BatchSource, TwoViews, ViewInputs
+from byol.data.sampler import BatchIterator
 from byol.errors import TrainingError
 from byol.train.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed, snapshot, tracked_weights, update_ratios
 from byol.optim.optimizers import set_lr
@@ -44,12 +45,16 @@ __all__ = ["CHECKPOINT_VERSION", "LoopOptions", "TrainState", "Trainer"]
 
 
 class Trainer:
-    """Train ``method`` on uint8 ``images`` with views from ``augment``. ``evaluate`` (optional) is called with
-    the method's encoder every ``eval_every_epochs`` and at the end; it returns scalars (e.g. online kNN) to log."""
+    """Train ``method`` on the batches of ``data`` (:class:`~byol.data.batches.CachedImages` over uint8
+    images, or a streamed run's :class:`~byol.data.streamloader.StreamLoader`) with views from ``augment``.
+
+    ``evaluate`` (optional) is called with the method's encoder every ``eval_every_epochs`` and at
+    the end; it returns scalars (e.g. online kNN accuracy) to log.
+    """
 
     def __init__(
         self, method: nn.Module, optimizer: torch.optim.Optimizer,
-        augment: Callable[[Tensor, torch.Generator | None], tuple[Tensor, Tensor]], images: Tensor | StreamLoader, *,
+        augment: TwoViews, data: BatchSource, *,
         batch_size: int, device: torch.device, options: LoopOptions, run_dir: Path | None = None,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         checkpoint_extra: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter,
@@ -58,8 +63,7 @@ class Trainer:
         self.method = method
         self.opt = optimizer
         self.augment = augment
-        self.images = images
-        self.stream = images if isinstance(images, StreamLoader) else None  # crops decoded in DataLoader workers
+        self.data = data
         self.device = device
         self.o = options
         self.run_dir = Path(run_dir) if run_dir else None
@@ -70,7 +74,7 @@ class Trainer:
         self.replicas = Replicas(method, method.trainable_modules(), device, sync_bn=options.sync_bn)
         self.micro_batch = batch_size // options.accum_steps  # global micro-batch
         self.batch_size = batch_size
-        self.batches = BatchIterator(len(images), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)
+        self.batches = BatchIterator(len(data), self.micro_batch, seed=options.seed, rank=self.rank, world_size=self.world)
         self.micro_per_epoch = self.batches.steps_per_epoch
         self.steps_per_epoch = self.micro_per_epoch / options.accum_steps
         self.budget = BudgetPlanner(
@@ -159,29 +163,24 @@ class Trainer:
             self.save()
 
     # -- one step ----------------------------------------------------------------------------
-    def _micro_batches(self) -> Iterator[Tensor]:
+    def _micro_batches(self) -> Iterator[ViewInputs]:
         st = self.state
         while True:
-            batches = self.batches.indices(st.epoch, st.micro)
-            for idx in batches if self.stream is None else self.stream.batches(batches, st.epoch):
+            for batch in self.data.batches(self.batches.indices(st.epoch, st.micro), st.epoch):
                 st.micro += 1
-                yield idx
+                yield batch
             st.epoch += 1
             st.micro = 0
 
-    def _views(self, idx: Any) -> tuple[Tensor, Tensor]:
+    def _views(self, batch: ViewInputs) -> tuple[Tensor, Tensor]:
         shard = {"shard": self.replicas.shard} if self.world > 1 else {}
-        if self.stream is None:
-            v1, v2 = self.augment(gather_batch(self.images, idx, self.device), self.gen, **shard)
-        else:  # each view's crop, decoded in DataLoader workers: the other view ops
-            crops = (c.to(self.device, non_blocking=True) for c in idx[:2])
-            v1, v2 = self.augment.from_crops(*crops, self.gen, **shard)  # type: ignore[attr-defined]
+        v1, v2 = batch.views(self.augment, self.gen, self.device, **shard)
         if self.o.channels_last and v1.dim() == 4:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
-    def _optimizer_step(self, micro_batches: Iterator[Tensor]) -> tuple[dict[str, Tensor], dict[str, float] | None]:
+    def _optimizer_step(self, micro_batches: Iterator[ViewInputs]) -> tuple[dict[str, Tensor], dict[str, float] | None]:
         """One optimizer step over ``accum_steps`` micro-batches at the scheduled lr, then the method's
         ``after_step`` (a moving-average twin must see the online weights *after* the optimizer step).
 
@@ -344,7 +343,7 @@ class Trainer:
                              f"step(s) of about {step_seconds:.2g} s: too short to train anything (a useful run "
                              f"needs minutes here, e.g. --budget 5m)")
 
-    def _train_step(self, micro_batches: Iterator[Tensor], logger: JsonlLogger) -> bool:
+    def _train_step(self, micro_batches: Iterator[ViewInputs], logger: JsonlLogger) -> bool:
         """One optimizer step and what follows it (plan, log, evaluation, checkpoint); True: the budget is
         used up. A step the gradient scaler skipped only counts its time."""
         st = self.state

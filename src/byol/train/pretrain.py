@@ -22,7 +22,10 @@ from byol.runtime import dist
 from byol.augment import TwoViewAugment
 from byol.config import DataConfig, check_batch, to_dict
 from byol.data import ImageSet, load_images, normalization
-from byol.data.stream import open_stream
+from byol.data.batches import BatchSource, CachedImages
+from byol.data.sizes import Sizes
+from byol.data.stream import StreamSource, open_stream
+from byol.data.streamloader import stream_loader
 from byol.train.config import PretrainConfig, stored_as_now, validate_pretrain
 from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
@@ -32,7 +35,7 @@ from byol.models.factory import backbone_factory, build_encoder
 from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim.optimizers import build_optimizer
 from byol.run.checkpoints import run_lock
-from byol.run.resume import finished, resume_checkpoint
+from byol.run.resume import check_resume_sizes, finished, resume_checkpoint
 from byol.run.files import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
 from byol.runtime.device import resolve_device, set_threads
 from byol.train.verdict import random_init_verdict
@@ -97,9 +100,14 @@ class PretrainRun:
     augment: TwoViewAugment
     mean: list[float]
     std: list[float]
-    size: int
+    sizes: Sizes  #: resolved once here, stored by the run (checkpoint, env.json) for what reads it later
     device: torch.device
-    resolved: dict[str, Any]  #: the fully resolved config written to config.yaml
+    resolved: dict[str, Any]  #: the config written to config.yaml (sizes as asked: see ``sizes``)
+
+    @property
+    def size(self) -> int:
+        """The views' size (the encoder's input)."""
+        return self.sizes.view
 
 
 def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
@@ -116,30 +124,41 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
         train = load_train_data(d, seed=cfg.train.seed, progress=progress) if stream is None else stream.sample
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
-    size = d.view_size or train.image_size
-    augment = TwoViewAugment(*cfg.views.specs, size, mean, std)
+    sizes = Sizes.resolve(decode=d.image_size, view=d.view_size, images=train.image_size)
+    augment = TwoViewAugment(*cfg.views.specs, sizes.view, mean, std)
     method = build_method(cfg.method, backbone_factory(cfg.model, train.num_channels)).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         _compile(method, device)
-    monitor = make_monitor(cfg, train, size, mean, std, device)
+    monitor = make_monitor(cfg, train, sizes.view, mean, std, device)
     evaluate_every = cfg.train.knn_every if monitor is not None else 0.0
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
                           lr_mult=_predictor_lr_mult(cfg, method))
-    images: Any = train.images if stream is None else stream.loader(
-        pin_memory=device.type == "cuda", report=functools.partial(write_skipped, run_dir) if run_dir else None)
-    if stream is None and device.type != "cpu" and images.numel() < 2 * 1024**3:
-        images = torch.as_tensor(images).to(device)  # small data sets live on the accelerator
+    data = _batch_source(train, stream, device, run_dir)
     resolved = to_dict(cfg)
-    resolved["data"]["mean"], resolved["data"]["std"], resolved["data"]["view_size"] = mean, std, size
+    resolved["data"]["mean"], resolved["data"]["std"] = mean, std
     resolved["data"]["stream"] = "off" if stream is None else "on"
-    trainer = Trainer(method, opt, augment, images, batch_size=cfg.optim.batch_size, device=device, options=options,
+    trainer = Trainer(method, opt, augment, data, batch_size=cfg.optim.batch_size, device=device, options=options,
                       run_dir=run_dir, evaluate=monitor,
-                      checkpoint_extra={"config": resolved, "in_channels": train.num_channels, "classes": train.classes})
-    return PretrainRun(trainer, method, train, augment, mean, std, size, device, resolved)
+                      checkpoint_extra={"config": resolved, "sizes": sizes.to_dict(), "in_channels": train.num_channels,
+                                        "classes": train.classes})
+    return PretrainRun(trainer, method, train, augment, mean, std, sizes, device, resolved)
+
+
+def _batch_source(train: ImageSet, stream: StreamSource | None, device: torch.device,
+                  run_dir: Path | None) -> BatchSource:
+    """The training loop's batches: the decoded images (small sets live on the accelerator), or the stream's
+    loader (files found unusable while streaming rewrite the run's ``skipped_files.txt``)."""
+    if stream is not None:
+        report = functools.partial(write_skipped, run_dir) if run_dir else None
+        return stream_loader(stream, pin_memory=device.type == "cuda", report=report)
+    images = train.images
+    if device.type != "cpu" and images.numel() < 2 * 1024**3:
+        images = torch.as_tensor(images).to(device)
+    return CachedImages(images)
 
 
 def _predictor_lr_mult(cfg: PretrainConfig, method: nn.Module) -> dict[nn.Module, float]:
@@ -176,9 +195,10 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
     stored config must equal ``cfg`` but for :data:`byol.run.resume.RESUME_SAFE_KEYS` changed with
     ``allow_changes``), then judge the encoder against random init (:func:`run_verdict`, ``verdict``).
 
-    Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``size``,
-    ``device``, ``run_dir``); a resume of a finished run trains nothing and returns ``{"finished": True,
-    "steps", "run_dir"}``. The run directory is locked while training (a second process is refused).
+    Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``sizes``
+    and ``size`` (its view size), ``device``, ``run_dir``); a resume of a finished run trains nothing and
+    returns ``{"finished": True, "steps", "run_dir"}``. The run directory is locked while training (a second
+    process is refused).
 
     Under torchrun (``WORLD_SIZE`` > 1) every process calls this: it joins the process group for the run,
     all train one model, rank 0 alone writes into ``run_dir`` (lock, files, checkpoints, metrics, verdict).
@@ -193,17 +213,19 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
                 return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
             run = build_pretrain(cfg, run_dir)
             if ckpt is not None:
+                check_resume_sizes(ckpt, run.sizes)
                 run.trainer.load(ckpt)
                 if main:
                     write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
             elif main:
                 write_run_files(run_dir, run.resolved, {**env_info(run.device), "world_size": dist.world_size(),
-                                                        "views": run.augment.backend(run.device)}, run.train.skipped,
+                                                        "views": run.augment.backend(run.device),
+                                                        "sizes": run.sizes.to_dict()}, run.train.skipped,
                                 run.train.skip_reasons)
             summary = run.trainer.fit()
             summary["verdict"] = run_verdict(cfg, run, run_dir) if main else {"skipped": "rank 0 judges the run"}
             if main:
                 write_summary(run_dir, summary)
     summary.update(method=run.method, train=run.train, mean=run.mean, std=run.std, size=run.size,
-                   device=run.device, run_dir=run_dir)
+                   sizes=run.sizes, device=run.device, run_dir=run_dir)
     return summary
