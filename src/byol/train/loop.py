@@ -63,10 +63,10 @@ class Trainer:
         self.method = method
         self.opt = optimizer
         self.augment = augment
+        self.run_dir = Path(run_dir) if run_dir else None
         self.data = data
         self.device = device
         self.o = options
-        self.run_dir = Path(run_dir) if run_dir else None
         self.evaluate = evaluate
         self.extra = checkpoint_extra or {}
         self.rank, self.world = dist.rank(), dist.world_size()
