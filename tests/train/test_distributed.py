@@ -23,7 +23,7 @@ from byol.train.config import build_config
 from byol.train.pretrain import run_pretrain
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-SRC = Path(__file__).parents[1] / "src"
+SRC = Path(__file__).parents[2] / "src"
 
 
 def _free_port() -> int:

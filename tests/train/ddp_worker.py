@@ -1,4 +1,4 @@
-"""One process of a multi-process test run, started by tests/test_distributed.py with torchrun's environment
+"""One process of a multi-process test run, started by tests/train/test_distributed.py with torchrun's environment
 (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK).
 
 ``python ddp_worker.py OUT_DIR RUN_DIR OVERRIDES_JSON``: pretrains the tiny preset with the overrides in

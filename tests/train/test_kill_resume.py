@@ -40,7 +40,7 @@ def _args(image_folder, tmp_path, epochs=6):
 def _start(tmp_path, args):
     runner = tmp_path / "runner.py"
     runner.write_text(_RUNNER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
                                                          os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, str(runner), *map(str, args)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
