@@ -158,3 +158,27 @@ def test_the_committed_records_are_found_now_that_each_method_has_its_own_sectio
     for cell in study.cells:
         for seed in (0, 1):
             assert (root / "cells" / f"{cell_id(cell, scale, seed)}.json").is_file(), (cell.key, seed)
+
+
+def test_the_random_init_cell_is_the_fair_floor(split_folder, tmp_path, monkeypatch):
+    """Both variants of the random network are evaluated (BN's initial and train-recalibrated statistics),
+    each metric of the record is the stronger one, and the recalibration is fed train images only."""
+    import torch
+
+    import byol.reproduce.runner as runner
+
+    seen = []
+    real = runner.recalibrate_bn
+
+    def spy(encoder, images, **kw):
+        seen.append(torch.as_tensor(images).clone())
+        return real(encoder, images, **kw)
+
+    monkeypatch.setattr(runner, "recalibrate_bn", spy)
+    cell = next(c for c in study_for("tau", Scale("tiny")).cells if c.method == "random-init")
+    record = runner.run_cell(cell, _scale(split_folder, tmp_path, 1), 0, tmp_path / "runs")
+    variants = record["floor_variants"]
+    assert set(variants) == {"initial BN statistics", "BN recalibrated"}
+    for m in ("knn", "linear"):
+        assert record[m] == max(v[m] for v in variants.values())
+    assert len(seen) == 1 and seen[0].shape[0] == 96  # the 3 x 32 train images, none of the test split
