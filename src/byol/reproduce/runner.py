@@ -227,8 +227,16 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
     record.update(eval_seconds=time.perf_counter() - t1, wall_seconds=time.perf_counter() - t0,
                   num_classes=int(train.num_classes or int(train.labels.max()) + 1), backbone=cfg.model.backbone,
                   data=cfg.data.source, host=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                  time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                  time=time.strftime("%Y-%m-%dT%H:%M:%S"), provenance=provenance(cfg, device))
     return record
+
+
+def provenance(cfg: PretrainConfig, device: torch.device) -> dict[str, Any]:
+    """Which code made a record: git commit (and whether the package had uncommitted changes), byol / torch /
+    torchvision versions, CPU model, threads, the command, and the cell's fully resolved config."""
+    from byol.run.files import env_info
+
+    return {**env_info(device), "config": to_dict(cfg)}
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

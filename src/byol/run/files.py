@@ -63,22 +63,49 @@ class JsonlLogger:
             self.tb.close()
 
 
+def _git_state() -> tuple[str, bool | None]:
+    """``(commit, dirty)`` of the checkout this package runs from (``("", None)`` outside a git checkout)."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit, (bool(git("status", "--porcelain", "--untracked-files=no", "--", str(here.parent)))
+                        if commit else None)
+    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
+        return "", None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def env_info(device: torch.device) -> dict[str, Any]:
     """What ran where: versions, device, threads, git commit, argv, time (``env.json``)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
-        commit = ""
+    import torchvision
+
+    commit, dirty = _git_state()
     return {
         "byol": __version__,
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cpu": _cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "git_commit": commit,
+        "git_dirty": dirty,  #: uncommitted changes to the package's files when it ran (None: unknown)
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
