@@ -80,11 +80,24 @@ def save_checkpoint(obj: dict[str, Any], *paths: Path) -> None:
         _write_verified(data, new, path)
 
 
+def _write_pair(data: bytes, digest: dict[str, Any], path: Path) -> None:
+    """The digest file, then the checkpoint. If the checkpoint's write fails (a full disk, any error), a file
+    that did not exist before leaves no digest behind: a ``stepNNN.pt.sha256`` alone would name a checkpoint
+    that never was. An existing file keeps the digest that accepts both its old and the new bytes."""
+    existed = path.is_file()
+    previous = [d for d in _known_digests(path)[:1] if existed]
+    _atomic_write(json.dumps({"accept": [digest, *previous]}).encode(), _digest_path(path))
+    try:
+        _atomic_write(data, path)
+    except BaseException:
+        if not existed:
+            _digest_path(path).unlink(missing_ok=True)
+        raise
+
+
 def _write_verified(data: bytes, digest: dict[str, Any], path: Path) -> None:
     try:
-        previous = [d for d in _known_digests(path)[:1] if path.is_file()]
-        _atomic_write(json.dumps({"accept": [digest, *previous]}).encode(), _digest_path(path))
-        _atomic_write(data, path)
+        _write_pair(data, digest, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             last = path.with_name("last.pt")
