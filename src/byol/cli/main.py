@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_data(p)
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<data>-<backbone>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run directory that holds a run (its run files, checkpoints and cards are removed)")
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: apply --set/--budget/--epochs changes of keys that do not change the result "
                         "(budget, epochs, log/checkpoint cadence, progress, threads, device)")

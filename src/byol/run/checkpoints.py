@@ -30,10 +30,13 @@ from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.runtime.process import pid_alive
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate",
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate", "remove_all",
            "run_lock", "numbered_name", "rng_state", "restore_rng"]
 
 _NUMBERED = re.compile(r"^step(\d{7,})\.pt$")
+#: Every file a run writes in ``checkpoints/``: ``last.pt``, ``stepNNNNNNN.pt``, their digests, and the
+#: temporary files of :func:`byol.atomic.atomic_write` a kill may leave (``.NAME.PID-HEX.tmp``).
+_OURS = re.compile(r"^(?:last|step\d{7,})\.pt(?:\.sha256)?$|^\.(?:last|step\d{7,})\.pt(?:\.sha256)?\.\d+-[0-9a-f]{8}\.tmp$")
 _CHUNK = 1 << 20
 
 
@@ -125,6 +128,14 @@ def verify(path: Path) -> str | None:
 def _numbered(ckpt_dir: Path) -> list[Path]:
     found = [p for p in Path(ckpt_dir).glob("step*.pt") if _NUMBERED.match(p.name)]
     return sorted(found, key=lambda p: int(_NUMBERED.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def remove_all(ckpt_dir: Path) -> None:
+    """Delete every file a run wrote in ``ckpt_dir`` (``_OURS``); any other file (a user's) stays."""
+    if Path(ckpt_dir).is_dir():
+        for p in Path(ckpt_dir).iterdir():
+            if _OURS.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def last_good(ckpt_dir: Path) -> Path | None:

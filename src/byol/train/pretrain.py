@@ -36,9 +36,11 @@ from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim.optimizers import build_optimizer
 from byol.run.checkpoints import run_lock
 from byol.run.resume import check_resume_sizes, finished, resume_checkpoint
-from byol.run.files import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
+from byol.run.files import (clear_run_files, env_info, last_record, write_config, write_run_files, write_skipped,
+                            write_summary)
 from byol.runtime.device import resolve_device, set_threads
 from byol.train.verdict import random_init_verdict
+from byol.eval.cards import remove_cards
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -218,6 +220,8 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
                 if main:
                     write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
             elif main:
+                clear_run_files(run_dir)  # a new run: nothing of an earlier one in run_dir is read as its own
+                remove_cards(run_dir)
                 write_run_files(run_dir, run.resolved, {**env_info(run.device), "world_size": dist.world_size(),
                                                         "views": run.augment.backend(run.device),
                                                         "sizes": run.sizes.to_dict()}, run.train.skipped,
