@@ -17,7 +17,7 @@ from byol.data import load_images
 from byol.data.archive import open_store
 from byol.data.decode import decode_crops, draft_scale
 from byol.data.layout import discover
-from byol.data.stream import STREAM_AUTO_BYTES, StreamDataset, open_stream, wants_stream
+from byol.data.stream import STREAM_AUTO_BYTES, StreamDataset, crop_rng, open_stream, wants_stream
 from byol.data.streamloader import StreamLoader
 from byol.errors import ConfigError
 from byol.config.views import paper_views
@@ -99,6 +99,14 @@ def test_same_key_same_views_other_epoch_or_seed_differs(photo_folder):
     assert not np.array_equal(a[0], a[1])  # the two views are two crops
     assert not np.array_equal(a[0], ds.views(4, 7)[0][0])
     assert not np.array_equal(a[0], _dataset(photo_folder, size=24, seed=1).views(3, 7)[0][0])
+
+
+def test_crop_streams_of_neighbouring_seeds_epochs_and_indices_are_unrelated():
+    """The crops' seed packs (seed, epoch, index) into separate bit fields, not a sum: seed s+1 does not
+    replay seed s one epoch (or one index) later, as the epoch order's ``seed + epoch`` once did."""
+    keys = [(s, e, i) for s in (0, 1, 2) for e in (0, 1, 2) for i in (0, 1, 2)]
+    draws = {k: tuple(crop_rng(*k).random() for _ in range(4)) for k in keys}
+    assert len(set(draws.values())) == len(keys)
 
 
 def test_batches_do_not_depend_on_workers_and_resume_mid_epoch(photo_folder):
