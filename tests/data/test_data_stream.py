@@ -158,13 +158,13 @@ def test_two_ranks_partition_each_epoch(photo_folder):
     assert not torch.equal(torch.cat([b.indices for b in loader.epoch(0, 8, seed=0)]), alone)  # epochs reshuffle
 
 
-def test_a_bad_file_is_replaced_by_the_next_and_reported_once(photo_folder):
+def test_a_bad_file_is_replaced_and_reported_once(photo_folder):
     ds = _dataset(photo_folder, size=16)
     bad = ds.files.index("c1/05.jpg")
-    crops, failed, _ = ds.views(0, bad)
-    assert failed == [(bad, "not an image")]
-    rng_free = ds.views(0, bad + 1)[0]  # the replacement is the next file, with crops of its own
-    assert crops[0].shape == rng_free[0].shape and not np.array_equal(crops[0], rng_free[0])
+    sample = ds.views(0, bad, taken={bad + 1})
+    assert sample.failed == [(bad, "not an image")] and sample.file not in (bad, bad + 1)
+    own = ds.views(0, sample.file)  # the replacement's crops come from the bad index's stream, not its own
+    assert sample.arrays[0].shape == own.arrays[0].shape and not np.array_equal(sample.arrays[0], own.arrays[0])
     reports = []
     loader = StreamLoader(ds, workers=0, report=lambda skipped, reasons: reports.append(dict(reasons)))
     with warnings.catch_warnings(record=True) as caught:
@@ -174,6 +174,33 @@ def test_a_bad_file_is_replaced_by_the_next_and_reported_once(photo_folder):
     assert [str(w.message) for w in caught] == [
         f"{ds.root}: 23 images; skipped 1 file(s) (1 not an image): c1/05.jpg (found while streaming)"]
     assert reports == [{"c1/05.jpg": "not an image"}] and loader.skipped == ["c1/05.jpg"]
+
+
+def test_a_replaced_file_never_repeats_an_image_of_its_batch(tmp_path):
+    """An unreadable file's row is filled by a seeded draw of an image not otherwise in the batch: never by
+    the next index's file, which may be in the batch already (one image twice: a false negative for
+    SimCLR/MoCo). Each image is one flat colour, so a row's colour names the file it came from."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((32, 32, 3), (20 * i + 10, 0, 0), dtype=np.uint8)).save(root / f"{i:02d}.png")
+    (root / "04b.png").write_bytes(b"not a png")  # index 5, before 05.png
+    ds = _dataset(root, size=8)
+    bad = ds.files.index("04b.png")
+    assert ds.files[bad + 1] == "05.png"
+    loader = StreamLoader(ds, workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seen_bad = 0
+        for epoch in range(8):
+            for batch in loader.epoch(epoch, 8, seed=0):
+                colours = batch.crops1[:, 0, 0, 0].tolist()
+                assert len(batch.indices) == 8 and len(set(colours)) == 8, (epoch, colours)
+                assert torch.equal(batch.crops1[:, 0, 0, 0], batch.crops2[:, 0, 0, 0])  # both views of one file
+                seen_bad += bad in batch.indices.tolist()
+    assert seen_bad >= 4
+    again = [b.crops1 for b in StreamLoader(_dataset(root, size=8), workers=0).epoch(3, 8, seed=0)]
+    assert all(torch.equal(x, y) for x, y in zip(again, [b.crops1 for b in loader.epoch(3, 8, seed=0)]))
 
 
 def test_grey_and_converted_files(tmp_path):
