@@ -4,7 +4,8 @@ is written whole through :func:`byol.atomic.atomic_write`.
 
 Layout: ``config.yaml`` (fully resolved, sizes as asked), ``env.json`` (versions, device, git commit, the
 resolved :class:`~byol.data.sizes.Sizes`), ``metrics.jsonl``,
-``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``.
+``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``. A new run in
+a directory that held one first removes these (:func:`clear_run_files`).
 """
 
 from __future__ import annotations
@@ -133,6 +134,24 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A verified checkpoint on the CPU, read without running code (:func:`byol.run.checkpoints.read_checkpoint`)."""
     return checkpoints.read_checkpoint(path)
+
+
+#: The files a run writes at the top of its directory (besides ``checkpoints/`` and ``tb/``).
+RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "skipped_files.txt")
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Remove what an earlier run wrote in ``run_dir``, before a new run starts there: its :data:`RUN_FILES`,
+    checkpoints (:func:`byol.run.checkpoints.remove_all`) and TensorBoard event files. Otherwise the new run
+    would append to the old ``metrics.jsonl`` (its collapse record read by the verdict as the new run's) and
+    keep the old numbered checkpoints (rotation would delete the new run's lower-numbered ones instead).
+    Files byol did not write (a user's notes, anything else in those folders) stay."""
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    checkpoints.remove_all(run_dir / "checkpoints")
+    for p in (run_dir / "tb").glob("events.out.tfevents.*"):
+        p.unlink(missing_ok=True)
 
 
 def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str],
