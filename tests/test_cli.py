@@ -188,8 +188,9 @@ def test_a_folder_without_config_gets_the_folder_preset_and_a_short_plan_is_warn
         for i in range(150):
             Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
     run = tmp_path / "run"
+    # a narrower network than the preset's, so that a loaded machine still makes many steps in 15 s
     assert _run(["pretrain", "--data", tmp_path / "photos", "--run-dir", run, "--budget", "15s",
-                 "--set", "train.knn_every=0", "--set", "train.progress=false",
+                 "--set", "train.knn_every=0", "--set", "train.progress=false", "--set", "model.options.widths=[4,8]",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
     err = capsys.readouterr().err
     assert "no --config: using the 'folder' preset" in err
