@@ -32,8 +32,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, run_dir: Path, overrides: list[str], world: int = 2, timeout: float = 240) -> None:
-    """``world`` worker processes as torchrun would start them (each in its own, empty working directory)."""
+def launch(out: Path, run_dir: Path, overrides: list[str], world: int = 2, timeout: float = 240,
+           scenario: str = "") -> None:
+    """``world`` worker processes as torchrun would start them (each in its own, empty working directory),
+    with ``scenario`` injected (``ddp_worker.SCENARIOS``). A hang fails the test after ``timeout`` seconds."""
     port = _free_port()
     procs = []
     for rank in range(world):
@@ -41,11 +43,13 @@ def launch(out: Path, run_dir: Path, overrides: list[str], world: int = 2, timeo
         cwd.mkdir(parents=True)
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
-               "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+               "OMP_NUM_THREADS": "1", "BYOL_TEST_SCENARIO": scenario, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), str(run_dir), json.dumps(overrides)],
                                       env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         results = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {world} processes did not end within {timeout:g} s (a hang)")
     finally:
         for p in procs:
             if p.poll() is None:
