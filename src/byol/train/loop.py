@@ -151,7 +151,8 @@ class Trainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
-        restore_rng(ckpt["rng"], self.gen)
+        # on another device type: a fresh generator, still a function of the seed and the step
+        restore_rng(ckpt["rng"], self.gen, reseed=self.o.seed * 1000 + self.state.step)
         self._saved_step = self.state.step
 
     def _halt(self, what: str) -> TrainingError:
