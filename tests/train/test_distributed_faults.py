@@ -5,6 +5,9 @@ Every test is bounded by :func:`launch`'s timeout: a hang fails the test instead
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +16,7 @@ from byol.run.checkpoints import read_checkpoint
 from byol.train.config import build_config
 from byol.train.pretrain import run_pretrain
 
-from test_distributed import _overrides, _relative_differences, launch
+from test_distributed import SRC, _free_port, _overrides, _relative_differences, launch
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 180  # seconds: these runs take about 20 s each on 2 busy cores
@@ -94,3 +97,24 @@ def test_byol_negatives_are_gathered_from_every_process(image_folder, tmp_path):
     double = read_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["method"]
     overall, worst = _relative_differences(single, double)
     assert overall <= 1e-4 and worst <= 1e-3, (overall, worst)
+
+
+def test_torchrun_dash_m_byol_says_things_once_and_warns_nothing_spurious(image_folder, tmp_path):
+    """``torchrun -m byol pretrain`` without --config: rank 0 alone prints the preset line, runpy does not warn
+    (``python -m byol``), and DDP's FutureWarning about ``broadcast_buffers`` is avoided at its cause."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BYOL_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "byol", "pretrain", "--data",
+           str(image_folder), "--run-dir", str(tmp_path / "run"), "--no-progress", "--threads", "1",
+           "--set", "data.image_size=16", "--set", "train.epochs=0.5", "--set", "train.knn_every=0",
+           "--set", "train.verdict=false", "--set", "optim.batch_size=16"]
+    try:
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun did not end within {TIMEOUT} s (a hang)")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("no --config: using the 'folder' preset") == 1, out
+    assert "RuntimeWarning" not in out and "FutureWarning" not in out, out
+    assert out.count("done: ") == 1

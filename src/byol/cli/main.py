@@ -122,8 +122,11 @@ def _default_preset(data: str | None, device: str | None = None) -> str:
         preset = name
     else:
         preset = "folder-gpu" if _on_gpu(device) else "folder"
-    print(f"byol: no --config: using the '{preset}' preset ({described[preset]}); "
-          "the paper's recipe is --config imagenet-paper", file=sys.stderr)
+    from byol.runtime.dist import env_rank
+
+    if env_rank() == 0:  # under torchrun rank 0 alone says it
+        print(f"byol: no --config: using the '{preset}' preset ({described[preset]}); "
+              "the paper's recipe is --config imagenet-paper", file=sys.stderr)
     return preset
 
 
