@@ -119,9 +119,10 @@ class MoCo(nn.Module):
 
     def _groups_per_process(self, world: int) -> int:
         if self.groups % world:
+            works = world * -(-self.groups // world)  # the next multiple of the world size
             raise ConfigError(f"method.split_bn_groups={self.groups} (MoCo's BN groups over all processes) must be a "
                               f"multiple of the {world} processes, each normalizing split_bn_groups / {world} groups "
-                              f"of its part of the batch: e.g. --set method.split_bn_groups={world * -(-self.groups // world)}")
+                              f"of its part of the batch: e.g. --set method.split_bn_groups={works}")
         return self.groups // world
 
     def _in_groups(self, net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

@@ -93,10 +93,8 @@ class Trainer:
         self.skipped_steps = 0  #: optimizer steps the gradient scaler skipped (inf/NaN gradients) in this fit
         self._collapse_warned = False
         self._saved_step: int | None = None  #: the step of the last checkpoint written or loaded
-        #: this process was asked to stop (a signal, :meth:`request_stop`); with several processes a stop
-        #: happens only once agreed (:meth:`Replicas.agree`), so a request between two agreements waits
-        self._stop_asked = False
-        self._stop_agreed = False  #: the ranks agreed to stop (some rank had been asked)
+        self._stop_asked = False  #: this process was asked to stop (a signal, :meth:`request_stop`)
+        self._stop_agreed = False  #: the ranks agreed to stop (some rank was asked; not this process's signal)
         self.stop_reason = ""
         self.plan_warning: str | None = None  #: the short-plan warning of a budgeted run, if it had one
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
@@ -109,14 +107,8 @@ class Trainer:
         self._stop_asked = True
 
     def _stop_on_signals(self) -> Any:
-        """First Ctrl-C / SIGTERM / SIGUSR1 to this process: stop cleanly at the step boundary; a second one to
-        this process: stop at once. Another rank's stop, once agreed, is not this process's first signal."""
+        """First Ctrl-C / SIGTERM / SIGUSR1 to this process: stop at the step boundary; a second one to it: at once."""
         return stop_on_signals(lambda: self._stop_asked, self.request_stop)
-
-    def _stopping(self) -> bool:
-        """Whether the loop stops before the next step: one process, when asked; several, when agreed (a rank
-        leaving alone would leave the others waiting in their next collective)."""
-        return self._stop_agreed if self.world > 1 else self._stop_asked
 
     def schedule_position(self) -> tuple[float, int]:
         """(position, K) at which the lr and the method's schedules are read for the current step."""
@@ -151,7 +143,6 @@ class Trainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
-        # on another device type: a fresh generator, still a function of the seed and the step
         restore_rng(ckpt["rng"], self.gen, reseed=self.o.seed * 1000 + self.state.step)
         self._saved_step = self.state.step
 
@@ -329,7 +320,8 @@ class Trainer:
         micro_batches = self._micro_batches()
         with self._stop_on_signals():  # the final evaluation and save included: a first signal there waits
             while st.step < st.total_steps:
-                if self._stopping():
+                # one process: when asked; several: once agreed (a rank leaving alone would hang the others)
+                if self._stop_agreed if self.world > 1 else self._stop_asked:
                     self.stop_reason = f"interrupted at step {st.step}"
                     break
                 if self._train_step(micro_batches, logger):
