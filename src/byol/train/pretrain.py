@@ -158,9 +158,9 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
 def _batch_source(train: ImageSet, stream: StreamSource | None, device: torch.device,
                   run_dir: Path | None) -> BatchSource:
     """The training loop's batches: the decoded images (small sets live on the accelerator), or the stream's
-    loader (files found unusable while streaming rewrite the run's ``skipped_files.txt``)."""
+    loader (files found unusable while streaming, by any rank, rewrite the run's ``skipped_files.txt``: rank 0)."""
     if stream is not None:
-        report = functools.partial(write_skipped, run_dir) if run_dir else None
+        report = functools.partial(write_skipped, run_dir) if run_dir and dist.is_main() else None
         return stream_loader(stream, pin_memory=device.type == "cuda", report=report)
     images = train.images
     if device.type != "cpu" and images.numel() < 2 * 1024**3:
