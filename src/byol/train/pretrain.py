@@ -143,7 +143,8 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
-                          lr_mult=_predictor_lr_mult(cfg, method))
+                          lr_mult=_predictor_lr_mult(cfg, method),
+                          fixed_lr=method.fixed_lr_modules() if hasattr(method, "fixed_lr_modules") else ())
     data = _batch_source(train, stream, device, run_dir)
     resolved = to_dict(cfg)
     resolved["data"]["mean"], resolved["data"]["std"] = mean, std
