@@ -202,3 +202,30 @@ def test_records_say_which_code_made_them(split_folder, tmp_path):
     line = provenance_line(two)
     assert "3 different commits" in line and "def9876543 (uncommitted changes): 1" in line
     assert "unknown (not recorded): 1" in line
+
+
+@pytest.fixture
+def train_val_folder(split_folder, tmp_path):
+    """The generated set with its evaluation split named ``val/`` (a folder with train/ + val/, no test/)."""
+    import shutil
+
+    root = tmp_path / "tv"
+    shutil.copytree(split_folder / "train", root / "train")
+    shutil.copytree(split_folder / "test", root / "val")
+    return root
+
+
+def test_a_folder_with_train_and_val_is_scored_on_val(train_val_folder, tmp_path, capsys):
+    rc, out = _run(train_val_folder, tmp_path, "baselines", "--epochs", "1")
+    assert rc == 0
+    records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert {r["method"] for r in records} >= {"byol", "simclr", "moco"}
+    assert "not run yet" not in (out / "baselines.md").read_text()
+
+
+def test_a_folder_without_a_labeled_evaluation_split_is_refused_before_training(split_folder, tmp_path, capsys):
+    rc, out = _run(split_folder / "train", tmp_path, "baselines", "--epochs", "1")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "reproductions score each cell on a labeled evaluation split (test/ or val/" in err
+    assert not (tmp_path / "runs").exists() and not list((out / "cells").glob("*.json"))  # nothing trained

@@ -169,9 +169,30 @@ def _collapse(run_dir: Path) -> dict[str, Any]:
 
 
 def _load_test(cfg: PretrainConfig) -> ImageSet:
+    """The labeled split the cells are scored on: ``test``, else ``val`` (as every ``byol eval`` command takes
+    a folder's ``val/``); a one-line DataError when there is neither, or it has no labels."""
+    from byol.errors import DataError
+
     d = cfg.data
-    return load_images(d.source, "test", image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir,
-                       download=d.download, progress=False)
+    kw = dict(image_size=d.image_size, data_dir=d.data_dir, cache_dir=d.cache_dir, download=d.download,
+              progress=False)
+    for split in ("test", "val"):
+        try:
+            images = load_images(d.source, split, **kw)
+        except DataError:
+            continue
+        if images.labels is None or len(images) == 0:
+            break
+        return images
+    raise DataError(f"{d.source}: reproductions score each cell on a labeled evaluation split (test/ or val/ with "
+                    "one folder per class) and this data has none: add one, or use a named data set")
+
+
+def check_eval_split(scale: Scale) -> None:
+    """Load the evaluation split of ``scale``'s data before any cell trains (a missing split used to end a
+    sweep after its first cell's minutes of training)."""
+    cfg = config_from_layers(_cell_layers(Cell("check", "check", "random-init", ()), scale, 0))
+    _load_test(cfg)
 
 
 def _train(cfg: PretrainConfig, run_dir: Path) -> dict[str, Any]:
@@ -276,6 +297,8 @@ def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_
     (tested): a cell's id and result do not depend on where it ran. A Ctrl-C reaches every running cell,
     which saves and resumes on the next sweep (the interrupt path is tested for one process only)."""
     todo = list(dict.fromkeys((c, s) for c, s in todo if not (cells_dir / f"{cell_id(c, scale, s)}.json").is_file()))
+    if todo:
+        check_eval_split(scale)
     tags = {pair: f"[{i}/{len(todo)}]" for i, pair in enumerate(todo, 1)}
     if jobs <= 1:
         for (cell, seed), tag in tags.items():
