@@ -1,4 +1,4 @@
-"""``byol pretrain --method simclr|moco`` end to end on generated images: the loss goes down, an interrupted
+"""``byol pretrain --method simclr|moco|barlowtwins`` end to end on generated images: the loss goes down, an interrupted
 run resumes to the same weights (MoCo's queue included), and the optimizer never sees a momentum network."""
 
 import json
@@ -61,19 +61,20 @@ def _spy_trainer(monkeypatch, seen, stop_after=None):
     monkeypatch.setattr(pretrain, "Trainer", spy)
 
 
-MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector")}
+MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "barlowtwins": ()}
 
 # The tiny preset's 28 steps show a falling loss for SimCLR as is. MoCo's loss first *rises* while real keys
 # replace the queue's random vectors, so its test uses a queue of 2 batches (full from step 3), keys that follow
 # faster, 2 BN groups of 8, milder views and SGD, and compares only logs taken with a full queue.
 SETTINGS = {
     "simclr": [],
+    "barlowtwins": [],
     "moco": ["method.queue_size=32", "method.tau_base=0.99", "method.split_bn_groups=2", "optim.name=sgd",
              "optim.base_lr=2.0", "views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"],
 }
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "barlowtwins"])
 def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, image_folder, tmp_path, monkeypatch):
     common = ["pretrain", "--config", "tiny", "--method", method, "--data", image_folder, "--set", "train.epochs=4",
               "--set", "train.knn_every=0", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
