@@ -55,6 +55,20 @@ def test_loss_is_the_papers_formula_with_each_view_through_its_own_forward_pass(
     assert not torch.allclose(joint[:7], z1, atol=1e-4)  # BN statistics are per view, not over both
 
 
+def test_cross_correlation_and_loss_are_float32_under_bf16_autocast():
+    m = _bt(proj_dim=24)
+    ref = copy.deepcopy(m)
+    g = torch.Generator().manual_seed(2)
+    v1, v2 = torch.randn(16, 1, 8, 8, generator=g), torch.randn(16, 1, 8, 8, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(v1, v2)
+        with torch.no_grad():
+            z1, z2 = ref.projector(ref.encoder(v1)), ref.projector(ref.encoder(v2))
+    assert z1.dtype == torch.bfloat16 and out["loss"].dtype == torch.float32
+    # the bf16 projections, then everything after them in float64 (bf16 products fail this by far)
+    assert out["loss"].item() == pytest.approx(_np_loss(z1.float().numpy(), z2.float().numpy(), 0.0051), rel=1e-5)
+
+
 def test_projector_is_three_linear_layers_with_bn_and_relu_on_the_hidden_two():
     m = _bt()
     kinds = [type(layer).__name__ for layer in m.projector]

@@ -65,12 +65,15 @@ MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "barlow
 
 # The tiny preset's 28 steps show a falling loss for SimCLR as is. MoCo's loss first *rises* while real keys
 # replace the queue's random vectors, so its test uses a queue of 2 batches (full from step 3), keys that follow
-# faster, 2 BN groups of 8, milder views and SGD, and compares only logs taken with a full queue.
+# faster, 2 BN groups of 8, milder views and SGD, and compares only logs taken with a full queue. Barlow Twins'
+# loss (d = 16, C from 16 pairs) does not fall in 28 steps of the tiny preset's views (measured: 18.1 ... 13.0,
+# no trend); with MoCo's milder views it does (8.4 ... 2.8), the tiny preset's LARS otherwise unchanged.
+MILD_VIEWS = ["views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"]
 SETTINGS = {
     "simclr": [],
-    "barlowtwins": [],
+    "barlowtwins": MILD_VIEWS,
     "moco": ["method.queue_size=32", "method.tau_base=0.99", "method.split_bn_groups=2", "optim.name=sgd",
-             "optim.base_lr=2.0", "views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"],
+             "optim.base_lr=2.0", *MILD_VIEWS],
 }
 
 

@@ -78,6 +78,7 @@ class BarlowTwins(nn.Module):
       ``train.sync_bn`` (the default; the reference converts them to SyncBatchNorm) and C is summed over
       processes (:func:`cross_correlation`), so W processes of n images compute the loss of one of W n:
       every process gets the same global loss, and DDP's average of the gradients is its gradient;
+    - the standardization, C and the loss are computed in float32, autocast or not;
     - nothing follows by momentum: ``after_step`` has nothing to update.
     """
 
@@ -95,8 +96,12 @@ class BarlowTwins(nn.Module):
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
-        c = cross_correlation(self.standardize(z1.float()), self.standardize(z2.float()))
-        return {"loss": barlow_twins_loss(c, self.off_diagonal_weight), "proj": z1.detach()}
+        # C and the loss in float32 under AMP: autocast would run the product in bf16/fp16, whose rounding
+        # near 1 (2^-8 in bf16) is the size of what the invariance term (1 - C_ii)^2 measures
+        with torch.autocast(z1.device.type, enabled=False):
+            c = cross_correlation(self.standardize(z1.float()), self.standardize(z2.float()))
+            loss = barlow_twins_loss(c, self.off_diagonal_weight)
+        return {"loss": loss, "proj": z1.detach()}
 
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:
         return {}
