@@ -188,8 +188,9 @@ def test_a_folder_without_config_gets_the_folder_preset_and_a_short_plan_is_warn
         for i in range(150):
             Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
     run = tmp_path / "run"
+    # a narrower network than the preset's, so that a loaded machine still makes many steps in 15 s
     assert _run(["pretrain", "--data", tmp_path / "photos", "--run-dir", run, "--budget", "15s",
-                 "--set", "train.knn_every=0", "--set", "train.progress=false",
+                 "--set", "train.knn_every=0", "--set", "train.progress=false", "--set", "model.options.widths=[4,8]",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
     err = capsys.readouterr().err
     assert "no --config: using the 'folder' preset" in err
@@ -205,7 +206,7 @@ def test_a_folder_without_config_gets_the_folder_preset_and_a_short_plan_is_warn
 def test_the_default_preset_of_a_folder_follows_the_device(tmp_path, monkeypatch, capsys):
     import torch
 
-    from byol.cli.main import _default_preset
+    from byol.cli.main import _default_preset, _preset_line
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -217,7 +218,7 @@ def test_the_default_preset_of_a_folder_follows_the_device(tmp_path, monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _default_preset(str(folder)) == "folder"
     assert _default_preset(str(folder), "cuda:1") == "folder-gpu"
-    assert "using the 'folder-gpu' preset" in capsys.readouterr().err
+    assert _preset_line("folder-gpu", "byol").startswith("byol: no --config: using the 'folder-gpu' preset (ResNet-18,")
 
 
 def test_the_gpu_folder_preset_trains_on_a_cpu_when_shrunk(image_folder, tmp_path):
@@ -231,3 +232,38 @@ def test_the_gpu_folder_preset_trains_on_a_cpu_when_shrunk(image_folder, tmp_pat
     assert resolved["model"]["backbone"] == "resnet18" and resolved["optim"]["name"] == "lars"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "completed" and summary["steps"] >= 1
+
+
+@pytest.fixture
+def photos80(tmp_path):
+    """80 small photos in 2 classes: fewer than the folder preset's batch of 128."""
+    rng = np.random.default_rng(1)
+    for i in range(80):
+        d = tmp_path / "photos80" / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return tmp_path / "photos80"
+
+
+def _default_path(folder, tmp_path, *extra):
+    return _run(["pretrain", "--data", folder, "--run-dir", tmp_path / "run", "--epochs", 1, "--device", "cpu",
+                 "--set", "train.knn_every=0", "--set", "train.verdict=false", "--set", "train.progress=false",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", *extra])
+
+
+def test_the_default_preset_line_names_the_method_that_will_train(photos80, tmp_path, capsys):
+    _default_path(photos80, tmp_path, "--method", "simclr")
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "no --config" in ln]
+    assert "'folder' preset" in line and "simclr" in line and "BYOL" not in line, line
+
+
+def test_a_folder_smaller_than_the_default_batch_fits_the_batch_on_the_default_path(photos80, tmp_path, capsys):
+    assert _default_path(photos80, tmp_path) == 0
+    (note,) = [ln for ln in capsys.readouterr().err.splitlines() if "batch" in ln and "80" in ln]
+    assert "batch 80" in note and "0.6 x 80/256 = 0.188" in note, note  # the folder preset's base_lr is 0.6
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 80
+    for explicit in (["--batch-size", 128], ["--set", "optim.batch_size=128"]):  # asked for: still an error
+        assert _default_path(photos80, tmp_path, "--overwrite", *explicit) == 2
+        assert "lower optim.batch_size to 80 or less" in capsys.readouterr().err
+    assert _default_path(photos80, tmp_path, "--overwrite", "--set", "optim.accum_steps=32") == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 64  # a multiple of 32

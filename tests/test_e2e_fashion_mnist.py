@@ -97,10 +97,18 @@ def test_demo_command_writes_the_side_by_side_table(real_fashion_mnist, tmp_path
                 "--set", "train.epochs=1", "--set", f"data.cache_dir={tmp_path / 'cache'}",
                 "--set", "data.knn_bank=2000", "--set", "data.knn_queries=1000", "--set", "train.progress=false") == 0
     res = json.loads((run / "results.json").read_text())
-    assert set(res["linear"]) == {"byol", "random_init", "raw_pixels"} and set(res["knn"]) == {"byol", "random_init"}
+    floors = {"random_init", "random_init_bn"}  # the fair floor's two variants (initial / recalibrated BN)
+    assert set(res["linear"]) == {"byol", *floors, "raw_pixels"} and set(res["knn"]) == {"byol", *floors}
     assert res["linear"]["raw_pixels"] >= 78
     assert min(res["linear"]["byol"], res["linear"]["random_init"], res["knn"]["byol"]) >= 60
+    # the recalibrated floor is a different network's score, and the claimed gain is over the stronger one
+    assert (res["linear"]["random_init_bn"], res["knn"]["random_init_bn"]) != (res["linear"]["random_init"],
+                                                                             res["knn"]["random_init"])
+    for p in ("linear", "knn"):
+        strongest = max(res[p]["random_init"], res[p]["random_init_bn"])
+        assert res["gain_over_floor"][p] == pytest.approx(res[p]["byol"] - strongest, abs=0.011)
     assert res["epochs"] == pytest.approx(1.0, abs=1e-6)
     out = capsys.readouterr().out
-    assert "raw_pixels" in out and f"{res['linear']['byol']:.2f}" in out
+    assert "raw_pixels" in out and "random init (BN recalibrated)" in out and f"{res['linear']['byol']:.2f}" in out
+    assert f"BYOL over the stronger random init: linear {res['gain_over_floor']['linear']:+.2f}" in out
     assert (run / "curves.png").stat().st_size > 1000

@@ -212,3 +212,15 @@ def test_a_config_changed_in_code_is_checked_again_before_a_run():
     cfg.method.tau_base = 2.0
     with pytest.raises(ConfigError, match=r"^method.tau_base must be in \[0, 1\], got 2.0$"):
         validate_pretrain(cfg)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_file_and_byte(tmp_path, capsys):
+    from byol.cli import main
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("description: caf\u00e9 au lait\noptim: {base_lr: 0.1}\n".encode("latin-1"))  # 0xe9 at byte 16
+    with pytest.raises(ConfigError) as e:
+        build_config(files=[path])
+    assert str(e.value) == f"{path}: not a UTF-8 text file (byte 16); save it as UTF-8"
+    assert main(["pretrain", "--config", str(path), "--data", "nowhere"]) == 2  # before any data is read
+    assert capsys.readouterr().err.strip().splitlines() == [f"byol: error: {e.value}"]

@@ -17,7 +17,7 @@ from byol.data import load_images
 from byol.data.archive import open_store
 from byol.data.decode import decode_crops, draft_scale
 from byol.data.layout import discover
-from byol.data.stream import STREAM_AUTO_BYTES, StreamDataset, open_stream, wants_stream
+from byol.data.stream import STREAM_AUTO_BYTES, StreamDataset, crop_rng, open_stream, wants_stream
 from byol.data.streamloader import StreamLoader
 from byol.errors import ConfigError
 from byol.config.views import paper_views
@@ -101,6 +101,14 @@ def test_same_key_same_views_other_epoch_or_seed_differs(photo_folder):
     assert not np.array_equal(a[0], _dataset(photo_folder, size=24, seed=1).views(3, 7)[0][0])
 
 
+def test_crop_streams_of_neighbouring_seeds_epochs_and_indices_are_unrelated():
+    """The crops' seed packs (seed, epoch, index) into separate bit fields, not a sum: seed s+1 does not
+    replay seed s one epoch (or one index) later, as the epoch order's ``seed + epoch`` once did."""
+    keys = [(s, e, i) for s in (0, 1, 2) for e in (0, 1, 2) for i in (0, 1, 2)]
+    draws = {k: tuple(crop_rng(*k).random() for _ in range(4)) for k in keys}
+    assert len(set(draws.values())) == len(keys)
+
+
 def test_batches_do_not_depend_on_workers_and_resume_mid_epoch(photo_folder):
     ds = _dataset(photo_folder, size=16)
     in_process, one_worker = StreamLoader(ds, workers=0), StreamLoader(_dataset(photo_folder, size=16), workers=1)
@@ -150,13 +158,13 @@ def test_two_ranks_partition_each_epoch(photo_folder):
     assert not torch.equal(torch.cat([b.indices for b in loader.epoch(0, 8, seed=0)]), alone)  # epochs reshuffle
 
 
-def test_a_bad_file_is_replaced_by_the_next_and_reported_once(photo_folder):
+def test_a_bad_file_is_replaced_and_reported_once(photo_folder):
     ds = _dataset(photo_folder, size=16)
     bad = ds.files.index("c1/05.jpg")
-    crops, failed, _ = ds.views(0, bad)
-    assert failed == [(bad, "not an image")]
-    rng_free = ds.views(0, bad + 1)[0]  # the replacement is the next file, with crops of its own
-    assert crops[0].shape == rng_free[0].shape and not np.array_equal(crops[0], rng_free[0])
+    sample = ds.views(0, bad, taken={bad + 1})
+    assert sample.failed == [(bad, "not an image")] and sample.file not in (bad, bad + 1)
+    own = ds.views(0, sample.file)  # the replacement's crops come from the bad index's stream, not its own
+    assert sample.arrays[0].shape == own.arrays[0].shape and not np.array_equal(sample.arrays[0], own.arrays[0])
     reports = []
     loader = StreamLoader(ds, workers=0, report=lambda skipped, reasons: reports.append(dict(reasons)))
     with warnings.catch_warnings(record=True) as caught:
@@ -166,6 +174,33 @@ def test_a_bad_file_is_replaced_by_the_next_and_reported_once(photo_folder):
     assert [str(w.message) for w in caught] == [
         f"{ds.root}: 23 images; skipped 1 file(s) (1 not an image): c1/05.jpg (found while streaming)"]
     assert reports == [{"c1/05.jpg": "not an image"}] and loader.skipped == ["c1/05.jpg"]
+
+
+def test_a_replaced_file_never_repeats_an_image_of_its_batch(tmp_path):
+    """An unreadable file's row is filled by a seeded draw of an image not otherwise in the batch: never by
+    the next index's file, which may be in the batch already (one image twice: a false negative for
+    SimCLR/MoCo). Each image is one flat colour, so a row's colour names the file it came from."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((32, 32, 3), (20 * i + 10, 0, 0), dtype=np.uint8)).save(root / f"{i:02d}.png")
+    (root / "04b.png").write_bytes(b"not a png")  # index 5, before 05.png
+    ds = _dataset(root, size=8)
+    bad = ds.files.index("04b.png")
+    assert ds.files[bad + 1] == "05.png"
+    loader = StreamLoader(ds, workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seen_bad = 0
+        for epoch in range(8):
+            for batch in loader.epoch(epoch, 8, seed=0):
+                colours = batch.crops1[:, 0, 0, 0].tolist()
+                assert len(batch.indices) == 8 and len(set(colours)) == 8, (epoch, colours)
+                assert torch.equal(batch.crops1[:, 0, 0, 0], batch.crops2[:, 0, 0, 0])  # both views of one file
+                seen_bad += bad in batch.indices.tolist()
+    assert seen_bad >= 4
+    again = [b.crops1 for b in StreamLoader(_dataset(root, size=8), workers=0).epoch(3, 8, seed=0)]
+    assert all(torch.equal(x, y) for x, y in zip(again, [b.crops1 for b in loader.epoch(3, 8, seed=0)]))
 
 
 def test_grey_and_converted_files(tmp_path):

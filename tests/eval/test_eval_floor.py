@@ -1,6 +1,7 @@
 """The fair random-init floor: BN statistics recalibrated on training images (byol.eval.floor)."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -85,3 +86,69 @@ def test_a_model_without_bn_is_returned_unchanged(labeled_images):
 def test_stronger_keeps_the_first_on_ties():
     assert stronger({"a": 1.0, "b": 2.0}) == ("b", 2.0)
     assert stronger({"a": 2.0, "b": 2.0}) == ("a", 2.0)
+
+
+def _folder(root, images, labels):
+    from PIL import Image
+
+    for i, (img, y) in enumerate(zip(images, labels)):
+        d = root / ("train" if i % 3 else "val") / f"c{int(y)}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_eval_random_init_scores_both_variants_and_names_the_stronger(tmp_path, capsys, monkeypatch):
+    import json
+
+    import byol.eval.floor as floor
+    from byol.cli import main
+
+    images, labels = _faint_classes()
+    root = _folder(tmp_path / "faint", images, labels)
+    seen = []
+    real = floor.recalibrate_bn
+
+    def spy(encoder, imgs, **kw):
+        seen.append(imgs.clone())
+        return real(encoder, imgs, **kw)
+
+    monkeypatch.setattr(floor, "recalibrate_bn", spy)
+    out = tmp_path / "out"
+    assert main(["eval", "knn", "--random-init", "--backbone", "convnet", "--dataset", str(root), "--k", "5",
+                 "--out-dir", str(out), "--no-cache", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    initial = json.loads((out / "knn-faint.json").read_text())
+    tuned = json.loads((out / "knn-faint-bn-recalibrated.json").read_text())
+    assert tuned["encoder"]["backbone"]["bn"].startswith("recalibrated on 120 train images")
+    a, b = initial["metrics"]["k5"], tuned["metrics"]["k5"]
+    assert a != b  # a different network's score
+    best = max((a, "initial BN statistics"), (b, "BN recalibrated"))
+    assert f"fair random-init floor, the stronger variant: k5 {best[0]:.2f}% ({best[1]})" in printed
+    assert "random-init, initial BN statistics:" in printed and "random-init, BN recalibrated on 120" in printed
+    # the statistics came from the 120 train images (every third image is val: never seen)
+    assert len(seen) == 1 and seen[0].shape[0] == 120
+
+
+def test_eval_raw_pixels_is_the_pixel_probe_and_cannot_be_fine_tuned(tmp_path, capsys):
+    import json
+
+    from byol.cli import main
+    from byol.eval import knn_eval
+
+    images, labels = _faint_classes()
+    root = _folder(tmp_path / "faint", images, labels)
+    out = tmp_path / "out"
+    assert main(["eval", "knn", "--raw-pixels", "--dataset", str(root), "--k", "5", "--out-dir", str(out),
+                 "--no-cache", "--threads", "1", "--input-size", "16"]) == 0
+    card = json.loads((out / "knn-faint.json").read_text())
+    # the reference: the pixels, normalised as every encoder's input (the data set's mean/std), by kNN
+    train = torch.tensor([i for i in range(180) if i % 3])
+    val = torch.tensor([i for i in range(180) if not i % 3])
+    x = images.float() / 255
+    mean, std = x[train].mean(), x[train].std()
+    ref = knn_eval(((x[train] - mean) / std).flatten(1), labels[train], ((x[val] - mean) / std).flatten(1),
+                   labels[val], k=(5,))["k5"]
+    assert card["metrics"]["k5"] == pytest.approx(ref, abs=1e-3)  # cards keep 4 decimals
+    assert main(["eval", "finetune", "--raw-pixels", "--dataset", str(root)]) == 2
+    assert "raw pixels have no weights to fine-tune" in capsys.readouterr().err

@@ -158,3 +158,47 @@ def test_the_committed_records_are_found_now_that_each_method_has_its_own_sectio
     for cell in study.cells:
         for seed in (0, 1):
             assert (root / "cells" / f"{cell_id(cell, scale, seed)}.json").is_file(), (cell.key, seed)
+
+
+def test_the_random_init_cell_is_the_fair_floor(split_folder, tmp_path, monkeypatch):
+    """Both variants of the random network are evaluated (BN's initial and train-recalibrated statistics),
+    each metric of the record is the stronger one, and the recalibration is fed train images only."""
+    import torch
+
+    import byol.reproduce.runner as runner
+
+    seen = []
+    real = runner.recalibrate_bn
+
+    def spy(encoder, images, **kw):
+        seen.append(torch.as_tensor(images).clone())
+        return real(encoder, images, **kw)
+
+    monkeypatch.setattr(runner, "recalibrate_bn", spy)
+    cell = next(c for c in study_for("tau", Scale("tiny")).cells if c.method == "random-init")
+    record = runner.run_cell(cell, _scale(split_folder, tmp_path, 1), 0, tmp_path / "runs")
+    variants = record["floor_variants"]
+    assert set(variants) == {"initial BN statistics", "BN recalibrated"}
+    for m in ("knn", "linear"):
+        assert record[m] == max(v[m] for v in variants.values())
+    assert len(seen) == 1 and seen[0].shape[0] == 96  # the 3 x 32 train images, none of the test split
+
+
+def test_records_say_which_code_made_them(split_folder, tmp_path):
+    """A record carries the commit (and whether the package had uncommitted changes), versions, CPU, threads,
+    the command and the fully resolved config; a table whose records come from several commits says so."""
+    import byol
+    from byol.reproduce.report import provenance_line
+    from byol.reproduce.runner import run_cell
+
+    cell = next(c for c in study_for("tau", Scale("tiny")).cells if c.method == "random-init")
+    p = run_cell(cell, _scale(split_folder, tmp_path, 1), 0, tmp_path / "runs")["provenance"]
+    assert p["byol"] == byol.__version__ and p["torch"] and p["torchvision"] and p["cpu"] and p["threads"] >= 1
+    assert "git_commit" in p and p["git_dirty"] in (True, False, None) and isinstance(p["argv"], list)
+    assert p["config"]["model"]["backbone"] == "convnet" and p["config"]["train"]["seed"] == 0  # resolved
+    one = {"a": [{"provenance": {"git_commit": "abc1234567890", "git_dirty": False}}]}
+    two = {**one, "b": [{"provenance": {"git_commit": "def9876543210", "git_dirty": True}}, {}]}
+    assert provenance_line(one) == "- code: commit abc1234567"
+    line = provenance_line(two)
+    assert "3 different commits" in line and "def9876543 (uncommitted changes): 1" in line
+    assert "unknown (not recorded): 1" in line

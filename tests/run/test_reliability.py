@@ -59,6 +59,19 @@ def test_a_full_disk_is_a_one_line_error_and_last_pt_stays(image_folder, tmp_pat
     assert read_checkpoint(run / "checkpoints" / "last.pt")["state"]["step"] == 3
 
 
+def test_a_full_disk_on_a_new_numbered_checkpoint_leaves_no_orphan_digest(tmp_path, monkeypatch):
+    d = tmp_path / "checkpoints"
+    save_checkpoint(_state(3), d / "last.pt", d / checkpoints.numbered_name(3))
+    # last.pt's digest and data are written, then step0000006.pt's digest; its data meets the full disk
+    _failing_writes(monkeypatch, 3, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(CheckpointError, match="no space left"):
+        save_checkpoint(_state(6), d / "last.pt", d / checkpoints.numbered_name(6))
+    assert sorted(p.name for p in d.iterdir()) == ["last.pt", "last.pt.sha256", "step0000003.pt",
+                                                   "step0000003.pt.sha256"]  # no step0000006.pt.sha256 alone
+    assert read_checkpoint(d / "last.pt")["state"]["step"] == 6
+    assert checkpoints.last_good(d) == d / "step0000003.pt"
+
+
 def test_a_damaged_checkpoint_is_refused_naming_the_last_good_one(tmp_path):
     d = tmp_path / "checkpoints"
     for step in (3, 6):

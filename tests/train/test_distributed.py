@@ -65,10 +65,15 @@ def _overrides(image_folder, tmp_path, **extra) -> list[str]:
 
 
 def _relative_differences(a: dict, b: dict) -> tuple[float, float]:
-    """(|a - b| / |a| over all floating-point entries as one vector, the worst of the same per tensor)."""
+    """(|a - b| / |a| over all floating-point entries as one vector, the worst of the same per tensor).
+
+    A tensor that is zero in exact arithmetic holds only rounding, so its own relative difference means
+    nothing: below norm 1e-3 the difference is taken relative to 1e-3, so float32 rounding (~1e-7) passes.
+    SimSiam's predictor BN running mean is one (norm ~1e-7): its input is a bias-free Linear of z, which the
+    projector's output BN makes zero-mean over each batch."""
     keys = [k for k, x in a.items() if x.is_floating_point()]
     x, y = (torch.cat([d[k].flatten().double() for k in keys]) for d in (a, b))
-    worst = max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)) for k in keys)
+    worst = max(float((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-3)) for k in keys)
     return float((x - y).norm() / x.norm()), worst
 
 
@@ -120,11 +125,12 @@ def test_two_processes_train_like_one(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco", "barlowtwins"])
-def test_contrastive_methods_train_one_model_over_two_processes(image_folder, tmp_path, method):
-    """SimCLR (negatives gathered with gradients, cross-replica BN) and Barlow Twins (C summed over processes,
-    cross-replica BN) equal their single-process run; MoCo (per-process shuffling BN, keys of both ranks
-    enqueued) keeps one model and one queue on both ranks."""
+@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
+def test_other_methods_train_one_model_over_two_processes(image_folder, tmp_path, method):
+    """SimCLR (negatives gathered with gradients, cross-replica BN), SimSiam (nothing gathered: per-view
+    cross-replica BN and DDP's averaged gradients) and Barlow Twins (C summed over processes, cross-replica BN)
+    equal their single-process run; MoCo (per-process shuffling BN, keys of both ranks enqueued) keeps one
+    model and one queue on both ranks."""
     overrides = _overrides(image_folder, tmp_path, **{"method.name": method, "train.epochs": 1, "optim.accum_steps": 1,
                                                       "method.split_bn_groups": 2, "method.queue_size": 64,
                                                       "train.verdict": "false", "train.knn_every": 0})

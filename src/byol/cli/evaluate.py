@@ -35,6 +35,9 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--random-init", nargs="?", const=True, default=None, metavar="RUN_DIR",
                      help="a randomly initialised byol backbone (the random baseline): the architecture and inputs "
                           "(channels, view size, mean/std) of RUN_DIR when given, else --backbone/--width/--small-stem")
+    src.add_argument("--raw-pixels", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                     help="the images' pixels as features (the floor below every encoder): RUN_DIR's inputs "
+                          "(view size, mean/std) when given")
     src.add_argument("--torchvision", metavar="NAME",
                      help="a torchvision model, e.g. resnet18 (random weights unless --weights FILE)")
     g.add_argument("--backbone", default="resnet18", help="with --random-init: backbone name (default resnet18)")
@@ -121,6 +124,7 @@ def _source_spec(a: argparse.Namespace) -> SourceSpec:
     from byol.eval.encoders import SourceSpec
 
     return SourceSpec(checkpoint=a.checkpoint, random_init=a.random_init or False, torchvision=a.torchvision,
+                      raw_pixels=getattr(a, "raw_pixels", None) or False,
                       weights=a.weights, backbone=a.backbone, width=a.width, small_stem=a.small_stem,
                       in_channels=a.in_channels)
 
@@ -150,11 +154,26 @@ def cmd_protocol(a: argparse.Namespace) -> int:
     then one printed line per outcome."""
     from byol.eval.protocols import protocol
 
+    from byol.eval.floor import floor_line, has_batch_norm
+
     proto = protocol(a.protocol)
     settings = proto.settings(a)
     ctx = _prepare(a, getattr(a, "dataset", None), transfer=proto.transfer)
-    for out in proto.run(ctx, settings, log=_say):
-        _say(proto.line(ctx, settings, out))
+    if ctx.source.kind == "raw-pixels" and proto.trains_encoder(settings):
+        raise ConfigError("raw pixels have no weights to fine-tune: evaluate them with `eval linear` or `eval knn`")
+    # a random init is scored twice, with BN's initial and with recalibrated statistics (byol.eval.floor)
+    variants = [ctx, ctx.recalibrated()] if ctx.source.kind == "random-init" and has_batch_norm(
+        ctx.source.encoder) else [ctx]
+    outcomes = []
+    for c in variants:
+        if len(variants) > 1:
+            _say(f"{c.source.label}:" if c.variant else f"{c.source.label}, initial BN statistics:")
+        for out in proto.run(c, settings, log=_say):
+            _say(proto.line(c, settings, out))
+            outcomes.append(out)
+    half = len(outcomes) // 2
+    for first, second in zip(outcomes[:half], outcomes[half:]) if len(variants) > 1 else ():
+        _say(floor_line(first.card["metrics"], second.card["metrics"]))
     return 0
 
 

@@ -87,15 +87,18 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         # the config is checked before any data is read: a config mistake is reported at once
         device = next((o.split("=", 1)[1] for o in reversed(a.overrides or []) if o.startswith("train.device=")),
                       a.device)
-        files = [find_preset(a.config or _default_preset(a.data, device))]
-        cfg = build_config(files=files, overrides=a.overrides, extra=_extra_from_args(a))
+        preset = a.config or _default_preset(a.data, device)
+        cfg = build_config(files=[find_preset(preset)], overrides=a.overrides, extra=_extra_from_args(a))
+        if not a.config:
+            print(_preset_line(preset, cfg.method.name), file=sys.stderr)
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
             raise ByolError(f"{run_dir} already holds a run: resume it with `byol pretrain --resume {run_dir}`, "
                             "pick another --run-dir, or pass --overwrite")
         from byol.train.pretrain import run_pretrain
 
-        summary = run_pretrain(cfg, run_dir)
+        asked = a.batch_size is not None or any(o.startswith("optim.batch_size=") for o in a.overrides or [])
+        summary = run_pretrain(cfg, run_dir, fit_batch=not a.config and not asked)
     from byol.runtime.dist import env_rank
 
     if env_rank() != 0:  # under torchrun rank 0 alone reports
@@ -122,9 +125,17 @@ def _default_preset(data: str | None, device: str | None = None) -> str:
         preset = name
     else:
         preset = "folder-gpu" if _on_gpu(device) else "folder"
-    print(f"byol: no --config: using the '{preset}' preset ({described[preset]}); "
-          "the paper's recipe is --config imagenet-paper", file=sys.stderr)
     return preset
+
+
+def _preset_line(preset: str, method: str) -> str:
+    """The line announcing the default preset, naming the method that will train: the defaults' descriptions
+    begin with "BYOL, ", which ``--method simclr`` does not train (only the rest of the preset applies)."""
+    from byol.config import preset_descriptions
+
+    what = preset_descriptions()[preset].removeprefix("BYOL, ")
+    paper = "; the paper's recipe is --config imagenet-paper" if method == "byol" else ""
+    return f"byol: no --config: using the '{preset}' preset ({what}) to train {method}{paper}"
 
 
 def _on_gpu(device: str | None) -> bool:
@@ -193,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_data(p)
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<data>-<backbone>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run directory that holds a run (its run files, checkpoints and cards are removed)")
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: apply --set/--budget/--epochs changes of keys that do not change the result "
                         "(budget, epochs, log/checkpoint cadence, progress, threads, device)")

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import hashlib
+
 import torch
 
 from byol.errors import ConfigError, DataError
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s order in a run seeded with ``seed``: 63 bits of the sha256 of both.
+
+    A hash, not ``seed + epoch``: with a sum, seed s+1 replayed seed s's orders shifted by one epoch, so
+    runs meant to differ by their seed trained on the same batches. Any two ``(seed, epoch)`` pairs now
+    give unrelated generators, and the pair alone still decides the order (exact resume)."""
+    digest = hashlib.sha256(f"byol-epoch-order:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 class BatchIterator:
     """Index batches over ``num_samples`` items for one rank.
 
-    Every rank draws the same permutation, ``torch.randperm`` seeded with ``seed + epoch``; global batch
+    Every rank draws the same permutation, ``torch.randperm`` seeded with :func:`epoch_seed` of ``(seed,
+    epoch)``; global batch
     ``b`` is ``perm[b * batch_size : (b + 1) * batch_size]`` and rank ``r`` takes the ``r``-th contiguous
     slice of ``batch_size // world_size`` of it. So the union over ranks is exactly the single-process
     batch, and the position ``(epoch, step)`` alone determines what comes next (exact resume).
@@ -63,7 +76,7 @@ class BatchIterator:
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The epoch's global order of all indices (identical on every rank)."""
-        generator = torch.Generator().manual_seed(self.seed + epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         return torch.randperm(self.num_samples, generator=generator)
 
     def indices(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:

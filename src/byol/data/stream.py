@@ -18,7 +18,9 @@ centre crop), position uniform over the valid offsets.
 Reproducibility: a sample's crops are a function of ``(seed, epoch, index)`` only (:func:`crop_rng`), so
 a resumed run, any number of DataLoader workers and any sharding over ranks see the same crops (the rank
 is not needed: each index is drawn by exactly one rank per epoch). A file that cannot be read or decoded
-is replaced by the next index (deterministically) and reported once, with the cache path's reasons.
+is replaced by a file drawn from the same stream among those not otherwise in its batch (so a batch stays
+full and never holds one image twice, and the position still decides everything), and reported once,
+with the cache path's reasons. Under torchrun "its batch" is the rank's share of the global batch.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import math
 import os
 import random
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -85,6 +88,15 @@ def sample_box(rng: random.Random, width: int, height: int, scale: Sequence[floa
     return x0, y0, w, h
 
 
+class Sample(NamedTuple):
+    """One sample's two crops, the files skipped to get them, the used file's conversions and its index."""
+
+    arrays: list[np.ndarray]
+    failed: list[tuple[int, str]]
+    notes: list[tuple[int, str]]
+    file: int
+
+
 class StreamDataset(torch.utils.data.Dataset):
     """Map-style dataset over the files of a folder or zip: ``(epoch, index)`` -> the two views' crops.
 
@@ -128,27 +140,40 @@ class StreamDataset(torch.utils.data.Dataset):
         """The two views' crop boxes of a ``width x height`` image, drawn from ``rng``."""
         return [sample_box(rng, width, height, scale, ratio) for scale, ratio in self.crops]
 
-    def views(self, epoch: int, index: int) -> tuple[list[np.ndarray], list[tuple[int, str]], list[tuple[int, str]]]:
-        """The crops (uint8 ``[H, W(, C)]``) of sample ``index`` in ``epoch``, the files skipped on the way
-        and the conversions of the file used. An unusable file is replaced by the next index (wrapping),
-        with the crops drawn on from the same random stream; DataError after :data:`MAX_REPLACEMENTS`."""
+    def views(self, epoch: int, index: int, taken: AbstractSet[int] = frozenset()) -> Sample:
+        """The crops (uint8 ``[H, W(, C)]``) of sample ``index`` in ``epoch``, the files skipped on the way,
+        the conversions of the file used and its index. An unusable file is replaced by a seeded draw of a
+        file outside ``taken`` (the batch's other files) and outside those already failed, with the crops
+        drawn on from the same random stream; DataError after :data:`MAX_REPLACEMENTS`."""
         rng = crop_rng(self.seed, epoch, index)
         failed: list[tuple[int, str]] = []
-        n = len(self.files)
-        for attempt in range(min(MAX_REPLACEMENTS, n)):
-            j = (index + attempt) % n
+        j = index
+        for _ in range(MAX_REPLACEMENTS):
             try:
                 crops = decode_crops(self.store().read(self.files[j]), self.channels, self.size,
                                      lambda w, h: self.boxes(rng, w, h), resample=self.resample, draft=self.draft)
             except UnreadableImage as exc:
                 failed.append((j, exc.reason))
-                continue
             except (OSError, KeyError) as exc:
                 failed.append((j, read_error(exc) if isinstance(exc, OSError) else "missing from the archive"))
-                continue
-            return crops.arrays, failed, [(j, note) for note in crops.notes]
+            else:
+                return Sample(crops.arrays, failed, [(j, note) for note in crops.notes], j)
+            j = self._replacement(rng, {index, *taken, *(f for f, _ in failed)})
         raise DataError(f"{len(failed)} files in a row from {self.files[index]} in {self.root} cannot be decoded "
                         f"({failed[-1][1]}, ...); check the files")
+
+    def _replacement(self, rng: random.Random, excluded: AbstractSet[int]) -> int:
+        """A file index outside ``excluded``, drawn uniformly from ``rng`` (rejection: the batch is a small
+        part of the files in practice). Not the next index: that file may be in the batch already, and the
+        same image twice in a batch is a false negative for the contrastive methods."""
+        n = len(self.files)
+        if len(excluded) >= n:
+            raise DataError(f"{self.root}: too few readable files to fill a batch without repeating an image "
+                            f"({n} files, {len(excluded)} in the batch or unreadable); lower the batch size")
+        while True:
+            j = min(int(rng.random() * n), n - 1)
+            if j not in excluded:
+                return j
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> CropBatch:
         c, s = self.channels, self.size
@@ -158,12 +183,14 @@ class StreamDataset(torch.utils.data.Dataset):
         out = [t.numpy() for t in crops]
         failed: list[tuple[int, str]] = []
         notes: list[tuple[int, str]] = []
+        taken = {index for _, index in keys}  # a replacement joins them: no file twice in the batch
         for row, (epoch, index) in enumerate(keys):
-            arrays, bad, conv = self.views(epoch, index)
-            for view, arr in zip(out, arrays):
+            sample = self.views(epoch, index, taken)
+            taken.add(sample.file)
+            for view, arr in zip(out, sample.arrays):
                 view[row] = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr
-            failed += bad
-            notes += conv
+            failed += sample.failed
+            notes += sample.notes
         idx = torch.tensor([index for _, index in keys], dtype=torch.int64)
         return CropBatch(crops[0], crops[1], idx, tuple(failed), tuple(notes))
 

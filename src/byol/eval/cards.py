@@ -19,6 +19,7 @@ cards stays fast. Fields (all written by :func:`make_card`)::
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from typing import Any
 from byol.atomic import atomic_write
 from byol.errors import ByolError
 
-__all__ = ["CARD_SCHEMA", "card_filename", "card_files", "collect_cards", "make_card", "read_card", "write_card"]
+__all__ = ["CARD_SCHEMA", "card_filename", "card_files", "collect_cards", "make_card", "read_card", "remove_cards", "write_card"]
 
 CARD_SCHEMA = "byol.eval-card/1"
 
@@ -98,6 +99,20 @@ def card_files(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     root = run_dir / "eval" if (run_dir / "eval").is_dir() else run_dir
     return sorted(p for p in root.rglob("*.json") if "features" not in p.relative_to(root).parts)
+
+
+def remove_cards(run_dir: str | Path) -> None:
+    """Delete the cards under ``run_dir/eval/`` and the label-subset file each fine-tuning card wrote beside
+    it (``labels-<card>-seed<N>.json``): they describe an encoder that a new run in ``run_dir`` replaces, and
+    ``byol report`` would show them as the new run's. Other files (a user's, the feature cache, whose
+    entries are keyed by the checkpoint's fingerprint and so never match the new weights) stay."""
+    if not (Path(run_dir) / "eval").is_dir():
+        return
+    for f in card_files(run_dir):
+        if read_card(f) is not None:
+            for subset in f.parent.glob(f"labels-{glob.escape(f.stem)}-seed*.json"):
+                subset.unlink(missing_ok=True)
+            f.unlink(missing_ok=True)
 
 
 def collect_cards(run_dirs: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:

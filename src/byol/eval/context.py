@@ -5,6 +5,7 @@ start from :func:`prepare`, so the set-up (and its defaults) exists once.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ def default_out_dir(src: EncoderSource) -> Path:
     """``RUN_DIR/eval`` for a run's encoder, else ``runs/baselines/<kind>-<backbone>[-w<width>]/eval``."""
     if src.run_dir is not None:
         return src.run_dir / "eval"
+    if src.kind == "raw-pixels":
+        return Path("runs") / "baselines" / "raw-pixels" / "eval"
     width = src.meta.get("width", 1)
     name = src.ident.split(":")[0] + "-" + src.meta["name"] + ("" if width == 1 else f"-w{width:g}")
     return Path("runs") / "baselines" / name / "eval"
@@ -45,6 +48,8 @@ class EvalContext:
     batch_size: int  #: feature-extraction batch size
     test_fraction: float
     started: float = 0.0  #: ``time.perf_counter()`` when the set-up began (the cards' total ``seconds``)
+    #: "" or "bn-recalibrated": the random-init floor's variant (:meth:`recalibrated`), a tag of every card
+    variant: str = ""
 
     def input_message(self, transfer: bool = False) -> str | None:
         """The line announcing the input adaptation: always for a transfer, else only when it changes something."""
@@ -94,8 +99,23 @@ class EvalContext:
                          conversion=self.plan.message(self.data.name), source_dataset=self.source.source_dataset,
                          **extra)
 
+    def recalibrated(self) -> EvalContext:
+        """This context with the encoder's BatchNorm statistics recalibrated on the *train* split, as the
+        evaluation feeds it (the fair random-init floor's second variant, :mod:`byol.eval.floor`)."""
+        from byol.eval.floor import BN_IMAGES, recalibrate_bn
+
+        images = self.images("train")
+        enc = recalibrate_bn(self.source.encoder, images, size=self.plan.size, mean=self.plan.mean,
+                             std=self.plan.std, device=self.device, seed=self.seed)
+        bn = f"recalibrated on {min(len(images), BN_IMAGES)} train images (seed {self.seed})"
+        src = dataclasses.replace(self.source, encoder=enc, ident=f"{self.source.ident}:bn-recalibrated",
+                                  meta={**self.source.meta, "bn": bn})
+        return dataclasses.replace(self, source=src, variant="bn-recalibrated")
+
     def card_name(self, protocol: str, tag: str = "") -> str:
         from byol.eval.cards import card_filename
+
+        tag = "-".join(t for t in (tag, self.variant) if t)
 
         return card_filename(protocol, self.data.name, tag)
 

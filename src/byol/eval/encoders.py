@@ -1,5 +1,6 @@
 """The encoder an evaluation measures: a run's online encoder, a random-init backbone (the paper's
-random baseline) or a torchvision model, with what is known about how each was trained.
+random baseline), raw pixels (the floor below every encoder) or a torchvision model, with what is known
+about how each was trained.
 
 :class:`SourceSpec` names the encoder with plain values (what ``byol eval --checkpoint |
 --random-init | --torchvision`` and their options say); :func:`load_source` builds it. Every source
@@ -13,11 +14,14 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import nn
 
 from byol.errors import ByolError, ConfigError
+
+if TYPE_CHECKING:
+    from byol.data.sizes import Sizes
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EncoderSource", "SourceSpec", "load_source"]
 
@@ -29,7 +33,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Which encoder: exactly one of ``checkpoint``, ``random_init`` and ``torchvision``."""
+    """Which encoder: exactly one of ``checkpoint``, ``random_init``, ``raw_pixels`` and ``torchvision``."""
 
     checkpoint: str | Path | None = None  #: a run directory (its checkpoints/last.pt) or a checkpoint file
     #: a randomly initialised byol backbone: True for ``backbone``/``width``/``small_stem`` below, or a run
@@ -41,11 +45,15 @@ class SourceSpec:
     width: float = 1.0
     small_stem: bool = False
     in_channels: int | None = None  #: with ``random_init``: input channels (default: the data set's, else 3)
+    #: the images' pixels as features (True), with a run directory's inputs (its view size, mean/std) if given
+    raw_pixels: bool | str | Path = False
 
     def validate(self) -> None:
-        given = [bool(self.checkpoint), self.random_init not in (False, None, ""), bool(self.torchvision)]
+        given = [bool(self.checkpoint), self.random_init not in (False, None, ""), bool(self.torchvision),
+                 self.raw_pixels not in (False, None, "")]
         if sum(given) != 1:
-            raise ConfigError("name exactly one encoder: a checkpoint, a random init or a torchvision model")
+            raise ConfigError("name exactly one encoder: a checkpoint, a random init, raw pixels or a torchvision "
+                              "model")
 
 
 @dataclass
@@ -69,8 +77,11 @@ class EncoderSource:
 
     @property
     def label(self) -> str:
-        """How results name this encoder: ``BYOL`` for a run's checkpoint, else its kind."""
-        return "BYOL" if self.kind == "checkpoint" else self.kind
+        """How results name this encoder: ``BYOL`` for a run's checkpoint, else its kind (and a random init's
+        BN statistics when they were recalibrated)."""
+        if self.kind == "checkpoint":
+            return "BYOL"
+        return f"{self.kind}, BN {self.meta['bn']}" if self.meta.get("bn") else self.kind
 
     @property
     def source_dataset(self) -> str | None:
@@ -102,6 +113,8 @@ def load_source(spec: SourceSpec, *, seed: int = 0, data_channels: int | None = 
         return _checkpoint_source(Path(spec.checkpoint), seed)
     if spec.random_init not in (False, None, ""):
         return _random_init_source(spec, seed, data_channels)
+    if spec.raw_pixels not in (False, None, ""):
+        return _raw_pixels_source(spec, data_channels)
     return _torchvision_source(spec, seed)
 
 
@@ -150,25 +163,32 @@ def _checkpoint_source(path: Path, seed: int) -> EncoderSource:
     )
 
 
+def _run_inputs(run_dir: bool | str | Path) -> tuple[dict[str, Any], Sizes | None]:
+    """A run directory's ``data`` and ``model`` sections (plain dicts) and stored sizes: the inputs a baseline
+    takes from the run it is compared with; ``({}, None)`` when ``run_dir`` is ``True`` (no run named)."""
+    if run_dir is True:
+        return {}, None
+    from byol.config import DataConfig, ModelConfig, parse_section, to_dict
+    from byol.run.files import read_run_config, run_sizes
+
+    raw = read_run_config(Path(run_dir))
+    run_cfg = {"data": to_dict(parse_section(DataConfig, raw, "data")),
+               "model": to_dict(parse_section(ModelConfig, raw, "model"))}
+    return run_cfg, run_sizes(Path(run_dir), run_cfg)
+
+
 def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) -> EncoderSource:
     """A random-init backbone: ``spec``'s architecture, or a run's. A run's baseline also takes the run's
     inputs (channels, view size, mean/std, its data set decoded as in pretraining), so that it is compared
     with the run's encoder on equal terms."""
     from byol.models import build_backbone
 
-    run_cfg: dict[str, Any] = {}
-    sizes = None
+    run_cfg, sizes = _run_inputs(spec.random_init)
     if spec.random_init is True:
         name, width, small_stem, options = spec.backbone, spec.width, spec.small_stem, {}
     else:
-        from byol.config import DataConfig, ModelConfig, parse_section, to_dict
-        from byol.run.files import read_run_config, run_sizes
-
-        raw = read_run_config(Path(spec.random_init))
-        m = parse_section(ModelConfig, raw, "model")
-        run_cfg = {"data": to_dict(parse_section(DataConfig, raw, "data")), "model": to_dict(m)}
-        sizes = run_sizes(Path(spec.random_init), run_cfg)
-        name, width, small_stem, options = m.backbone, m.width, m.small_stem, dict(m.options)
+        m = run_cfg["model"]
+        name, width, small_stem, options = m["backbone"], m["width"], m["small_stem"], dict(m["options"])
     d = run_cfg.get("data") or {}
     in_ch = spec.in_channels or (len(d["mean"]) if d.get("mean") else None) or data_channels or 3
 
@@ -182,6 +202,20 @@ def _random_init_source(spec: SourceSpec, seed: int, data_channels: int | None) 
         ident=f"random-init:{name}:w{width:g}:ss{int(small_stem)}:c{in_ch}:{opt_tag}:seed{seed}",
         in_channels=in_ch, make_scratch=lambda: make(seed + 1),
         meta={"name": name, "width": width, "small_stem": small_stem, "in_channels": in_ch, "options": options},
+        mean=d.get("mean"), std=d.get("std"), stats_from="the source run's" if d.get("mean") else "the data set's",
+        size=sizes.view if sizes else None, config=run_cfg,
+    )
+
+
+def _raw_pixels_source(spec: SourceSpec, data_channels: int | None) -> EncoderSource:
+    """The images' own pixels (after the same resize and normalisation as an encoder's inputs) as features:
+    the floor a learned representation must also beat. With a run directory, that run's inputs."""
+    run_cfg, sizes = _run_inputs(spec.raw_pixels)
+    d = run_cfg.get("data") or {}
+    in_ch = spec.in_channels or (len(d["mean"]) if d.get("mean") else None) or data_channels or 3
+    return EncoderSource(
+        encoder=nn.Flatten(), kind="raw-pixels", ident=f"raw-pixels:c{in_ch}", in_channels=in_ch,
+        make_scratch=nn.Flatten, meta={"name": "pixels", "width": 1, "small_stem": False, "in_channels": in_ch},
         mean=d.get("mean"), std=d.get("std"), stats_from="the source run's" if d.get("mean") else "the data set's",
         size=sizes.view if sizes else None, config=run_cfg,
     )

@@ -71,3 +71,14 @@ def stronger(scores: dict[str, float]) -> tuple[str, float]:
     """``(variant, score)`` of the stronger floor among ``{variant: accuracy}`` (ties: the first given)."""
     best = max(scores, key=lambda k: scores[k])
     return best, scores[best]
+
+
+def floor_line(first: dict[str, float], second: dict[str, float]) -> str:
+    """One printed line: each metric of two variants' cards (``{metric: value}``, initial statistics first)
+    and which variant sets the floor."""
+    parts = []
+    for key in first:
+        if key in second:
+            variant, value = stronger({VARIANTS[0]: first[key], VARIANTS[1]: second[key]})
+            parts.append(f"{key} {value:.2f}% ({variant})")
+    return "fair random-init floor, the stronger variant: " + ", ".join(parts)

@@ -9,6 +9,7 @@ from byol.methods.moco import MoCo, MoCoConfig
 from byol.methods.registry import (CONFIGS, METHODS, BackboneFactory, build_method, config_class, method_names,
                                    register)
 from byol.methods.simclr import SimCLR, SimCLRConfig
+from byol.methods.simsiam import SimSiam, SimSiamConfig  # noqa: F401 (registers "simsiam")
 
 __all__ = ["CONFIGS", "METHODS", "BYOL", "BYOLConfig", "BackboneFactory", "Method", "MoCo", "MoCoConfig", "SimCLR",
            "SimCLRConfig", "build_method", "config_class", "method_names", "register"]

@@ -134,6 +134,23 @@ def plot(study: Study, res: Results, out_png: Path) -> Path:
     return save_figure(fig, out_png)
 
 
+def provenance_line(records: dict[str, list[dict[str, Any]]]) -> str:
+    """Which code made the table's records: one commit, or the commits (with the number of records each) and
+    a warning that the rows come from different code; records written before provenance was kept count as
+    unknown."""
+    commits: dict[str, int] = {}
+    for rs in records.values():
+        for r in rs:
+            p = r.get("provenance") or {}
+            c = p.get("git_commit")
+            key = (c[:10] + (" (uncommitted changes)" if p.get("git_dirty") else "")) if c else "unknown (not recorded)"
+            commits[key] = commits.get(key, 0) + 1
+    if len(commits) <= 1:
+        return f"- code: commit {next(iter(commits), 'none')}" + ("" if commits else " (no records yet)")
+    listed = ", ".join(f"{k}: {n}" for k, n in sorted(commits.items()))
+    return f"- code: **the records come from {len(commits)} different commits** ({listed}); compare rows with care"
+
+
 def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir: Path, *, command: str,
                  scale: dict[str, Any], seeds: tuple[int, ...]) -> tuple[Path, Path | None]:
     """Write ``out_dir/<name>.md`` and ``out_dir/<name>.png``; a hand-written ``<name>.notes.md`` next to them
@@ -157,7 +174,8 @@ def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir
         f"images, scored on the test split (chance {chance:.1f}%)",
         f"- total wall time of the records: {wall / 60:.1f} min" + (f"; {study.metric_note}" if study.metric_note else ""),
         "- mean ± sample std over seeds; drops are in points from the reference row of the same method; the paper's "
-        "column is ImageNet linear top-1 of a ResNet-50, so compare directions, not values", "",
+        "column is ImageNet linear top-1 of a ResNet-50, so compare directions, not values",
+        provenance_line(records), "",
         table(study, res), "", "## The paper's claims, checked", "",
         *[f"- {text}: {verdict[v]}" for text, v in checks], "",
     ]

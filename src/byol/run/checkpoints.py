@@ -30,10 +30,13 @@ from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.runtime.process import pid_alive
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate",
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "verify", "last_good", "rotate", "remove_all",
            "run_lock", "numbered_name", "rng_state", "restore_rng"]
 
 _NUMBERED = re.compile(r"^step(\d{7,})\.pt$")
+#: Every file a run writes in ``checkpoints/``: ``last.pt``, ``stepNNNNNNN.pt``, their digests, and the
+#: temporary files of :func:`byol.atomic.atomic_write` a kill may leave (``.NAME.PID-HEX.tmp``).
+_OURS = re.compile(r"^(?:last|step\d{7,})\.pt(?:\.sha256)?$|^\.(?:last|step\d{7,})\.pt(?:\.sha256)?\.\d+-[0-9a-f]{8}\.tmp$")
 _CHUNK = 1 << 20
 
 
@@ -80,11 +83,24 @@ def save_checkpoint(obj: dict[str, Any], *paths: Path) -> None:
         _write_verified(data, new, path)
 
 
+def _write_pair(data: bytes, digest: dict[str, Any], path: Path) -> None:
+    """The digest file, then the checkpoint. If the checkpoint's write fails (a full disk, any error), a file
+    that did not exist before leaves no digest behind: a ``stepNNN.pt.sha256`` alone would name a checkpoint
+    that never was. An existing file keeps the digest that accepts both its old and the new bytes."""
+    existed = path.is_file()
+    previous = [d for d in _known_digests(path)[:1] if existed]
+    _atomic_write(json.dumps({"accept": [digest, *previous]}).encode(), _digest_path(path))
+    try:
+        _atomic_write(data, path)
+    except BaseException:
+        if not existed:
+            _digest_path(path).unlink(missing_ok=True)
+        raise
+
+
 def _write_verified(data: bytes, digest: dict[str, Any], path: Path) -> None:
     try:
-        previous = [d for d in _known_digests(path)[:1] if path.is_file()]
-        _atomic_write(json.dumps({"accept": [digest, *previous]}).encode(), _digest_path(path))
-        _atomic_write(data, path)
+        _write_pair(data, digest, path)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             last = path.with_name("last.pt")
@@ -112,6 +128,14 @@ def verify(path: Path) -> str | None:
 def _numbered(ckpt_dir: Path) -> list[Path]:
     found = [p for p in Path(ckpt_dir).glob("step*.pt") if _NUMBERED.match(p.name)]
     return sorted(found, key=lambda p: int(_NUMBERED.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def remove_all(ckpt_dir: Path) -> None:
+    """Delete every file a run wrote in ``ckpt_dir`` (``_OURS``); any other file (a user's) stays."""
+    if Path(ckpt_dir).is_dir():
+        for p in Path(ckpt_dir).iterdir():
+            if _OURS.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def last_good(ckpt_dir: Path) -> Path | None:

@@ -4,7 +4,8 @@ is written whole through :func:`byol.atomic.atomic_write`.
 
 Layout: ``config.yaml`` (fully resolved, sizes as asked), ``env.json`` (versions, device, git commit, the
 resolved :class:`~byol.data.sizes.Sizes`), ``metrics.jsonl``,
-``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``.
+``tb/``, ``checkpoints/last.pt`` (+ numbered ones), ``summary.json``, ``skipped_files.txt``. A new run in
+a directory that held one first removes these (:func:`clear_run_files`).
 """
 
 from __future__ import annotations
@@ -63,22 +64,49 @@ class JsonlLogger:
             self.tb.close()
 
 
+def _git_state() -> tuple[str, bool | None]:
+    """``(commit, dirty)`` of the checkout this package runs from (``("", None)`` outside a git checkout)."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit, (bool(git("status", "--porcelain", "--untracked-files=no", "--", str(here.parent)))
+                        if commit else None)
+    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
+        return "", None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def env_info(device: torch.device) -> dict[str, Any]:
     """What ran where: versions, device, threads, git commit, argv, time (``env.json``)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
-        commit = ""
+    import torchvision
+
+    commit, dirty = _git_state()
     return {
         "byol": __version__,
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cpu": _cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "git_commit": commit,
+        "git_dirty": dirty,  #: uncommitted changes to the package's files when it ran (None: unknown)
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -106,6 +134,24 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A verified checkpoint on the CPU, read without running code (:func:`byol.run.checkpoints.read_checkpoint`)."""
     return checkpoints.read_checkpoint(path)
+
+
+#: The files a run writes at the top of its directory (besides ``checkpoints/`` and ``tb/``).
+RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "skipped_files.txt")
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Remove what an earlier run wrote in ``run_dir``, before a new run starts there: its :data:`RUN_FILES`,
+    checkpoints (:func:`byol.run.checkpoints.remove_all`) and TensorBoard event files. Otherwise the new run
+    would append to the old ``metrics.jsonl`` (its collapse record read by the verdict as the new run's) and
+    keep the old numbered checkpoints (rotation would delete the new run's lower-numbered ones instead).
+    Files byol did not write (a user's notes, anything else in those folders) stay."""
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    checkpoints.remove_all(run_dir / "checkpoints")
+    for p in (run_dir / "tb").glob("events.out.tfevents.*"):
+        p.unlink(missing_ok=True)
 
 
 def write_run_files(run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], skipped: list[str],

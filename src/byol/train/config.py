@@ -125,6 +125,25 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
     _ = cfg.train.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used
 
 
+def fit_batch(cfg: PretrainConfig, num_images: int, world_size: int = 1) -> str | None:
+    """On the default path (no ``--config``, no batch asked for) a data set smaller than the preset's batch
+    trains with the largest batch that fits it: a multiple of ``optim.accum_steps`` x ``world_size``
+    (:func:`byol.config.check_batch`) of at most ``num_images``. Sets ``cfg.optim.batch_size`` and returns
+    the one-line note naming the new batch and the learning rate it implies (None: the batch fits, or not
+    even one split does, which check_batch then reports). A batch the user asked for is never changed."""
+    from byol.optim.schedules import scaled_lr
+
+    o = cfg.optim
+    split = o.accum_steps * world_size
+    fit = num_images // split * split
+    if num_images >= o.batch_size or fit == 0:
+        return None
+    asked, o.batch_size = o.batch_size, fit
+    return (f"{num_images} training images, fewer than the preset's batch of {asked}: training with batch {fit} "
+            f"(learning rate {o.base_lr:g} x {fit}/256 = {scaled_lr(o.base_lr, fit):.3g}); "
+            "--batch-size sets another")
+
+
 def load_run_config(run_dir: Path, overrides: list[str] | tuple = (),
                     extra: dict[str, Any] | None = None) -> PretrainConfig:
     """The resolved config of a run directory (with ``extra`` and ``--set`` ``overrides`` on top)."""

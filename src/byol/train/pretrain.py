@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from byol.data.batches import BatchSource, CachedImages
 from byol.data.sizes import Sizes
 from byol.data.stream import StreamSource, open_stream
 from byol.data.streamloader import stream_loader
-from byol.train.config import PretrainConfig, stored_as_now, validate_pretrain
+from byol.train.config import PretrainConfig, fit_batch, stored_as_now, validate_pretrain
 from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
@@ -36,9 +37,11 @@ from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim.optimizers import build_optimizer
 from byol.run.checkpoints import run_lock
 from byol.run.resume import check_resume_sizes, finished, resume_checkpoint
-from byol.run.files import env_info, last_record, write_config, write_run_files, write_skipped, write_summary
+from byol.run.files import (clear_run_files, env_info, last_record, write_config, write_run_files, write_skipped,
+                            write_summary)
 from byol.runtime.device import resolve_device, set_threads
 from byol.train.verdict import random_init_verdict
+from byol.eval.cards import remove_cards
 
 
 def load_train_data(d: DataConfig, *, seed: int, progress: bool = True) -> ImageSet:
@@ -110,8 +113,9 @@ class PretrainRun:
         return self.sizes.view
 
 
-def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
-    """Data, views, method, optimizer, monitor and trainer of ``cfg`` (seeded by ``train.seed``)."""
+def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = False) -> PretrainRun:
+    """Data, views, method, optimizer, monitor and trainer of ``cfg`` (seeded by ``train.seed``); ``fit``: a
+    batch larger than the data shrinks to fit it, with a note (:func:`byol.train.config.fit_batch`)."""
     validate_pretrain(cfg)
     method_class(cfg.method.name)  # an unknown method is reported before any data is read
     set_threads(cfg.train.threads)
@@ -122,6 +126,9 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None) -> PretrainRun:
     with dist.main_first():  # rank 0 fills the decode cache (or decodes the stream's sample) first
         stream = open_stream(d, cfg.views.specs, seed=cfg.train.seed, progress=progress)  # None: decode once
         train = load_train_data(d, seed=cfg.train.seed, progress=progress) if stream is None else stream.sample
+    note = fit_batch(cfg, len(train if stream is None else stream), dist.world_size()) if fit else None
+    if note and dist.is_main():
+        warnings.warn(note, stacklevel=2)
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     sizes = Sizes.resolve(decode=d.image_size, view=d.view_size, images=train.image_size)
@@ -189,11 +196,12 @@ def run_verdict(cfg: PretrainConfig, run: PretrainRun, run_dir: Path) -> dict[st
                                name=type(run.method).__name__, collapse=last_record(run_dir, "z_std"))
 
 
-def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
-                 allow_changes: bool = False) -> dict[str, Any]:
+def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False, allow_changes: bool = False,
+                 fit_batch: bool = False) -> dict[str, Any]:
     """Build everything from ``cfg``, train in ``run_dir`` (``resume``: continue from its last.pt, whose
     stored config must equal ``cfg`` but for :data:`byol.run.resume.RESUME_SAFE_KEYS` changed with
     ``allow_changes``), then judge the encoder against random init (:func:`run_verdict`, ``verdict``).
+    ``fit_batch`` (the CLI's default path): a batch larger than the data shrinks to fit it (:func:`build_pretrain`).
 
     Returns the engine's summary plus what was built (``method``, ``train``, ``mean``, ``std``, ``sizes``
     and ``size`` (its view size), ``device``, ``run_dir``); a resume of a finished run trains nothing and
@@ -211,13 +219,15 @@ def run_pretrain(cfg: PretrainConfig, run_dir: Path, *, resume: bool = False,
             ckpt = resume_checkpoint(run_dir, to_dict(cfg), allow_changes, stored_as_now) if resume else None
             if ckpt is not None and finished(ckpt):
                 return {"finished": True, "steps": ckpt["state"]["step"], "run_dir": run_dir}
-            run = build_pretrain(cfg, run_dir)
+            run = build_pretrain(cfg, run_dir, fit=fit_batch and ckpt is None)
             if ckpt is not None:
                 check_resume_sizes(ckpt, run.sizes)
                 run.trainer.load(ckpt)
                 if main:
                     write_config(run_dir, run.resolved)  # what later checkpoints store (allowed changes included)
             elif main:
+                clear_run_files(run_dir)  # a new run: nothing of an earlier one in run_dir is read as its own
+                remove_cards(run_dir)
                 write_run_files(run_dir, run.resolved, {**env_info(run.device), "world_size": dist.world_size(),
                                                         "views": run.augment.backend(run.device),
                                                         "sizes": run.sizes.to_dict()}, run.train.skipped,

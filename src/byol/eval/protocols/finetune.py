@@ -190,6 +190,9 @@ class FinetuneProtocol(Protocol):
     def settings(self, a: argparse.Namespace) -> FinetuneOptions:
         return finetune_options(a, "finetune")
 
+    def trains_encoder(self, settings: FinetuneOptions) -> bool:
+        return True
+
     def run(self, ctx: EvalContext, settings: FinetuneOptions, log: Log = None) -> Iterator[Outcome]:
         return run_options(ctx, settings, log)
 

@@ -54,6 +54,10 @@ class Protocol:
         """The parsed flags as the protocol's settings, checked (``ConfigError``) before anything is loaded."""
         return args
 
+    def trains_encoder(self, settings: Any) -> bool:
+        """Whether this run updates the encoder's weights (then an encoder without weights is refused)."""
+        return False
+
     def run(self, ctx: EvalContext, settings: Any, log: Log = None) -> Iterable[Outcome]:
         """Fit and score on ``ctx``, write one card per outcome, yield the outcomes in order."""
         raise NotImplementedError

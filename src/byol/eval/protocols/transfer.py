@@ -56,6 +56,9 @@ class TransferProtocol(Protocol):
             raise ConfigError("--l2-grid only applies to `--mode linear`; --mode finetune chooses among --lrs")
         return TransferSettings(finetune=finetune_options(a, "transfer-finetune"))
 
+    def trains_encoder(self, settings: TransferSettings) -> bool:
+        return settings.finetune is not None
+
     def run(self, ctx: EvalContext, settings: TransferSettings, log: Log = None) -> Iterable[Outcome]:
         if settings.finetune is not None:
             return run_options(ctx, settings.finetune, log)
