@@ -13,7 +13,7 @@ LAYERS = {
     "eval": 3,
     "train": 4,
     "reports": 5, "reproduce": 5,
-    "cli": 6,
+    "cli": 6, "__main__": 6,  # python -m byol: the command line
 }
 IMPORT = re.compile(r"^\s*(?:from|import) byol\.(\w+)", re.M)
 

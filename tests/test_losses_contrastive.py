@@ -173,3 +173,16 @@ def test_nt_xent_over_two_processes_has_the_single_process_loss_and_gradient(tmp
         # DDP's average over processes then gives the single-process gradient
         torch.testing.assert_close(out["a"] / world, a.grad[rank * n:(rank + 1) * n])
         torch.testing.assert_close(out["b"] / world, b.grad[rank * n:(rank + 1) * n])
+
+
+def test_infonce_alpha_beta_of_one_process_rows_against_the_global_targets():
+    """A process's rows (``offset``) against the targets of the whole batch: the mean over the processes is
+    the loss of the whole batch (what BYOL's gathered negatives compute under DDP)."""
+    g = torch.Generator().manual_seed(3)
+    p, t_same, t_other = (torch.randn(6, 4, generator=g) for _ in range(3))
+    whole = infonce_alpha_beta(p, t_same, t_other, 0.3, 0.8)
+    parts = [infonce_alpha_beta(p[r * 3:(r + 1) * 3], t_same, t_other, 0.3, 0.8, offset=r * 3) for r in (0, 1)]
+    assert (parts[0] + parts[1]).item() / 2 == pytest.approx(whole.item(), rel=1e-6)
+    # without the offset the second process would take another row as its own image
+    wrong = infonce_alpha_beta(p[3:], t_same, t_other, 0.3, 0.8)
+    assert wrong.item() != pytest.approx(parts[1].item(), rel=1e-3)

@@ -77,7 +77,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
 
 
 def infonce_alpha_beta(p: Tensor, t_same: Tensor, t_other: Tensor, temperature: float,
-                       negative_weight: float) -> Tensor:
+                       negative_weight: float, offset: int = 0) -> Tensor:
     """One direction of BYOL's interpolation toward SimCLR (Grill et al. 2020, App. I, Table 19), *maximized*::
 
         InfoNCE_{a,b} = 2/B sum_i S(v_i, v'_i)
@@ -85,19 +85,23 @@ def infonce_alpha_beta(p: Tensor, t_same: Tensor, t_other: Tensor, temperature: 
 
     with ``a`` = ``temperature``, ``b`` = ``negative_weight`` and ``S(u, w)`` the cosine between the online
     output for u (``p``: the prediction, or the projection without predictor) and the target projection
-    of w: ``t_same`` for the views v (the same views as ``p``), ``t_other`` for the views v'.
+    of w: ``t_same`` for the views v (the same views as ``p``), ``t_other`` for the views v'. The targets may
+    be those of a larger (global) batch, ``p`` its rows ``offset, ..., offset + len(p) - 1`` (one process's).
     """
     p = l2_normalize(p.float())
     same = p @ l2_normalize(t_same.float()).T  # S(v_i, v_j)
     other = p @ l2_normalize(t_other.float()).T  # S(v_i, v'_j)
-    b = p.shape[0]
-    same = same.masked_fill(torch.eye(b, dtype=torch.bool, device=p.device), float("-inf"))  # j != i
+    rows = torch.arange(p.shape[0], device=p.device)
+    twin = rows + offset  # the column of row i's own image
+    own = torch.zeros_like(same, dtype=torch.bool)
+    own[rows, twin] = True
+    same = same.masked_fill(own, float("-inf"))  # j != i
     log_partition = torch.logsumexp(torch.cat([same, other], dim=1) / temperature, dim=1)
-    return 2.0 * other.diagonal().mean() - negative_weight * 2.0 * temperature * log_partition.mean()
+    return 2.0 * other[rows, twin].mean() - negative_weight * 2.0 * temperature * log_partition.mean()
 
 
 def byol_infonce_loss(p1: Tensor, t1: Tensor, p2: Tensor, t2: Tensor, temperature: float,
-                      negative_weight: float) -> Tensor:
+                      negative_weight: float, offset: int = 0) -> Tensor:
     """BYOL's loss with the weighted negative term of App. I, as a loss to minimize, symmetrized like BYOL's.
 
     ``(2 - InfoNCE_{a,b}(v -> v')) + (2 - InfoNCE_{a,b}(v' -> v))``, ``p1``/``t1`` the online output and
@@ -105,6 +109,7 @@ def byol_infonce_loss(p1: Tensor, t1: Tensor, p2: Tensor, t2: Tensor, temperatur
     ``negative_weight = 0`` equal to :func:`byol_loss` ``(p1, t2, p2, t1)`` (``mean(2 - 2 cos)`` per
     direction), so the scale matches BYOL's; with ``negative_weight = 1``, no predictor and the online
     network as target it is ``4 + 4 a * nt_xent(z1, z2, a)`` (SimCLR's loss, scaled by 4a, plus 4).
+    ``offset``: see :func:`infonce_alpha_beta` (targets gathered from every process).
     """
-    return (4.0 - infonce_alpha_beta(p1, t1, t2, temperature, negative_weight)
-            - infonce_alpha_beta(p2, t2, t1, temperature, negative_weight))
+    return (4.0 - infonce_alpha_beta(p1, t1, t2, temperature, negative_weight, offset)
+            - infonce_alpha_beta(p2, t2, t1, temperature, negative_weight, offset))

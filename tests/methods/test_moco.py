@@ -184,3 +184,15 @@ def test_queue_and_pointer_are_checkpointed_and_resume_exactly():
 def test_bad_values_are_config_errors_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"method.{key}"):
         _moco(**{key: value})
+
+
+def test_split_bn_groups_are_global_and_must_be_a_multiple_of_the_processes(monkeypatch):
+    """``split_bn_groups`` counts the groups over all processes: 8 on 4 processes is 2 per process; 8 on 3
+    processes is refused with a one-line error naming a size that works."""
+    from byol.runtime import dist
+
+    monkeypatch.setattr(dist, "world_size", lambda: 4)
+    assert _moco(split_bn_groups=8).local_groups == 2
+    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    with pytest.raises(ConfigError, match=r"split_bn_groups=8 .* multiple of the 3 processes.*split_bn_groups=9"):
+        _moco(split_bn_groups=8)

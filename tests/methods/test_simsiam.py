@@ -43,7 +43,7 @@ def _np_loss(p1, z2, p2, z1):
 def test_section_defaults_are_the_papers_imagenet_heads_and_ranges_are_checked():
     assert config_class("simsiam") is SimSiamConfig and METHODS["simsiam"] is SimSiam
     assert to_dict(SimSiamConfig()) == {"name": "simsiam", "proj_hidden": 2048, "proj_dim": 2048, "proj_layers": 3,
-                                        "pred_hidden": 512, "stop_gradient": True}
+                                        "pred_hidden": 512, "stop_gradient": True, "fixed_predictor_lr": True}
     for key, value, message in [("proj_layers", 0, "method.proj_layers must be >= 1, got 0"),
                                 ("pred_hidden", 0, "method.pred_hidden must be positive, got 0"),
                                 ("proj_dim", -1, "method.proj_dim must be positive, got -1")]:
@@ -157,3 +157,23 @@ def test_without_stop_gradient_simsiam_collapses_with_it_it_does_not():
     assert is_collapsed(p_free) and p_free["z_std"] < 0.1 * p_sg["z_std"]
     assert not is_collapsed(p_sg) and p_sg["z_std"] > 0.4 * p_sg["z_std_ref"]
     assert z_sg["z_std"] > 0.9 * z_sg["z_std_ref"] and z_free["z_std"] < 0.7 * z_sg["z_std"]
+
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_the_predictor_trains_at_a_fixed_lr_through_pretrain(image_folder, tmp_path, fixed):
+    """The composition root gives SimSiam's predictor a fixed-lr group (the paper's default), the rest the
+    schedule; with ``fixed_predictor_lr: false`` every group follows the schedule."""
+    from byol.train.pretrain import build_pretrain
+
+    cfg = build_config(files=[find_preset("tiny")], overrides=[
+        "method.name=simsiam", f"method.fixed_predictor_lr={str(fixed).lower()}", f"data.source={image_folder}",
+        f"data.cache_dir={tmp_path / 'cache'}"])
+    run = build_pretrain(cfg, None)
+    opt, predictor = run.trainer.opt, run.method.predictor
+    held = [g for g in opt.param_groups if "fixed_lr" in g]
+    if fixed:
+        assert {id(p) for g in held for p in g["params"]} == {id(p) for p in predictor.parameters()}
+        assert all(g["fixed_lr"] == pytest.approx(run.trainer.o.peak_lr) for g in held)
+    else:
+        assert held == []

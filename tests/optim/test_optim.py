@@ -132,3 +132,25 @@ def test_predictor_lr_mult_reaches_the_predictor_and_is_refused_without_one(tmp_
         _predictor_lr_mult(cfg, build_method(cfg.method, backbone_factory(cfg.model, 3)))
     with pytest.raises(ConfigError, match="predictor_lr_mult"):
         build_config(files=[find_preset("tiny")], overrides=["optim.predictor_lr_mult=0"])
+
+
+def test_a_fixed_lr_module_keeps_the_peak_lr_while_the_others_follow_the_schedule():
+    """SimSiam's predictor (Chen & He 2021, section 4.2): its groups hold peak lr x lr_mult at every step."""
+    import torch
+    from torch import nn
+
+    from byol.optim.optimizers import build_optimizer, set_lr
+    from byol.optim.schedules import warmup_cosine
+
+    torch.manual_seed(0)
+    body, head = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    for name in ("lars", "sgd", "adamw"):
+        opt = build_optimizer(name, [body, head], lr=0.4, weight_decay=1e-4, fixed_lr=[head], lr_mult={head: 0.5})
+        fixed = [g for g in opt.param_groups if "fixed_lr" in g]
+        assert {id(p) for g in fixed for p in g["params"]} == {id(p) for p in head.parameters()}
+        assert all(g["fixed_lr"] == pytest.approx(0.2) for g in fixed)
+        for step in (0, 3, 9):
+            lr = warmup_cosine(step, 10, 0.4, 2)
+            set_lr(opt, lr)
+            assert opt.param_groups[0]["lr"] == lr  # the plain weights: scheduled
+            assert all(g["lr"] == pytest.approx(0.2) for g in fixed)

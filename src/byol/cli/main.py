@@ -70,6 +70,7 @@ def _extra_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
     from byol.config import find_preset
+    from byol.runtime.dist import env_rank
     from byol.train.config import build_config, load_run_config
 
     if a.resume:
@@ -89,7 +90,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
                       a.device)
         preset = a.config or _default_preset(a.data, device)
         cfg = build_config(files=[find_preset(preset)], overrides=a.overrides, extra=_extra_from_args(a))
-        if not a.config:
+        if not a.config and env_rank() == 0:  # under torchrun rank 0 alone says it
             print(_preset_line(preset, cfg.method.name), file=sys.stderr)
         run_dir = Path(a.run_dir) if a.run_dir else Path("runs") / _default_name(cfg)
         if (run_dir / "checkpoints" / "last.pt").exists() and not a.overwrite:
@@ -99,8 +100,6 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 
         asked = a.batch_size is not None or any(o.startswith("optim.batch_size=") for o in a.overrides or [])
         summary = run_pretrain(cfg, run_dir, fit_batch=not a.config and not asked)
-    from byol.runtime.dist import env_rank
-
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     knn = [h["knn_top1"] for h in summary["history"] if "knn_top1" in h]

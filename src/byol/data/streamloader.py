@@ -49,7 +49,8 @@ class StreamLoader:
     across epochs, stopped by :meth:`close`); batches are pinned for CUDA with ``pin_memory``. Each batch
     holds exactly the requested indices in order, so the result does not depend on ``workers``.
     Files skipped on the way are counted (:attr:`skip_reasons`, :attr:`converted`) and, at the end of an
-    epoch that found new ones, reported as one :class:`SkippedImagesWarning` line and to ``report``.
+    epoch that found new ones, reported as one :class:`SkippedImagesWarning` line and to ``report`` (with
+    several processes: the files of all ranks, by rank 0 alone).
     """
 
     def __init__(self, dataset: StreamDataset, *, workers: int, pin_memory: bool = False,
@@ -95,10 +96,24 @@ class StreamLoader:
         for j, note in batch.notes:
             self._converted.setdefault(note, set()).add(files[j])
 
+    def _merge_ranks(self) -> None:
+        """Every rank's skipped and converted files (each streamed its own part of the epoch), on every rank."""
+        for reasons, converted in dist.all_objects((self.skip_reasons, self._converted)):
+            for name, why in reasons.items():
+                self.skip_reasons.setdefault(name, why)
+            for note, files in converted.items():
+                self._converted.setdefault(note, set()).update(files)
+
     def _report_new(self) -> None:
+        """At an epoch's end (reached by every rank at the same step): the files of every rank, reported by rank
+        0 alone (one warning line, one ``report`` call) when the epoch found new ones."""
+        if dist.world_size() > 1:
+            self._merge_ranks()
         if len(self.skip_reasons) <= self._reported:
             return
         self._reported = len(self.skip_reasons)
+        if not dist.is_main():
+            return
         skipped = self.skipped
         line = report_line(str(self.dataset.root), len(self) - len(skipped), skipped, self.skip_reasons, self.converted)
         warnings.warn(line + " (found while streaming)", SkippedImagesWarning, stacklevel=3)

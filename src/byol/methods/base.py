@@ -20,6 +20,8 @@ class Method(Protocol):
     - ``encoder`` is the backbone to evaluate and export.
     - optional class attribute ``cross_replica_bn`` (default True): whether its BN layers normalize over all
       processes when ``train.sync_bn`` is left to the method (:class:`byol.train.replicas.Replicas`).
+    - optional ``fixed_lr_modules()``: trained modules whose lr is held at the peak lr instead of following the
+      schedule (:func:`byol.optim.optimizers.param_groups`; SimSiam's predictor).
     """
 
     encoder: nn.Module

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from byol.config import MethodConfig
 from byol.config.checks import choice, ranged
 from byol.losses import byol_infonce_loss, byol_loss
+from byol.runtime import dist
 from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
                                  temperature_field)
 from byol.methods.registry import BackboneFactory, register
@@ -64,7 +65,8 @@ class BYOL(nn.Module):
     - ``target="online-sg"`` / ``"online"``: no separate target network; the online projections of the
       same forward pass serve as targets, with stop-gradient (sg(theta)) or without (theta);
     - ``negative_weight`` (beta) > 0: App. I's InfoNCE_{alpha,beta} with ``temperature`` alpha
-      (:func:`byol.losses.byol_infonce_loss`); beta = 0 is BYOL's loss.
+      (:func:`byol.losses.byol_infonce_loss`); beta = 0 is BYOL's loss. Its negatives are the targets of the
+      global batch, gathered across processes like SimCLR's projections.
     """
 
     def __init__(self, backbone_factory: BackboneFactory, config: BYOLConfig | None = None) -> None:
@@ -104,8 +106,10 @@ class BYOL(nn.Module):
         t1, t2 = self._targets(view1, view2, z1, z2)
         if self.negative_weight == 0.0:
             loss = byol_loss(p1, t2, p2, t1)
-        else:
-            loss = byol_infonce_loss(p1, t1, p2, t2, self.temperature, self.negative_weight)
+        else:  # negatives from the global batch, as SimCLR's: the targets of every process (with their gradients)
+            t1, t2 = dist.all_gather_with_grad(t1), dist.all_gather_with_grad(t2)
+            loss = byol_infonce_loss(p1, t1, p2, t2, self.temperature, self.negative_weight,
+                                     offset=dist.rank() * p1.shape[0])
         return {"loss": loss, "proj": z1.detach()}
 
     @torch.no_grad()

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from byol.config import MethodConfig
 from byol.config.checks import ranged
+from byol.errors import ConfigError
+from byol.runtime import dist
 from byol.runtime.dist import all_gather_with_grad
 from byol.losses import info_nce, l2_normalize
 from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
@@ -37,7 +39,8 @@ class MoCoConfig(MethodConfig):
     queue_size: int = ranged(65536)  #: negatives in the queue, K (MoCo v2: 65536)
     tau_base: float = decay_field(0.999)  #: the key encoder's momentum m (MoCo v2: 0.999)
     tau_schedule: str = schedule_field("constant")
-    #: BN groups of the single-process shuffling BN (8: MoCo's 8 GPUs, each normalizing its own keys)
+    #: BN groups of the shuffling BN over all processes (8: MoCo's 8 GPUs, each normalizing its own keys); with
+    #: W processes each normalizes split_bn_groups / W groups, so W must divide it
     split_bn_groups: int = ranged(8)
 
     @classmethod
@@ -77,9 +80,13 @@ class MoCo(nn.Module):
       cut the same way, and each group runs through the network on its own (its own BN statistics, like
       one GPU); the keys are then put back in order. Groups are separate forward passes rather than a
       replaced BN layer, so any injected backbone works unchanged and its state dict keeps its keys.
-      ``split_bn_groups: 1`` is plain BN over the batch (the leaky setting, for comparison). Under a
-      process group each process shuffles and splits its own batch. The query encoder's BN running
-      statistics (used for evaluation) are updated once per group.
+      ``split_bn_groups: 1`` is plain BN over the batch (the leaky setting, for comparison). The groups are
+      those of the global batch whatever the number of processes W: each process normalizes
+      ``split_bn_groups / W`` groups of its part (W must divide ``split_bn_groups``, a one-line error
+      otherwise), and the keys are shuffled over the global batch as MoCo shuffles them across GPUs (the
+      views gathered, one permutation drawn by rank 0, the keys gathered back and put in order), so the
+      loss and gradients do not depend on W. The query encoder's BN running statistics (used for
+      evaluation) are updated once per group of the process (rank 0's are the ones saved).
     """
 
     #: with several processes BN stays per process by default (``train.sync_bn``): MoCo's shuffling BN is
@@ -91,6 +98,7 @@ class MoCo(nn.Module):
         c = self.config = config or MoCoConfig()  # checked when built (its fields' ranges and choices)
         self.temperature = temperature(c, PUBLISHED_TEMPERATURE)
         self.groups = int(c.split_bn_groups)
+        self.local_groups = self._groups_per_process(dist.world_size())
         self.encoder = backbone_factory()
         self.projector = projection_head(int(self.encoder.feature_dim), c, batch_norm=False)
         self.key_encoder = momentum_twin(self.encoder)
@@ -109,18 +117,32 @@ class MoCo(nn.Module):
     def _key(self, x: Tensor) -> Tensor:
         return self.key_projector(self.key_encoder(x))
 
+    def _groups_per_process(self, world: int) -> int:
+        if self.groups % world:
+            works = world * -(-self.groups // world)  # the next multiple of the world size
+            raise ConfigError(f"method.split_bn_groups={self.groups} (MoCo's BN groups over all processes) must be a "
+                              f"multiple of the {world} processes, each normalizing split_bn_groups / {world} groups "
+                              f"of its part of the batch: e.g. --set method.split_bn_groups={works}")
+        return self.groups // world
+
     def _in_groups(self, net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """``net`` over ``split_bn_groups`` consecutive groups of ``x``, each with its own BN statistics."""
-        if self.groups == 1:
+        """``net`` over this process's consecutive groups of ``x``, each with its own BN statistics."""
+        if self.local_groups == 1:
             return net(x)
-        return torch.cat([net(part) for part in x.tensor_split(self.groups) if len(part)])
+        return torch.cat([net(part) for part in x.tensor_split(self.local_groups) if len(part)])
 
     def _shuffled_keys(self, x: Tensor) -> Tensor:
-        """The keys of ``x``, in ``x``'s order, each computed in a BN group of randomly chosen samples."""
+        """The keys of ``x``, in ``x``'s order, each computed in a BN group of randomly chosen samples of the
+        global batch (with one process: of ``x``)."""
         if self.groups == 1:
             return self._key(x)
-        perm = torch.randperm(x.shape[0], device=x.device)
-        return self._in_groups(self._key, x[perm])[torch.argsort(perm)]
+        batch = dist.gather_rows(x)
+        perm = torch.randperm(batch.shape[0], device=x.device)
+        if dist.world_size() > 1:  # rank 0's permutation: every rank takes its part of one shuffled batch
+            perm = torch.tensor(dist.rank0_values(perm.tolist()), dtype=torch.long, device=x.device)
+        mine = dist.shard(batch.shape[0])
+        keys = dist.gather_rows(self._in_groups(self._key, batch[perm][mine]))
+        return keys[torch.argsort(perm)][mine]
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         q = self._in_groups(self._query, view1)

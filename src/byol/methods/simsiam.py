@@ -18,9 +18,9 @@ from byol.methods.registry import BackboneFactory, register
 class SimSiamConfig(MethodConfig):
     """``method:`` of a SimSiam run. Defaults are the paper's ImageNet heads (section 3, "Baseline settings").
 
-    The predictor trains at the scheduled lr: the paper's fixed (never decayed) predictor lr (section 4.2,
-    Table 1c: 68.1 against 67.7) needs a per-module unscheduled lr that the optimizer does not offer
-    (docs/guide.md, "SimSiam"); ``optim.predictor_lr_mult`` scales it like BYOL's."""
+    ``fixed_predictor_lr``: the predictor's lr is held at the peak lr, never warmed up or decayed (the paper's
+    finding, section 4.2, Table 1c: 68.1 against 67.7 with a decayed one); ``optim.predictor_lr_mult`` scales
+    it like BYOL's."""
 
     name: str = "simsiam"
     proj_hidden: int = ranged(2048)  #: projector hidden width (paper: 2048, the ResNet-50's feature width)
@@ -30,6 +30,7 @@ class SimSiamConfig(MethodConfig):
     pred_hidden: int = ranged(512)  #: the predictor's bottleneck (paper: 512 = d / 4, section 3)
     #: sg(z) on the target side; false: gradients flow through both sides (section 4.1, Figure 2: collapse)
     stop_gradient: bool = True
+    fixed_predictor_lr: bool = True  #: the predictor at the peak lr throughout (false: the scheduled lr)
 
 
 def projector(in_dim: int, c: SimSiamConfig) -> nn.Sequential:
@@ -86,6 +87,9 @@ class SimSiam(nn.Module):
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.encoder, self.projector, self.predictor]
+
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        return [self.predictor] if self.config.fixed_predictor_lr else []
 
     def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
         z1 = self.projector(self.encoder(view1))

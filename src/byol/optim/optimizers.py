@@ -81,27 +81,33 @@ class LARS(Optimizer):
 
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float,
-                 lr_mult: Mapping[nn.Module, float] | None = None) -> list[dict]:
+                 lr_mult: Mapping[nn.Module, float] | None = None, fixed_lr: Iterable[nn.Module] = (),
+                 lr: float = 0.0) -> list[dict]:
     """Split parameters into (weights: decayed, LARS-adapted) and (biases/norm params: neither).
 
     ``lr_mult``: modules whose parameters train at a multiple of the scheduled lr (e.g. BYOL's predictor):
-    they get groups of their own with an ``lr_mult`` key that :func:`set_lr` applies. The first group is
-    always the plain weights, whose lr is the scheduled one (what the loop logs)."""
+    they get groups of their own with an ``lr_mult`` key that :func:`set_lr` applies. ``fixed_lr``: modules
+    whose lr is not scheduled but held at the peak ``lr`` (times their ``lr_mult``) from the first step to the
+    last (SimSiam's predictor, Chen & He 2021, section 4.2): groups with a ``fixed_lr`` key. The first group
+    is always the plain weights, whose lr is the scheduled one (what the loop logs)."""
     mults = {id(p): m for mod, m in (lr_mult or {}).items() for p in mod.parameters() if m != 1.0}
-    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
+    fixed = {id(p) for mod in fixed_lr for p in mod.parameters()}
+    groups: dict[tuple[float, bool, bool], list] = {(1.0, False, True): [], (1.0, False, False): []}
     seen: set[int] = set()
     for module in modules:
         for p in module.parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            groups.setdefault((mults.get(id(p), 1.0), p.ndim > 1), []).append(p)
+            groups.setdefault((mults.get(id(p), 1.0), id(p) in fixed, p.ndim > 1), []).append(p)
     out = []
-    for (mult, decayed), params in groups.items():
+    for (mult, held, decayed), params in groups.items():
         group = {"params": params, "weight_decay": weight_decay if decayed else 0.0, "lars_exclude": not decayed}
         if mult != 1.0:
             group["lr_mult"] = mult
-        if params or mult == 1.0:
+        if held:
+            group["fixed_lr"] = lr * mult
+        if params or (mult == 1.0 and not held):
             out.append(group)
     return out
 
@@ -119,10 +125,11 @@ def build_optimizer(
     eta: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     lr_mult: Mapping[nn.Module, float] | None = None,
+    fixed_lr: Iterable[nn.Module] = (),
 ) -> Optimizer:
     """Build an optimizer over ``modules`` with the bias/BN exclusion groups. ``lr`` is the peak lr;
-    ``lr_mult`` as in :func:`param_groups`."""
-    groups = param_groups(modules, weight_decay, lr_mult)
+    ``lr_mult`` and ``fixed_lr`` as in :func:`param_groups`."""
+    groups = param_groups(modules, weight_decay, lr_mult, fixed_lr, lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta)
     # torch optimizers ignore the extra 'lars_exclude' key in the groups.
@@ -134,6 +141,7 @@ def build_optimizer(
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:
-    """The scheduled ``lr`` on every group, times the group's ``lr_mult`` where it has one."""
+    """The scheduled ``lr`` on every group, times the group's ``lr_mult`` where it has one; a ``fixed_lr`` group
+    keeps its own."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        group["lr"] = group["fixed_lr"] if "fixed_lr" in group else lr * group.get("lr_mult", 1.0)

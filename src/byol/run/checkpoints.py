@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,14 +232,36 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
-    """The random states a resume must restore: torch's, CUDA's (if any) and the views' generator."""
+    """The random states a resume must restore: torch's, CUDA's (if any) and the views' generator (with the
+    type of its device: a CPU generator's state and a CUDA one's differ in kind and size)."""
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "augment": gen.get_state()}
+            "augment": gen.get_state(), "augment_device": gen.device.type}
 
 
-def restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
+def restore_rng(rng: dict[str, Any], gen: torch.Generator, *, reseed: int) -> None:
+    """Put back the states of :func:`rng_state`. What cannot be put back does not stop the resume: a run
+    resumed on another device type (``device: auto`` picks CUDA or the CPU by what is there) gets a fresh
+    view generator seeded with ``reseed``, one with fewer visible GPUs the CUDA states of those it has; one
+    warning says the random stream is not continued exactly."""
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    gen.set_state(rng["augment"].to(gen.get_state().device))
+    notes = []
+    cuda = rng.get("cuda")
+    if cuda and torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        for i, state in enumerate(cuda[:visible]):
+            torch.cuda.set_rng_state(state, i)
+        if len(cuda) > visible:
+            notes.append(f"it holds the CUDA random states of {len(cuda)} GPUs and {visible} are visible")
+    state, saved_on = rng["augment"], rng.get("augment_device")
+    mine = gen.get_state()
+    if saved_on not in (None, gen.device.type) or state.numel() != mine.numel():
+        notes.append(f"its view generator ran on {saved_on or 'another device type'} and this run's is on "
+                     f"{gen.device.type}")
+        gen.manual_seed(reseed)
+    else:
+        gen.set_state(state.to(mine.device))
+    if notes:
+        warnings.warn(f"resuming from a checkpoint whose random state cannot be continued exactly ({'; '.join(notes)}):"
+                      " training continues with fresh random draws, so it will not repeat the original run bit for "
+                      "bit", stacklevel=2)

@@ -10,6 +10,7 @@ collective runs, so single-process results are unchanged. Layer 0: imports only 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -89,12 +90,60 @@ def barrier() -> None:
 
 @contextmanager
 def main_first() -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. decoding a data set into its cache), the other ranks after it."""
+    """Rank 0 runs the block first (e.g. decoding a data set into its cache), the other ranks after it.
+
+    A failure leaves every rank with the same error: when rank 0's block raises, the other ranks raise its
+    error without running the block; when another rank's raises, every rank raises the first failing rank's
+    (so no rank goes on alone to a collective the others never reach). With one process: just the block."""
+    if world_size() == 1:
+        yield
+        return
     if not is_main():
-        barrier()
-    yield
+        first = _rank0_object(None)
+        if first is not None:
+            raise first
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised here too
+        mine: BaseException | None = exc
+    else:
+        mine = None
     if is_main():
-        barrier()
+        _rank0_object(_portable(mine))
+        if mine is not None:
+            raise mine
+    failed = [e for e in all_objects(_portable(mine)) if e is not None]
+    if mine is not None:
+        raise mine
+    if failed:
+        raise failed[0]
+
+
+def _portable(exc: BaseException | None) -> BaseException | None:
+    """``exc`` as it can travel to another process: itself when it pickles, else a RuntimeError with its text."""
+    if exc is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any exception that does not survive pickling
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _rank0_object(obj: object) -> object:
+    """Rank 0's ``obj`` (any picklable value) on every rank."""
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)  # torch stages it on the current GPU with NCCL
+    return box[0]
+
+
+def all_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (any picklable value), in rank order (``[obj]`` with one process)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
 
 
 # -- agreement: every rank takes the same decision -----------------------------------------------

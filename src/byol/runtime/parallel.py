@@ -14,6 +14,7 @@ all-reduces (gloo); the tests of multi-process training run on it.
 
 from __future__ import annotations
 
+import inspect
 from itertools import chain
 
 import torch
@@ -103,7 +104,16 @@ def wrap_ddp(method: nn.Module, trained: list[nn.Module], device: torch.device, 
     ignore = [n for n, t in chain(method.named_parameters(), method.named_buffers()) if id(t) not in mine]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, ignore)
     ids = [device.index] if device.type == "cuda" and device.index is not None else None
-    return DistributedDataParallel(method, device_ids=ids, broadcast_buffers=broadcast_buffers)
+    return DistributedDataParallel(method, device_ids=ids, **_buffer_sync(broadcast_buffers))
+
+
+def _buffer_sync(each_forward: bool) -> dict[str, bool]:
+    """DDP's argument for copying rank 0's buffers before each forward: ``forward_sync_buffers`` where torch has
+    it (it deprecates ``broadcast_buffers`` with a FutureWarning in every process), else ``broadcast_buffers``.
+    The new one also copies them once at start, which changes nothing here: :func:`wrap_ddp` just did."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": each_forward}
+    return {"broadcast_buffers": each_forward}
 
 
 __all__ = ["CrossReplicaBatchNorm", "convert_sync_bn", "wrap_ddp"]

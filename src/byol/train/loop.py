@@ -93,7 +93,8 @@ class Trainer:
         self.skipped_steps = 0  #: optimizer steps the gradient scaler skipped (inf/NaN gradients) in this fit
         self._collapse_warned = False
         self._saved_step: int | None = None  #: the step of the last checkpoint written or loaded
-        self._stop_requested = False
+        self._stop_asked = False  #: this process was asked to stop (a signal, :meth:`request_stop`)
+        self._stop_agreed = False  #: the ranks agreed to stop (some rank was asked; not this process's signal)
         self.stop_reason = ""
         self.plan_warning: str | None = None  #: the short-plan warning of a budgeted run, if it had one
         self._bar: Any = None  # the progress bar of the running fit (tqdm), if any
@@ -103,11 +104,11 @@ class Trainer:
 
     def request_stop(self) -> None:
         """Ask the loop to save and stop at the next step boundary (what SIGINT/SIGTERM do)."""
-        self._stop_requested = True
+        self._stop_asked = True
 
     def _stop_on_signals(self) -> Any:
-        """First Ctrl-C / SIGTERM / SIGUSR1: stop cleanly at the step boundary; a second one: stop at once."""
-        return stop_on_signals(lambda: self._stop_requested, self.request_stop)
+        """First Ctrl-C / SIGTERM / SIGUSR1 to this process: stop at the step boundary; a second one to it: at once."""
+        return stop_on_signals(lambda: self._stop_asked, self.request_stop)
 
     def schedule_position(self) -> tuple[float, int]:
         """(position, K) at which the lr and the method's schedules are read for the current step."""
@@ -142,7 +143,7 @@ class Trainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
-        restore_rng(ckpt["rng"], self.gen)
+        restore_rng(ckpt["rng"], self.gen, reseed=self.o.seed * 1000 + self.state.step)
         self._saved_step = self.state.step
 
     def _halt(self, what: str) -> TrainingError:
@@ -317,14 +318,15 @@ class Trainer:
         logger = JsonlLogger(self.run_dir if dist.is_main() else None)
         self._begin()
         micro_batches = self._micro_batches()
-        with self._stop_on_signals():
+        with self._stop_on_signals():  # the final evaluation and save included: a first signal there waits
             while st.step < st.total_steps:
-                if self._stop_requested:
+                # one process: when asked; several: once agreed (a rank leaving alone would hang the others)
+                if self._stop_agreed if self.world > 1 else self._stop_asked:
                     self.stop_reason = f"interrupted at step {st.step}"
                     break
                 if self._train_step(micro_batches, logger):
                     break
-        return self._finish(logger)
+            return self._finish(logger)
 
     def _warn_short_plan(self) -> None:
         """Say if the first plan made from the measured pace is too short to learn. Only the first: warning
@@ -365,8 +367,8 @@ class Trainer:
                 self._bar.update(1)
             self._maybe_eval(logger)
         # rank 0's budget decision and any rank's stop request (a signal may reach one process only)
-        exhausted, self._stop_requested = self.replicas.agree(
-            self.budget.exhausted(st.elapsed) and st.step < st.total_steps, self._stop_requested)
+        exhausted, self._stop_agreed = self.replicas.agree(
+            self.budget.exhausted(st.elapsed) and st.step < st.total_steps, self._stop_asked)
         if exhausted:
             self._check_budget_fits(step_seconds)
             self.stop_reason = f"budget reached at step {st.step} of {st.total_steps}"

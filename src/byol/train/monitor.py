@@ -94,12 +94,17 @@ class KnnMonitor:
     def __call__(self, encoder: nn.Module) -> dict[str, float]:
         """kNN top-1 of ``encoder``; with several processes each extracts the features of its part of the
         bank and the queries, and all of them are gathered (every rank returns the same accuracy)."""
-        kw = dict(size=self.size, mean=self.mean, std=self.std, device=self.device)
-        bank, queries = self.bank[dist.shard(len(self.bank))], self.queries[dist.shard(len(self.queries))]
-        fb = dist.gather_rows(extract_features(encoder, bank, **kw))
-        fq = dist.gather_rows(extract_features(encoder, queries, **kw))
+        fb, fq = self._features(encoder, self.bank), self._features(encoder, self.queries)
         res = knn_eval(fb, self.bank_labels, fq, self.query_labels, k=(self.k,))
         return {"knn_top1": float(next(iter(res.values())))}
+
+    def _features(self, encoder: nn.Module, images: Tensor) -> Tensor:
+        """The features of ``images``: each rank's part, gathered; fewer images than processes, all on every
+        rank (an empty part would make that rank alone fail while the others wait in the gather)."""
+        kw = dict(size=self.size, mean=self.mean, std=self.std, device=self.device)
+        if len(images) < dist.world_size():
+            return extract_features(encoder, images, **kw)
+        return dist.gather_rows(extract_features(encoder, images[dist.shard(len(images))], **kw))
 
 
 def knn_monitor(

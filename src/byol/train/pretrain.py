@@ -143,7 +143,8 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
     options = LoopOptions.from_config(cfg.train, cfg.optim, evaluate_every=evaluate_every)
     opt = build_optimizer(cfg.optim.name, method.trainable_modules(), lr=options.peak_lr,
                           weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta,
-                          lr_mult=_predictor_lr_mult(cfg, method))
+                          lr_mult=_predictor_lr_mult(cfg, method),
+                          fixed_lr=method.fixed_lr_modules() if hasattr(method, "fixed_lr_modules") else ())
     data = _batch_source(train, stream, device, run_dir)
     resolved = to_dict(cfg)
     resolved["data"]["mean"], resolved["data"]["std"] = mean, std
@@ -158,9 +159,9 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
 def _batch_source(train: ImageSet, stream: StreamSource | None, device: torch.device,
                   run_dir: Path | None) -> BatchSource:
     """The training loop's batches: the decoded images (small sets live on the accelerator), or the stream's
-    loader (files found unusable while streaming rewrite the run's ``skipped_files.txt``)."""
+    loader (files found unusable while streaming, by any rank, rewrite the run's ``skipped_files.txt``: rank 0)."""
     if stream is not None:
-        report = functools.partial(write_skipped, run_dir) if run_dir else None
+        report = functools.partial(write_skipped, run_dir) if run_dir and dist.is_main() else None
         return stream_loader(stream, pin_memory=device.type == "cuda", report=report)
     images = train.images
     if device.type != "cpu" and images.numel() < 2 * 1024**3:
