@@ -1,5 +1,6 @@
-"""``byol pretrain --method simclr|moco|simsiam`` end to end on generated images: the loss goes down, an interrupted
-run resumes to the same weights (MoCo's queue included), and the optimizer never sees a momentum network."""
+"""``byol pretrain --method simclr|moco|simsiam|barlowtwins`` end to end on generated images: the loss goes down,
+an interrupted run resumes to the same weights (MoCo's queue included), and the optimizer never sees a momentum
+network."""
 
 import json
 import math
@@ -61,23 +62,27 @@ def _spy_trainer(monkeypatch, seen, stop_after=None):
     monkeypatch.setattr(pretrain, "Trainer", spy)
 
 
-MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "simsiam": ()}
+MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "simsiam": (), "barlowtwins": ()}
 
 # The tiny preset's 28 steps show a falling loss for SimCLR as is. MoCo's loss first *rises* while real keys
 # replace the queue's random vectors, so its test uses a queue of 2 batches (full from step 3), keys that follow
 # faster, 2 BN groups of 8, milder views and SGD, and compares only logs taken with a full queue. SimSiam's
 # negative cosine barely moves in 28 steps of the tiny preset's LARS (-0.02 -> -0.04, noise-sized): SGD at a
 # higher lr, a bottleneck predictor (32 -> 8 -> 32) and the same milder views take it from -0.02 to about -0.5.
+# Barlow Twins' loss (d = 16, C from 16 pairs) does not fall in 28 steps of the tiny preset's views (measured:
+# 18.1 ... 13.0, no trend); with the milder views it does (8.4 ... 2.8), the tiny preset's LARS otherwise unchanged.
+MILD_VIEWS = ["views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"]
 SETTINGS = {
     "simclr": [],
     "simsiam": ["optim.name=sgd", "optim.base_lr=4.0", "method.proj_dim=32", "method.pred_hidden=8",
-                "views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"],
+                *MILD_VIEWS],
+    "barlowtwins": MILD_VIEWS,
     "moco": ["method.queue_size=32", "method.tau_base=0.99", "method.split_bn_groups=2", "optim.name=sgd",
-             "optim.base_lr=2.0", "views.both.crop_scale=[0.6,1.0]", "views.both.jitter_p=0", "views.both.gray_p=0"],
+             "optim.base_lr=2.0", *MILD_VIEWS],
 }
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
 def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, image_folder, tmp_path, monkeypatch):
     common = ["pretrain", "--config", "tiny", "--method", method, "--data", image_folder, "--set", "train.epochs=4",
               "--set", "train.knn_every=0", "--set", f"data.cache_dir={tmp_path / 'cache'}"]

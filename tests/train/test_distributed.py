@@ -129,12 +129,13 @@ def test_two_processes_train_like_one(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
 def test_other_methods_train_one_model_over_two_processes(image_folder, tmp_path, method):
     """SimCLR (negatives gathered with gradients, cross-replica BN), SimSiam (nothing gathered: per-view
-    cross-replica BN and DDP's averaged gradients) and MoCo (2 shuffling-BN groups over the global batch: 1 per
-    process, the keys shuffled across processes; the keys of both ranks enqueued) equal their single-process
-    runs, and keep one model (and MoCo one queue) on both ranks."""
+    cross-replica BN and DDP's averaged gradients), Barlow Twins (C summed over processes, cross-replica BN) and
+    MoCo (2 shuffling-BN groups over the global batch: 1 per process, the keys shuffled across processes; the
+    keys of both ranks enqueued) equal their single-process runs, and keep one model (and MoCo one queue) on
+    both ranks."""
     overrides = _overrides(image_folder, tmp_path, **{"method.name": method, "train.epochs": 1, "optim.accum_steps": 1,
                                                       "method.split_bn_groups": 2, "method.queue_size": 64,
                                                       "train.verdict": "false", "train.knn_every": 0})

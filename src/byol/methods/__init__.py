@@ -2,6 +2,7 @@
 (:data:`METHODS`, :func:`build_method`), each with its own config section (:data:`CONFIGS`). Importing this
 package registers every method: a new method is one module here and its import line below."""
 
+from byol.methods.barlowtwins import BarlowTwins, BarlowTwinsConfig  # noqa: F401 (registers it)
 from byol.methods.base import Method
 from byol.methods.byol import BYOL, BYOLConfig
 from byol.methods.moco import MoCo, MoCoConfig
