@@ -85,7 +85,8 @@ def test_pretrain_on_train_plus_unlabeled(tmp_path, labeled_images, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == (120 + 40) // 16  # both parts are pretrained on
     assert (summary["verdict"]["queries"], summary["verdict"]["bank"]) == (12, 108)  # labels: train's only
-    assert summary["history"][-1]["knn_top1"] >= 0
+    # 3 balanced classes: a constant (collapsed) encoder's kNN scores chance, 33%; this run scores 100%
+    assert summary["history"][-1]["knn_top1"] > 60
     import yaml
 
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["split"] == "train+unlabeled"
