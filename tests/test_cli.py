@@ -132,7 +132,7 @@ def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tm
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(math.isfinite(v) for v in losses)
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert not any("_orig_mod" in k for k in ckpt["method"])
     enc, _ = load_encoder(run)  # loads into a plain (uncompiled) encoder
     assert enc.feature_dim > 0

@@ -59,7 +59,7 @@ def test_interrupt_then_resume_is_bitwise_identical(labeled_images, tmp_path):
     assert ckpt_path.is_file()
 
     resumed = _trainer(images, tmp_path / "part")
-    resumed.load(torch.load(ckpt_path, weights_only=False))
+    resumed.load(torch.load(ckpt_path, weights_only=True))
     assert resumed.state.step == 5
     res2 = resumed.fit()
     assert res2["steps"] == res_full["steps"]
@@ -83,7 +83,7 @@ def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
     for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch"):
         assert key in steps[-1]
     assert steps[0]["lr"] == 0.0  # warmup starts at 0
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert {"method", "optimizer", "state", "rng", "config"} <= set(ckpt)
     assert ckpt["state"]["step"] == len(images) // 16
     assert list((tmp_path / "tb").iterdir())
