@@ -1,8 +1,12 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+
+#: where the Debian package dataset-fashion-mnist (what `make data` installs) puts the four IDX files
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Deterministic, small-footprint tests on the 2-core CI machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -161,3 +165,18 @@ class ResumeChecks:
 @pytest.fixture
 def resume_checks() -> type[ResumeChecks]:
     return ResumeChecks
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist_dir() -> Path:
+    """The real Fashion-MNIST folder. Where it is missing the test is skipped with the way to install it,
+    except under ``BYOL_REQUIRE_REAL_DATA=1`` (set by ``.ci/run``): there the test fails, so CI cannot pass
+    with the real-data tests silently skipped."""
+    from byol.data import torchvision_sets
+
+    if all((REAL_FASHION_MNIST / f"{stem}.gz").is_file() for stem in torchvision_sets.FASHION_MNIST_FILES):
+        return REAL_FASHION_MNIST
+    message = f"real Fashion-MNIST not installed in {REAL_FASHION_MNIST} (`make data` as root, or apt-get install dataset-fashion-mnist)"
+    if os.environ.get("BYOL_REQUIRE_REAL_DATA") == "1":
+        pytest.fail(f"{message}; BYOL_REQUIRE_REAL_DATA=1 requires it", pytrace=False)
+    pytest.skip(message)
