@@ -1,8 +1,12 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+
+#: where the Debian package dataset-fashion-mnist (what `make data` installs) puts the four IDX files
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Deterministic, small-footprint tests on the 2-core CI machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -100,3 +104,79 @@ def junk_folder(tmp_path):
     converted = {"upscaled (smaller than 16 px)": 1, "CMYK to RGB": 1, "16-bit or float to 8-bit": 1,
                  "palette to RGB": 1, "transparency composited on black": 1}
     return root, {"used": used, "skipped": skipped, "converted": converted}
+
+
+def _timed(key) -> bool:
+    """A measured duration (``elapsed``, ``eval_seconds``, ...): never equal between two runs."""
+    return isinstance(key, str) and (key == "elapsed" or key.endswith("seconds"))
+
+
+def _assert_equal_nested(a, b, where: str) -> None:
+    """``a`` and ``b`` (nested dicts/lists of tensors and plain values) are equal, tensors bit for bit, but
+    for the measured durations in them."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, where
+        same = torch.equal(a, b)  # (not in the assert: pytest would print both tensors)
+        assert same, f"{where} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            if not _timed(k):
+                _assert_equal_nested(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+class ResumeChecks:
+    """What a resume test asserts beyond equal weights (seeded runs retrained from step 0 end equal too):
+    where each resumed process started, and that the optimizer, the random states and the loop state equal
+    an uninterrupted run's."""
+
+    @staticmethod
+    def metrics_size(run) -> int:
+        """Where the next process's rows will start in ``run/metrics.jsonl`` (its size in bytes)."""
+        f = run / "metrics.jsonl"
+        return f.stat().st_size if f.exists() else 0
+
+    @staticmethod
+    def first_logged_step(run, offset: int) -> int:
+        """The step of the first loss row appended to ``run/metrics.jsonl`` after byte ``offset``: a resumed
+        process logs the step after its checkpoint's first (a run that ignored the checkpoint: step 1)."""
+        import json
+
+        with open(run / "metrics.jsonl", "rb") as fh:
+            fh.seek(offset)
+            rows = [json.loads(line) for line in fh.read().decode().splitlines() if line.strip()]
+        return next(r["step"] for r in rows if "loss" in r)
+
+    @staticmethod
+    def assert_same_training_state(a: dict, b: dict) -> None:
+        """Two checkpoints hold the same method, optimizer (momenta, lr), random states and loop position."""
+        for key in ("method", "optimizer", "scaler", "state"):
+            _assert_equal_nested(a[key], b[key], key)
+        for key in ("torch", "augment", "augment_device"):
+            _assert_equal_nested(a["rng"][key], b["rng"][key], f"rng.{key}")
+
+
+@pytest.fixture
+def resume_checks() -> type[ResumeChecks]:
+    return ResumeChecks
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist_dir() -> Path:
+    """The real Fashion-MNIST folder. Where it is missing the test is skipped with the way to install it,
+    except under ``BYOL_REQUIRE_REAL_DATA=1`` (set by ``.ci/run``): there the test fails, so CI cannot pass
+    with the real-data tests silently skipped."""
+    from byol.data import torchvision_sets
+
+    if all((REAL_FASHION_MNIST / f"{stem}.gz").is_file() for stem in torchvision_sets.FASHION_MNIST_FILES):
+        return REAL_FASHION_MNIST
+    message = f"real Fashion-MNIST not installed in {REAL_FASHION_MNIST} (`make data` as root, or apt-get install dataset-fashion-mnist)"
+    if os.environ.get("BYOL_REQUIRE_REAL_DATA") == "1":
+        pytest.fail(f"{message}; BYOL_REQUIRE_REAL_DATA=1 requires it", pytrace=False)
+    pytest.skip(message)

@@ -85,7 +85,8 @@ def test_pretrain_on_train_plus_unlabeled(tmp_path, labeled_images, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == (120 + 40) // 16  # both parts are pretrained on
     assert (summary["verdict"]["queries"], summary["verdict"]["bank"]) == (12, 108)  # labels: train's only
-    assert summary["history"][-1]["knn_top1"] >= 0
+    # 3 balanced classes: a constant (collapsed) encoder's kNN scores chance, 33%; this run scores 100%
+    assert summary["history"][-1]["knn_top1"] > 60
     import yaml
 
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["split"] == "train+unlabeled"
@@ -131,7 +132,7 @@ def test_pretrain_with_compile_trains_and_keeps_checkpoint_keys(image_folder, tm
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(math.isfinite(v) for v in losses)
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert not any("_orig_mod" in k for k in ckpt["method"])
     enc, _ = load_encoder(run)  # loads into a plain (uncompiled) encoder
     assert enc.feature_dim > 0

@@ -12,8 +12,6 @@ from byol.data import DATASET_STATS, load_images
 from byol.data import torchvision_sets
 from byol.errors import DataError
 
-REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
-
 
 @pytest.fixture(autouse=True)
 def _no_system_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,10 +87,8 @@ def test_corrupt_gz_is_a_data_error(tmp_path: Path, fake_fashion) -> None:
 
 
 @pytest.mark.slow
-def test_real_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not all((REAL_DIR / f"{stem}.gz").is_file() for stem in torchvision_sets.FASHION_MNIST_FILES):
-        pytest.skip(f"real Fashion-MNIST not installed in {REAL_DIR} (apt-get install dataset-fashion-mnist)")
-    monkeypatch.setattr(torchvision_sets, "SYSTEM_FASHION_MNIST_DIR", REAL_DIR)
+def test_real_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_fashion_mnist_dir: Path) -> None:
+    monkeypatch.setattr(torchvision_sets, "SYSTEM_FASHION_MNIST_DIR", real_fashion_mnist_dir)
     train = load_images("fashion-mnist", cache_dir=tmp_path)
     assert train.images.shape == (60000, 1, 28, 28)
     assert train.labels is not None and train.labels.bincount().tolist() == [6000] * 10

@@ -1,4 +1,6 @@
-"""Reading the real CIFAR-10 JPEG zip (slow; skipped where the file is absent)."""
+"""Reading the real CIFAR-10 JPEG zip (slow; skipped where the file is absent). The zip is looked for in
+the development and CI machines' shared data folder beside the checkout (``../shared/datasets``), wherever
+the checkout is."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 
 from byol.data import DATASET_STATS, channel_stats, load_images
 
-CIFAR_ZIP = Path("/work/shared/datasets/cifar10-jpeg.zip")
+CIFAR_ZIP = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10-jpeg.zip"
 
 
 @pytest.mark.slow

@@ -134,7 +134,9 @@ def test_cli_finetune_with_scratch_baseline(tiny_run, tmp_path, capsys):
     card = json.loads((out / "finetune-imgs-30.json").read_text())
     assert card["protocol"] == "finetune" and card["hyperparameters"]["labels"] == "30"
     assert card["metrics"]["top1"] > 60  # 3 classes: chance is 33%
-    assert card["baseline"]["name"] == "scratch" and 0 <= card["baseline"]["metrics"]["top1"] <= 100
+    # the scratch network learns these 3 classes from 30 labels too (100% here): a baseline that trained
+    # nothing (or a constant prediction) scores chance, 33% of the 24 balanced test images
+    assert card["baseline"]["name"] == "scratch" and card["baseline"]["metrics"]["top1"] > 60
     assert card["splits"]["labeled"] == 30 and card["splits"]["test"] == 24
     assert card["hyperparameters"]["lr"] in (0.05, 0.1) and card["encoder"]["kind"] == "checkpoint"
     sub = json.loads(open(card["label_subset"]).read())

@@ -91,7 +91,12 @@ def test_linear_eval_picks_argmax_of_val_accuracy_with_ties_to_larger_l2():
     best = max(accs.values())
     assert res["l2"] == max(l for l, a in accs.items() if a == best)
     assert res["n_train"] == 400 and res["n_test"] == 200 and "top5" not in res
-    assert 0.0 <= res["top1"] <= 100.0
+    # the refit on all 400 at the chosen l2 scores what sklearn's converged fit at that l2 scores (83.5% here;
+    # the other l2 values give 86.5, 86 and 65.5%, chance is 33%); 0.5 points: one of the 200 test points
+    a, t = standardize(x[:400], x[400:])
+    clf = LogisticRegression(C=1.0 / (400 * res["l2"]), tol=1e-10, max_iter=20000).fit(a.numpy(), y[:400].numpy())
+    theirs = clf.score(t.numpy(), y[400:].numpy()) * 100
+    assert abs(res["top1"] - theirs) <= 0.5
 
 
 def test_noisy_few_sample_problem_selects_a_larger_penalty_than_a_clean_one():

@@ -207,7 +207,8 @@ def test_cli_sgd_protocol_writes_a_card_and_keeps_the_lbfgs_one(tiny_run, tmp_pa
     assert hp["epochs"] == 4 and hp["batch_size"] == 16 and hp["steps"] == 4 * (96 // 16)
     assert hp["augment"].startswith("random resized crop (area 0.5-1)") and hp["bn"].startswith("eval mode")
     assert card["splits"]["train"] == 96 and card["splits"]["test"] == 24 and card["splits"]["val"] == 9
-    assert 0 <= card["metrics"]["top1"] <= 100 and "top5" not in card["metrics"]  # 3 classes
+    # 3 balanced classes: a probe that fits nothing scores 33%; 4 epochs of SGD on these features score 92% here
+    assert card["metrics"]["top1"] > 60 and "top5" not in card["metrics"]  # 3 classes: no top-5
     assert main(["eval", "linear", "--checkpoint", str(run), "--out-dir", str(out), "--no-cache"]) == 0
     assert json.loads((out / "linear-imgs.json").read_text())["protocol"] == "linear"
     assert (out / "linear-sgd-imgs.json").is_file()

@@ -15,6 +15,7 @@ from byol.config import PRESETS_DIR, find_preset
 from byol.train.config import build_config, validate_pretrain
 from byol.methods import build_method, method_names
 from byol.models import build_backbone
+from byol.run.checkpoints import read_checkpoint
 
 
 @pytest.fixture
@@ -83,7 +84,8 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
-def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, image_folder, tmp_path, monkeypatch):
+def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, image_folder, tmp_path, monkeypatch,
+                                                                     resume_checks):
     common = ["pretrain", "--config", "tiny", "--method", method, "--data", image_folder, "--set", "train.epochs=4",
               "--set", "train.knn_every=0", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     for setting in SETTINGS[method]:
@@ -115,14 +117,15 @@ def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, ima
     with monkeypatch.context() as mp:
         _spy_trainer(mp, {}, stop_after=9)
         assert _run([*common, "--run-dir", part]) == 0
-    assert torch.load(part / "checkpoints" / "last.pt", weights_only=False)["state"]["step"] == 9
+    assert read_checkpoint(part / "checkpoints" / "last.pt")["state"]["step"] == 9
+    offset = resume_checks.metrics_size(part)
     assert _run(["pretrain", "--resume", part]) == 0
-    a = torch.load(full / "checkpoints" / "last.pt", weights_only=False)["method"]
-    b = torch.load(part / "checkpoints" / "last.pt", weights_only=False)["method"]
-    assert a.keys() == b.keys()
+    # the resumed process started at step 9 (logs every 2 steps: its first row is step 10; from scratch: 2)
+    assert resume_checks.first_logged_step(part, offset) == 10
+    a, b = (read_checkpoint(r / "checkpoints" / "last.pt") for r in (full, part))
     if method == "moco":
-        assert {"queue", "queue_ptr"} <= a.keys() and int(a["queue_ptr"]) == 28 * 16 % 32
-    assert all(torch.equal(a[k], b[k]) for k in a)
+        assert {"queue", "queue_ptr"} <= a["method"].keys() and int(a["method"]["queue_ptr"]) == 28 * 16 % 32
+    resume_checks.assert_same_training_state(a, b)  # weights (and queue), optimizer, random states, position
 
 
 def test_method_flag_is_refused_on_resume_and_unknown_names_are_one_line_errors(image_folder, tmp_path, capsys):

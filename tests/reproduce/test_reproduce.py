@@ -33,7 +33,9 @@ def test_every_study_runs_records_skips_and_reports(split_folder, tmp_path, caps
         assert "| setting |" in md and "not run yet" not in md and "## The paper's claims, checked" in md
         assert (out / f"{name}.png").stat().st_size > 5000
     records = [json.loads(p.read_text()) for p in cells]
-    assert all(0.0 <= r["knn"] <= 100.0 and 0.0 <= r["linear"] <= 100.0 for r in records)
+    # 3 balanced classes (12 test images each): a constant encoder or a probe that fits nothing scores 33%;
+    # every cell scores 100% here (2 epochs do not collapse even the collapse cells on these easy images)
+    assert all(r["knn"] > 60 and r["linear"] > 60 for r in records), [(r["knn"], r["linear"]) for r in records]
     mtimes = {p: p.stat().st_mtime_ns for p in cells}
     capsys.readouterr()
 

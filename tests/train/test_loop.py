@@ -59,7 +59,7 @@ def test_interrupt_then_resume_is_bitwise_identical(labeled_images, tmp_path):
     assert ckpt_path.is_file()
 
     resumed = _trainer(images, tmp_path / "part")
-    resumed.load(torch.load(ckpt_path, weights_only=False))
+    resumed.load(torch.load(ckpt_path, weights_only=True))
     assert resumed.state.step == 5
     res2 = resumed.fit()
     assert res2["steps"] == res_full["steps"]
@@ -83,7 +83,7 @@ def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
     for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch"):
         assert key in steps[-1]
     assert steps[0]["lr"] == 0.0  # warmup starts at 0
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert {"method", "optimizer", "state", "rng", "config"} <= set(ckpt)
     assert ckpt["state"]["step"] == len(images) // 16
     assert list((tmp_path / "tb").iterdir())
@@ -242,7 +242,13 @@ def test_bf16_training_follows_fp32(labeled_images, tmp_path):
         losses[amp] = torch.tensor([r["loss"] for r in rows if "loss" in r])
     assert len(losses["off"]) == len(losses["bf16"]) >= 6
     assert not torch.equal(losses["off"], losses["bf16"])  # bf16 really ran
-    torch.testing.assert_close(losses["bf16"], losses["off"], atol=0.05, rtol=0.05)
+    # Measured (view seeds 0, 1, 2; losses 3.8-5.3): the first step (same weights, same views, only the bf16
+    # forward differs) is within 0.1% of fp32; along the run the trajectories drift apart by at most 0.078
+    # (mean 0.032). A run on other views (another seed: a wrong result) is 1.8-2.4% off at step 1 and differs
+    # by 0.36-0.45 at its worst step, 0.22 on average; the old 5% tolerance (0.25 here) let much of that pass.
+    torch.testing.assert_close(losses["bf16"][0], losses["off"][0], rtol=0.005, atol=0.0)
+    drift = (losses["bf16"] - losses["off"]).abs()
+    assert drift.max() < 0.12 and drift.mean() < 0.06, drift
 
 
 def test_loop_options_come_from_the_config_whose_defaults_are_the_only_ones():

@@ -4,7 +4,6 @@ interrupted streamed run resumed from its checkpoint ends bitwise equal to an un
 import json
 
 import pytest
-import torch
 
 from byol.run.checkpoints import read_checkpoint
 from byol.cli import main
@@ -21,7 +20,8 @@ def _args(folder, run, tmp_path, *extra):
             "--set", "train.ckpt_every=4", "--threads", 1, *extra]
 
 
-def test_pretrain_streams_through_the_cli_and_resumes_bitwise(image_folder, tmp_path, monkeypatch, capsys):
+def test_pretrain_streams_through_the_cli_and_resumes_bitwise(image_folder, tmp_path, monkeypatch, capsys,
+                                                              resume_checks):
     full = tmp_path / "full"
     assert _run(_args(image_folder, full, tmp_path)) == 0
     summary = json.loads((full / "summary.json").read_text())
@@ -46,11 +46,13 @@ def test_pretrain_streams_through_the_cli_and_resumes_bitwise(image_folder, tmp_
         assert _run(_args(image_folder, part, tmp_path)) == 0
     assert read_checkpoint(part / "checkpoints" / "last.pt")["state"]["step"] == 5
     # ... and resumed: same crops (seed, epoch, index), same draws (the checkpointed generator)
+    offset = resume_checks.metrics_size(part)
     assert _run(["pretrain", "--resume", part]) == 0
+    # the resumed process started at step 5 (logs every 2 steps: its first row is step 6; from scratch: 2)
+    assert resume_checks.first_logged_step(part, offset) == 6
     a, b = (read_checkpoint(r / "checkpoints" / "last.pt") for r in (full, part))
     assert b["state"]["step"] == a["state"]["step"] == 14
-    for k in a["method"]:
-        assert torch.equal(a["method"][k], b["method"][k]), k
+    resume_checks.assert_same_training_state(a, b)  # weights, optimizer, random states, loop position
 
 
 @pytest.mark.parametrize("setting", ["data.stream=off", "data.stream=auto"])
