@@ -95,8 +95,6 @@ def test_an_unreadable_data_folder_is_a_one_line_error(byol_unprivileged, tmp_pa
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="byol.run.checkpoints.run_lock lets the PermissionError of an unwritable "
-                   "run directory through: a stack trace, not one line (to fix in the library)")
 def test_an_unwritable_run_directory_is_a_one_line_error(byol_unprivileged, tmp_path):
     data = _folder(tmp_path / "imgs")
     parent = tmp_path / "read-only"

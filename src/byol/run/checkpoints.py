@@ -211,12 +211,18 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` (our PID) while training: a second process writing there is refused; a lock
     left by a process that no longer exists is taken over. Released on exit."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / ".lock"
     me = os.getpid()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        taken = _create_with_pid(lock, me)
+    except OSError as exc:  # read-only parent, permission denied, a file where the folder should be...
+        raise CheckpointError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; "
+                              "pick another --run-dir") from None
     for _ in range(3):
-        if _create_with_pid(lock, me):
+        if taken or _create_with_pid(lock, me):
             break
+        taken = False
         owner = _lock_owner(lock)
         if owner is not None and owner != me and pid_alive(owner):
             raise CheckpointError(f"{run_dir} is in use by process {owner} (lock {lock}); wait for it to end "
