@@ -48,7 +48,8 @@ def _start(tmp_path, args):
 
 def _steps(run):
     f = run / "metrics.jsonl"
-    lines = f.read_text().splitlines() if f.exists() else []
+    text = f.read_text() if f.exists() else ""
+    lines = text.split("\n")[:-1]  # complete lines only: the trainer may be writing the last one right now
     return max((json.loads(line)["step"] for line in lines if '"loss"' in line), default=0)
 
 
