@@ -869,13 +869,9 @@ def versions() -> dict[str, str]:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from byol.run.files import cpu_model
+
+    return cpu_model()
 
 
 def git_commit() -> str:

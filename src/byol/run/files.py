@@ -79,7 +79,7 @@ def _git_state() -> tuple[str, bool | None]:
         return "", None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else what the platform says)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -99,7 +99,7 @@ def env_info(device: torch.device) -> dict[str, Any]:
         "byol": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": str(device),
