@@ -46,6 +46,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "px24": ("data.image_size=24",), "px40": ("data.image_size=40",),
     "heads512": ("method.proj_hidden=512", "method.pred_hidden=512"),
     "predlr3": ("optim.predictor_lr_mult=3.0",), "predlr10": ("optim.predictor_lr_mult=10.0",),
+    "simclr": ("method.name=simclr",), "wd1e-4": ("optim.weight_decay=1e-4",), "wd2e-3": ("optim.weight_decay=2e-3",),
 }
 
 #: Epochs at which the curves are sampled in the row (and the table).
@@ -89,6 +90,8 @@ def summarize_run(run_dir: Path) -> dict:
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:
     from byol.config import find_preset
     from byol.train.config import build_config
+    from byol.reproduce.runner import provenance
+    from byol.runtime.device import resolve_device
     from byol.train.pretrain import run_pretrain
 
     length = f"epochs={a.epochs}" if a.epochs else f"budget={a.budget}"
@@ -114,7 +117,8 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
            "score": "val (verdict: held-out 10% of train)", **summarize_run(run_dir),
            "host": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
            "threads": cfg.train.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "command": " ".join(shlex.quote(x) for x in sys.argv)}
+           "command": " ".join(shlex.quote(x) for x in sys.argv),
+           "provenance": provenance(cfg, resolve_device(cfg.train.device))}
     with out.open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"{name} seed {seed}: kNN {row['encoder_knn']} vs random {row['random_knn']} (gain {row['gain']}), "
