@@ -79,12 +79,15 @@ def _at_epochs(rows: list[dict], key: str) -> dict[str, float]:
 
 def summarize_run(run_dir: Path) -> dict:
     """The curves of a finished run from its ``metrics.jsonl``: online kNN per evaluation, eff_rank and
-    the mean relative update size of each layer, sampled at :data:`CURVE_EPOCHS`."""
+    the mean relative update size of each layer, sampled at :data:`CURVE_EPOCHS`, and the predictor's dynamics
+    when the method logs them."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     knn = [(round(r["epoch"], 3), r["knn_top1"]) for r in rows if "knn_top1" in r]
     layers = sorted({k for r in rows for k in r if k.startswith("upd/")})
+    dynamics = {k: _at_epochs(rows, k) for k in ("pred_eff_rank", "pred_cos_proj", "target_cos_proj")
+                if any(k in r for r in rows)}  # byol.train.monitor.dynamics_stats (methods with a predictor)
     return {"knn_curve": knn, "eff_rank": _at_epochs(rows, "eff_rank"), "loss": _at_epochs(rows, "loss"),
-            "upd": {k[4:]: _at_epochs(rows, k) for k in layers}}
+            "upd": {k[4:]: _at_epochs(rows, k) for k in layers}, **dynamics}
 
 
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:

@@ -80,7 +80,8 @@ def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert len(steps) == len(images) // 16
-    for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch"):
+    for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch", "pred_eff_rank", "pred_cos_proj",
+                "target_cos_proj"):
         assert key in steps[-1]
     assert steps[0]["lr"] == 0.0  # warmup starts at 0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)

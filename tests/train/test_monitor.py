@@ -77,3 +77,42 @@ def test_update_ratios_are_the_step_size_relative_to_the_weights():
     for k in expected:
         assert got[k] == pytest.approx(expected[k], rel=1e-5)
     assert update_ratios(snapshot(weights), weights) == {k: 0.0 for k in expected}  # nothing moved
+
+
+def _np_eff_rank(x):
+    """Roy & Vetterli's effective rank of the centred, row-normalized batch, in NumPy."""
+    import numpy as np
+
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    p = s / s.sum()
+    return float(np.exp(-(p * np.log(np.maximum(p, 1e-12))).sum()))
+
+
+def test_dynamics_stats_against_numpy():
+    """pred_eff_rank is the predictions' effective rank, the cosines are the mean row cosines with the
+    projections; a missing tensor gives no key."""
+    import numpy as np
+
+    from byol.train.monitor import dynamics_stats, step_stats
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 16, generator=g, dtype=torch.float64)
+    p = z @ torch.randn(16, 16, generator=g, dtype=torch.float64)[:, :3] @ torch.randn(3, 16, generator=g,
+                                                                                       dtype=torch.float64)
+    t = z + 0.5 * torch.randn(64, 16, generator=g, dtype=torch.float64)
+    s = dynamics_stats(z, p, t)
+    zn = z.numpy() / np.linalg.norm(z.numpy(), axis=1, keepdims=True)
+    def cos(a):
+        a = a.numpy() / np.linalg.norm(a.numpy(), axis=1, keepdims=True)
+        return float((a * zn).sum(axis=1).mean())
+    assert s["pred_eff_rank"] == pytest.approx(_np_eff_rank(p.numpy()), rel=1e-5)
+    assert s["pred_eff_rank"] < 3.5  # rank-3 predictions
+    assert s["pred_cos_proj"] == pytest.approx(cos(p), abs=1e-6)
+    assert s["target_cos_proj"] == pytest.approx(cos(t), abs=1e-6)
+    assert 0.5 < s["target_cos_proj"] < 0.99
+    assert dynamics_stats(z) == {}
+    assert set(dynamics_stats(z, target=-z)) == {"target_cos_proj"}
+    assert dynamics_stats(z, target=-z)["target_cos_proj"] == pytest.approx(-1.0)
+    both = step_stats({"proj": z, "pred": p}, lambda x: x)
+    assert both["eff_rank"] == pytest.approx(_np_eff_rank(z.numpy()), rel=1e-5) and "target_cos_proj" not in both

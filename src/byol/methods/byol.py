@@ -110,7 +110,8 @@ class BYOL(nn.Module):
             t1, t2 = dist.all_gather_with_grad(t1), dist.all_gather_with_grad(t2)
             loss = byol_infonce_loss(p1, t1, p2, t2, self.temperature, self.negative_weight,
                                      offset=dist.rank() * p1.shape[0])
-        return {"loss": loss, "proj": z1.detach()}
+        # pred / target of view 1: the loop's dynamics diagnostics (byol.train.monitor.dynamics_stats)
+        return {"loss": loss, "proj": z1.detach(), "pred": p1.detach(), "target": t1.detach()}
 
     @torch.no_grad()
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:

@@ -29,7 +29,7 @@ from byol.config import check_batch
 from byol.data.batches import BatchSource, TwoViews, ViewInputs
 from byol.data.sampler import BatchIterator
 from byol.errors import TrainingError
-from byol.train.monitor import COLLAPSE_ADVICE, collapse_stats, is_collapsed, snapshot, tracked_weights, update_ratios
+from byol.train.monitor import COLLAPSE_ADVICE, is_collapsed, step_stats, snapshot, tracked_weights, update_ratios
 from byol.optim.optimizers import set_lr
 from byol.train.replicas import Replicas
 from byol.run.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
@@ -244,7 +244,7 @@ class Trainer:
         if self.skipped_steps:
             rec["skipped_steps"] = self.skipped_steps
         if "proj" in out:
-            rec.update(collapse_stats(self.replicas.gather(out["proj"])))
+            rec.update(step_stats(out, self.replicas.gather))
             if st.step > st.warmup_steps and is_collapsed(rec) and self.o.stop_on_collapse:
                 raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): "
                                  + COLLAPSE_ADVICE.format(**rec).split(". ")[0])

@@ -8,6 +8,7 @@ has std -> 0 and effective rank -> 1 (Jing et al. / Roy & Vetterli's entropy-bas
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,42 @@ def collapse_stats(z: Tensor) -> dict[str, float]:
     z = l2_normalize(z.float())
     d = z.shape[1]
     std = z.std(dim=0).mean().item() if z.shape[0] > 1 else 0.0
-    zc = z - z.mean(dim=0, keepdim=True)
-    s = torch.linalg.svdvals(zc)
+    return {"z_std": std, "z_std_ref": 1.0 / math.sqrt(d), "eff_rank": _eff_rank(z)}
+
+
+def _eff_rank(z: Tensor) -> float:
+    zc = l2_normalize(z.float())
+    s = torch.linalg.svdvals(zc - zc.mean(dim=0, keepdim=True))
     p = s / s.sum().clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum().item()
-    return {"z_std": std, "z_std_ref": 1.0 / math.sqrt(d), "eff_rank": math.exp(entropy)}
+    return math.exp(-(p * torch.log(p.clamp_min(1e-12))).sum().item())
+
+
+@torch.no_grad()
+def dynamics_stats(proj: Tensor, pred: Tensor | None = None, target: Tensor | None = None) -> dict[str, float]:
+    """What a predictor method's step looks like beyond collapse, on one batch of view 1 (issue: why BYOL
+    learns slowly in short runs; Tian et al. 2021 study these quantities):
+
+    - ``pred_eff_rank``: effective rank of the predictions p = q(z), as ``eff_rank`` is of the projections z;
+    - ``pred_cos_proj``: mean cos(p, z): how far the predictor moves the projection (1 = an identity predictor);
+    - ``target_cos_proj``: mean cos(t, z), t the target's projection of the same view: how far the target
+      lags behind the online network (1 = no lag; a target updated with tau -> 1 drifts below 1).
+    Keys appear only for the tensors given (a method without predictor or target returns neither)."""
+    out: dict[str, float] = {}
+    z = l2_normalize(proj.float())
+    if pred is not None:
+        out["pred_eff_rank"] = _eff_rank(pred)
+        out["pred_cos_proj"] = float((l2_normalize(pred.float()) * z).sum(dim=1).mean())
+    if target is not None:
+        out["target_cos_proj"] = float((l2_normalize(target.float()) * z).sum(dim=1).mean())
+    return out
+
+
+def step_stats(out: dict[str, Tensor], gather: Callable[[Tensor], Tensor]) -> dict[str, float]:
+    """The log's statistics of a step's outputs (the global batch's, through ``gather``): the collapse
+    statistics of ``proj``, and the dynamics of ``pred`` / ``target`` when the method returns them."""
+    proj = gather(out["proj"])
+    extra = (gather(out[k]) if k in out else None for k in ("pred", "target"))
+    return {**collapse_stats(proj), **dynamics_stats(proj, *extra)}
 
 
 def is_collapsed(stats: dict[str, float], fraction: float = COLLAPSE_FRACTION) -> bool:
