@@ -46,7 +46,10 @@ def reproduce(
     each non-BYOL cell again, for the wall time BYOL's cell took at the same seed (baselines only)."""
     out_dir = Path(out_dir)
     study = study_for(name, scale, batch_sizes, equal_time=equal_time, equal_steps=equal_steps)
-    study = dataclasses.replace(study, cells=available(study.cells, log))
+    cells = available(study.cells, log)
+    keys = {c.key for c in cells}
+    study = dataclasses.replace(study, cells=cells, claims=tuple(
+        c for c in study.claims if all(k.split("@")[0] in keys for k in c.cells)))
     cells_dir, runs = out_dir / "cells", _runs(runs_dir)
     records = run_study_cells(study.cells, scale, seeds, cells_dir, runs, jobs=jobs, train=train, log=log)
     if study.extra.get("equal_time"):

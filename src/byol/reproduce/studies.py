@@ -57,6 +57,7 @@ class Claim:
     check: Check
     row: str = ""  #: with ``column``: the claim's cell in a compact table of verdicts (when every claim has both)
     column: str = ""
+    cells: tuple[str, ...] = ()  #: the cell keys it compares, when known: dropped with a cell this version lacks
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ BASELINES = (
 def _beats_each(others: tuple[Cell, ...], suffix: str, column: str) -> list[Claim]:
     """BYOL >= each of ``others`` by linear and kNN, comparing ``byol`` with each ``<key><suffix>``."""
     return [Claim(f"BYOL >= {c.label} ({name}, {column})", _ge("byol", c.key + suffix, metric),
-                  row=f"BYOL >= {c.label}", column=f"{name}, {column}")
+                  row=f"BYOL >= {c.label}", column=f"{name}, {column}", cells=("byol", c.key))
             for c in others for metric, name in (("linear", "linear"), ("knn", "kNN"))]
 
 
