@@ -104,7 +104,8 @@ def equal_time_section(study: Study, res: Results) -> list[str]:
     return ["## At equal wall time", "",
             "Each method again, trained for the seconds BYOL's cell of the same seed took (`train.budget`; the "
             "epochs column says how far each got). Wall time depends on the host and on what else ran beside the "
-            "cells (each record holds its host, CPU count and threads): compare within one sweep on one host.", "",
+            "cells (each record holds its host, CPU count and threads), and BYOL's seconds are those of its record, "
+            "which may come from another session: compare within one sweep on one host.", "",
             table(sub, res), ""]
 
 
