@@ -29,6 +29,12 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                    help="cells trained at a time, each in its own process with cpus/jobs threads (default 1)")
     p.add_argument("--report-only", action="store_true",
                    help="write the report of the cells recorded so far in OUT/cells; train nothing")
+    p.add_argument("--equal-time", action="store_true",
+                   help="baselines: also train each other method for the wall time BYOL's cell took at the same seed "
+                        "(needs --epochs); the report shows equal steps and equal wall time")
+    p.add_argument("--equal-steps", action="store_true",
+                   help="batch-size: train each batch for the epochs x batch / the largest batch, so every cell "
+                        "takes the same steps (default: equal epochs, as the paper; needs --epochs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell (repeatable)")
     p.set_defaults(func=cmd_reproduce)
@@ -44,6 +50,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
     if any(s < 0 for s in a.seeds):
         raise ConfigError(f"--seeds must be non-negative, got {a.seeds}")
+    for flag, on, study in (("--equal-time", a.equal_time, "baselines"), ("--equal-steps", a.equal_steps, "batch-size")):
+        if on and a.name not in (study, "all"):
+            raise ConfigError(f"{flag} applies to the {study} study, not {a.name}")
+        if on and a.epochs is None:
+            raise ConfigError(f"{flag} needs --epochs (with a --budget every cell already trains for the same time)")
     scale = Scale(preset=a.config, data=a.data, budget=None if a.epochs else a.budget, epochs=a.epochs,
                   eval_train=a.eval_train or None, overrides=tuple(a.overrides))
     args = [x for x in sys.argv[1:] if x != "--report-only"]  # the report names the command that trains
@@ -51,12 +62,13 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     names = STUDY_NAMES if a.name == "all" else (a.name,)
     common = dict(seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
                   batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None, jobs=a.jobs)
+    fair = dict(equal_time=a.equal_time, equal_steps=a.equal_steps)
     if a.report_only:
         common["train"] = False
     elif len(names) > 1 and a.jobs > 1:
-        run_studies_cells(names, scale, **common)  # one pool over all studies: no idle process between them
+        run_studies_cells(names, scale, **common, **fair)  # one pool over all studies: no idle process between them
     for name in names:
-        md, png = reproduce(name, scale, **common,
+        md, png = reproduce(name, scale, **common, **fair,
                             command=command.replace(" all", f" {name}") if a.name == "all" else command)
         print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
     return 0

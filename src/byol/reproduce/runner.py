@@ -36,6 +36,7 @@ from byol.eval.compare import evaluate_encoders
 from byol.models.factory import build_encoder
 from byol.train.monitor import is_collapsed
 from byol.reports.plots import read_metrics
+from byol.reproduce.recipes import length_overrides, recipe_layer, scale_batch
 from byol.reproduce.studies import Cell
 from byol.runtime.device import resolve_device
 
@@ -131,12 +132,16 @@ def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
 
 
 def _cell_layers(cell: Cell, scale: Scale, seed: int) -> list[dict[str, Any]]:
-    length = [f"train.epochs={scale.epochs}", "train.budget=null"] if scale.epochs else (
-        [f"train.budget={scale.budget}"] if scale.budget else [])
+    """The scale preset (with the cell's recipe sections in place of its own, :mod:`byol.reproduce.recipes`),
+    then the user's overrides, the cell's, the seed and the training length."""
+    length = length_overrides(cell, scale.epochs, scale.budget)
     extra = {"data": {"source": scale.data}} if scale.data else None
     overrides = [*scale.overrides, *cell.all_overrides(), f"train.seed={seed}", "train.knn_every=0",
                  "train.verdict=false", *length]  # the cells are evaluated here, on the test split
-    return config_layers([find_preset(scale.preset)], overrides, extra)
+    layers = config_layers([find_preset(scale.preset)], overrides, extra)
+    if cell.recipe is not None:
+        layers[0] = recipe_layer(layers[0], cell, scale_batch(scale.preset, scale.overrides))
+    return layers
 
 
 def cell_config(cell: Cell, scale: Scale, seed: int) -> PretrainConfig:
@@ -216,6 +221,10 @@ def run_cell(cell: Cell, scale: Scale, seed: int, runs_dir: Path) -> dict[str, A
     cfg = cell_config(cell, scale, seed)
     t0 = time.perf_counter()
     record: dict[str, Any] = {"method": cell.method, "overrides": list(cell.all_overrides()), "seed": seed}
+    if cell.recipe is not None:  # the resolved config is provenance.config
+        record.update(recipe=cell.recipe, recipe_views=cell.recipe_views)
+    if cell.budget:
+        record["budget"] = cell.budget
     if cell.method == "random-init":
         device = resolve_device(cfg.train.device)
         train = load_train_data(cfg.data, seed=seed, progress=False)
@@ -328,7 +337,16 @@ def run_study_cells(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (cell, seed) record of a study, running the missing ones (``train=False``: only those already
     recorded, for a report of a sweep in progress). Returns cell key -> records."""
-    todo = [(c, s) for c in cells for s in seeds]
+    return run_pairs([(c, s) for c in cells for s in seeds], scale, cells_dir, runs_dir, jobs=jobs, train=train,
+                     log=log)
+
+
+def run_pairs(
+    todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_dir: Path,
+    *, jobs: int = 1, train: bool = True, log: Callable[[str], None] = print,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`run_study_cells` of given (cell, seed) pairs (a cell may differ by seed: equal wall time cells
+    train for the seconds of BYOL's cell at their seed)."""
     for cell, seed in todo:
         if (cells_dir / f"{cell_id(cell, scale, seed)}.json").is_file():
             log(f"{cell.label}, seed {seed}: done before ({cell_id(cell, scale, seed)}.json), skipped")

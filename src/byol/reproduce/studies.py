@@ -29,6 +29,13 @@ class Cell:
     group: str = ""  #: series in tables and plots (default: the method)
     x: float | str | None = None  #: position on the plot's x axis (e.g. the batch size)
     reference: bool = False  #: the cell of its group that drops are measured from
+    #: the method's own preset (e.g. ``moco-cifar10``): its ``method`` and ``optim`` sections (and ``views`` with
+    #: ``recipe_views``) replace the scale preset's, the scale's batch kept (:func:`byol.reproduce.recipes`).
+    #: None: the scale preset's sections (the cell's hash is then what it was before recipes existed)
+    recipe: str | None = None
+    recipe_views: bool = False  #: also take the recipe's views (the method's paper prescribes its own)
+    epochs_scale: float = 1.0  #: this cell trains ``Scale.epochs`` x this (equal steps over a batch ladder)
+    budget: str | None = None  #: a wall-clock budget instead of the scale's length (equal wall time cells)
 
     @property
     def series(self) -> str:
@@ -48,6 +55,9 @@ Check = Callable[[Results, float], "bool | None"]  #: (results, chance %) -> hol
 class Claim:
     text: str
     check: Check
+    row: str = ""  #: with ``column``: the claim's cell in a compact table of verdicts (when every claim has both)
+    column: str = ""
+    cells: tuple[str, ...] = ()  #: the cell keys it compares, when known: dropped with a cell this version lacks
 
 
 @dataclass(frozen=True)
@@ -84,16 +94,38 @@ def _loses_less(a_small: str, a_ref: str, b_small: str, b_ref: str, metric: str 
     return check
 
 
-def baselines() -> Study:
-    cells = (Cell("byol", "BYOL", "byol", paper=74.3), Cell("simclr", "SimCLR", "simclr", paper=69.3),
-             Cell("moco", "MoCo v2", "moco", paper=71.1))
-    claims = (Claim("BYOL >= SimCLR (linear)", _ge("byol", "simclr", "linear")),
-              Claim("BYOL >= MoCo v2 (linear)", _ge("byol", "moco", "linear")),
-              Claim("BYOL >= SimCLR (kNN)", _ge("byol", "simclr")),
-              Claim("BYOL >= MoCo v2 (kNN)", _ge("byol", "moco")))
-    return Study("baselines", "BYOL against SimCLR and MoCo v2 at equal budget",
-                 "Table 1 (ImageNet linear, ResNet-50; BYOL 1000 epochs, SimCLR and MoCo v2 as published)",
-                 cells, claims)
+#: The baselines: the paper's number is ImageNet linear top-1 of a ResNet-50 as published: BYOL, SimCLR and
+#: MoCo v2 as in BYOL's Table 1; SimSiam 800 epochs (SimSiam paper, Table 4); Barlow Twins (its Table 1); SwAV
+#: with multi-crop, 800 epochs (SwAV paper). Each method but BYOL runs its own preset's method and optimizer
+#: sections (``recipe``; BYOL's recipe is the scale preset itself); MoCo v2 also its views (one distribution
+#: for both, MoCo v2's aug+). SwAV's cell is skipped where the method or its preset is not registered.
+BASELINES = (
+    Cell("byol", "BYOL", "byol", paper=74.3),
+    Cell("simclr", "SimCLR", "simclr", paper=69.3, recipe="simclr-cifar10"),
+    Cell("moco", "MoCo v2", "moco", paper=71.1, recipe="moco-cifar10", recipe_views=True),
+    Cell("simsiam", "SimSiam", "simsiam", paper=71.3, recipe="simsiam-cifar10"),
+    Cell("barlowtwins", "Barlow Twins", "barlowtwins", paper=73.2, recipe="barlowtwins-cifar10"),
+    Cell("swav", "SwAV", "swav", paper=75.3, recipe="swav-cifar10"),
+)
+
+
+def _beats_each(others: tuple[Cell, ...], suffix: str, column: str) -> list[Claim]:
+    """BYOL >= each of ``others`` by linear and kNN, comparing ``byol`` with each ``<key><suffix>``."""
+    return [Claim(f"BYOL >= {c.label} ({name}, {column})", _ge("byol", c.key + suffix, metric),
+                  row=f"BYOL >= {c.label}", column=f"{name}, {column}", cells=("byol", c.key))
+            for c in others for metric, name in (("linear", "linear"), ("knn", "kNN"))]
+
+
+def baselines(equal_time: bool = False) -> Study:
+    """BYOL against the other methods at equal steps (and, with ``equal_time``, at BYOL's wall time)."""
+    others = BASELINES[1:]
+    claims = _beats_each(others, "", "equal steps")
+    if equal_time:
+        claims += _beats_each(others, "@time", "equal wall time")
+    return Study("baselines", "BYOL against SimCLR, MoCo v2, SimSiam, Barlow Twins and SwAV",
+                 "Table 1 (ImageNet linear, ResNet-50; BYOL 1000 epochs, SimCLR and MoCo v2 as published), beside "
+                 "SimSiam's Table 4, Barlow Twins' Table 1 and SwAV's published numbers", BASELINES, tuple(claims),
+                 extra={"equal_time": equal_time})
 
 
 #: The paper's Table 16 (ImageNet linear top-1, 300 epochs) by batch size.
@@ -101,9 +133,10 @@ PAPER_BATCH = {"byol": {4096: 72.5, 2048: 72.4, 1024: 72.2, 512: 72.2, 256: 71.8
                "simclr": {4096: 67.9, 2048: 67.8, 1024: 67.4, 512: 66.5, 256: 64.3, 128: 63.6, 64: 59.2}}
 
 
-def batch_size(ladder: tuple[int, ...]) -> Study:
+def batch_size(ladder: tuple[int, ...], equal_steps: bool = False) -> Study:
     """BYOL and SimCLR over a batch ladder (largest first); the paper's column is the same position of its
-    own ladder counted from 4096 by the same ratios."""
+    own ladder counted from 4096 by the same ratios. Equal epochs (the paper's comparison: a smaller batch
+    takes more steps), or with ``equal_steps`` each cell's epochs x batch / the largest batch."""
     ladder = tuple(sorted(ladder, reverse=True))
     cells = []
     for method in ("byol", "simclr"):
@@ -118,9 +151,15 @@ def batch_size(ladder: tuple[int, ...]) -> Study:
               Claim(f"BYOL loses less than SimCLR from batch {ladder[0]} to {small} (kNN)",
                     _loses_less(f"byol-b{small}", f"byol-b{ladder[0]}", f"simclr-b{small}", f"simclr-b{ladder[0]}",
                                 "knn")))
+    note = "lr follows the linear scaling rule (base_lr x batch / 256); " + (
+        "equal steps: each cell trains the epochs x batch / the largest batch" if equal_steps else
+        "equal epochs: a smaller batch takes more steps (the paper's comparison; --equal-steps for equal steps)")
+    if equal_steps:
+        from byol.reproduce.recipes import equal_steps as at_equal_steps
+
+        cells = list(at_equal_steps(tuple(cells)))
     return Study("batch-size", "Batch size: drop from the largest batch", "Table 16 / Figure 3a (300 epochs)",
-                 tuple(cells), claims, plot="drops-by-x",
-                 metric_note="lr follows the linear scaling rule (base_lr x batch / 256)")
+                 tuple(cells), claims, plot="drops-by-x", metric_note=note)
 
 
 def augmentations() -> Study:
@@ -182,11 +221,13 @@ def components() -> Study:
 STUDY_NAMES = ("baselines", "batch-size", "augmentations", "tau", "components")
 
 
-def get_study(name: str, *, batch_ladder: tuple[int, ...], preset_tau: float) -> Study:
+def get_study(name: str, *, batch_ladder: tuple[int, ...], preset_tau: float, equal_time: bool = False,
+              equal_steps: bool = False) -> Study:
     from byol.errors import ConfigError
 
     builders: dict[str, Callable[[], Study]] = {
-        "baselines": baselines, "batch-size": lambda: batch_size(batch_ladder), "augmentations": augmentations,
+        "baselines": lambda: baselines(equal_time), "batch-size": lambda: batch_size(batch_ladder, equal_steps),
+        "augmentations": augmentations,
         "tau": lambda: tau(preset_tau), "components": components,
     }
     if name not in builders:
