@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/setup_peers.sh            # idempotent; PYTHON=python3.11 to choose the interpreter
 #   nice -n 19 .venv-peers/bin/python benchmarks/peers.py --quick
+#   nice -n 19 .venv-peers/bin/python benchmarks/parity.py --check-pieces    # and parity.py's runs
 #
 # Peer versions: what pip resolved against torch 2.14.1 on 2026-11-25, pinned so that runs stay comparable
 # (lightly 1.6.0 pulls pytorch-lightning 2.6.6; byol-pytorch 0.9.1 pulls accelerate 1.15.0 and einops 0.8.2).
@@ -25,8 +26,9 @@ pip_install --upgrade pip
 pip_install -c constraints.txt torch==2.14.1 torchvision==0.29.1
 pip_install -c constraints.txt -e .
 # psutil: peak RSS including DataLoader worker processes (peers.py falls back to ru_maxrss without it).
-pip_install -c constraints.txt "${PEERS[@]}" psutil
+# pytest: tests/test_parity.py's tests of lightly's pieces run here (they skip in the package's venv).
+pip_install -c constraints.txt "${PEERS[@]}" psutil pytest
 "$VENV/bin/python" - <<'PY'
 from importlib.metadata import version
-print("peers env:", ", ".join(f"{p} {version(p)}" for p in ("torch", "torchvision", "byol", "lightly", "kornia", "byol-pytorch", "psutil")))
+print("peers env:", ", ".join(f"{p} {version(p)}" for p in ("torch", "torchvision", "byol", "lightly", "kornia", "byol-pytorch", "psutil", "pytest")))
 PY
