@@ -1,4 +1,4 @@
-"""``byol pretrain --method simclr|moco|simsiam|barlowtwins`` end to end on generated images: the loss goes down,
+"""``byol pretrain --method simclr|moco|simsiam|barlowtwins|swav`` end to end on generated images: the loss goes down,
 an interrupted run resumes to the same weights (MoCo's queue included), and the optimizer never sees a momentum
 network."""
 
@@ -63,7 +63,7 @@ def _spy_trainer(monkeypatch, seen, stop_after=None):
     monkeypatch.setattr(pretrain, "Trainer", spy)
 
 
-MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "simsiam": (), "barlowtwins": ()}
+MOMENTUM_NETS = {"simclr": (), "moco": ("key_encoder", "key_projector"), "simsiam": (), "barlowtwins": (), "swav": ()}
 
 # The tiny preset's 28 steps show a falling loss for SimCLR as is. MoCo's loss first *rises* while real keys
 # replace the queue's random vectors, so its test uses a queue of 2 batches (full from step 3), keys that follow
@@ -78,12 +78,16 @@ SETTINGS = {
     "simsiam": ["optim.name=sgd", "optim.base_lr=4.0", "method.proj_dim=32", "method.pred_hidden=8",
                 *MILD_VIEWS],
     "barlowtwins": MILD_VIEWS,
+    # SwAV with everything that carries state: 2 small views (8 px), a queue of 2 batches filled from step 2 and
+    # used once full, prototypes frozen for 3 steps
+    "swav": ["method.prototypes=10", "method.queue_length=32", "method.queue_start_step=2",
+             "method.freeze_prototypes_steps=3", "views.small_crops=2", *MILD_VIEWS],
     "moco": ["method.queue_size=32", "method.tau_base=0.99", "method.split_bn_groups=2", "optim.name=sgd",
              "optim.base_lr=2.0", *MILD_VIEWS],
 }
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins", "swav"])
 def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, image_folder, tmp_path, monkeypatch,
                                                                      resume_checks):
     common = ["pretrain", "--config", "tiny", "--method", method, "--data", image_folder, "--set", "train.epochs=4",
@@ -125,6 +129,8 @@ def test_pretrain_with_method_trains_checkpoints_and_resumes_exactly(method, ima
     a, b = (read_checkpoint(r / "checkpoints" / "last.pt") for r in (full, part))
     if method == "moco":
         assert {"queue", "queue_ptr"} <= a["method"].keys() and int(a["method"]["queue_ptr"]) == 28 * 16 % 32
+    if method == "swav":
+        assert int(a["method"]["queued"]) == 32 and int(a["method"]["steps"]) == 28
     resume_checks.assert_same_training_state(a, b)  # weights (and queue), optimizer, random states, position
 
 

@@ -129,7 +129,7 @@ def test_two_processes_train_like_one(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "simsiam", "barlowtwins", "swav"])
 def test_other_methods_train_one_model_over_two_processes(image_folder, tmp_path, method):
     """SimCLR (negatives gathered with gradients, cross-replica BN), SimSiam (nothing gathered: per-view
     cross-replica BN and DDP's averaged gradients), Barlow Twins (C summed over processes, cross-replica BN) and

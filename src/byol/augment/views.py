@@ -18,6 +18,7 @@ from torch import Tensor
 
 from byol.augment import fused, ops
 from byol.augment.spec import ViewSpec, blur_kernel_size
+from byol.config.views import small_view_size, small_view_spec
 from byol.errors import ConfigError
 
 __all__ = ["TwoViewAugment", "apply_view", "eval_transform", "sample_view_params"]
@@ -186,13 +187,17 @@ def apply_view(
 
 
 class TwoViewAugment:
-    """The two view distributions of BYOL, applied batched: ``aug(uint8 batch, generator) -> (v1, v2)``.
+    """The two view distributions of BYOL, applied batched: ``aug(uint8 batch, generator) -> (v1, v2)``;
+    with ``small_crops`` > 0, ``(v1, v2, *small)`` (multi-crop, Caron et al. 2020, section 3.2).
 
     Args:
         spec1, spec2: the view distributions (``paper_views()`` gives the paper's T, T').
         size: output side length.
         mean, std: per-channel normalization (length 1 or C).
         dtype: compute/output dtype; float16/bfloat16 are allowed on accelerators only.
+        small_crops: small views per image after the two (default 0: none).
+        small_spec: their distribution (default: ``spec1`` with a small crop scale, ``small_view_spec``).
+        small_size: their side (default: half of ``size``, ``small_view_size``).
 
     No parameters, no state: the only randomness comes from ``generator`` (or the device's global RNG), so a
     seeded generator makes the views reproducible. The two views are drawn independently, view 1 first.
@@ -207,13 +212,21 @@ class TwoViewAugment:
         std: Sequence[float],
         *,
         dtype: torch.dtype = torch.float32,
+        small_crops: int = 0,
+        small_spec: ViewSpec | None = None,
+        small_size: int | None = None,
     ) -> None:
         if not isinstance(spec1, ViewSpec) or not isinstance(spec2, ViewSpec):
             raise TypeError("spec1 and spec2 must be ViewSpec instances")
         if int(size) < 1:
             raise ConfigError(f"augmentation size must be a positive integer, got {size}")
+        if int(small_crops) < 0 or (small_size is not None and int(small_size) < 1):
+            raise ConfigError(f"small_crops must be >= 0 and small_size positive, got {small_crops}, {small_size}")
         self.spec1, self.spec2 = spec1, spec2
         self.size = int(size)
+        self.small_crops = int(small_crops)
+        self.small_spec = small_spec if small_spec is not None else small_view_spec(spec1)
+        self.small_size = small_view_size(self.size, small_size)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.dtype = dtype
@@ -228,25 +241,26 @@ class TwoViewAugment:
     def __call__(
         self, images: Tensor, generator: torch.Generator | None = None, *, return_params: bool = False,
         shard: tuple[int, int] = (0, 1),
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict, dict]:
-        """``shard=(r, n)``: ``images`` are part ``r`` of ``n`` of a global batch (see :func:`sample_view_params`)."""
+    ) -> tuple[Tensor, ...]:
+        """``(view1, view2, *small)``: the two views, then ``small_crops`` small ones (none by default);
+        with ``return_params`` each view's parameter record follows, in the same order.
+
+        ``shard=(r, n)``: ``images`` are part ``r`` of ``n`` of a global batch (see :func:`sample_view_params`).
+        The small views are drawn after the two, from the same generator, so without them the draws (and the
+        two views) are what they always were."""
         _check_images(images)
         B, C, H, W = images.shape
         dt = _compute_dtype(images.device, self.dtype)
         m, s = self._norm(C, images.device, dt)
-        p1 = sample_view_params(B, H, W, self.spec1, self.size, generator, images.device, shard=shard)
-        p2 = sample_view_params(B, H, W, self.spec2, self.size, generator, images.device, shard=shard)
-        if fused.supports(images, self.spec1, dt) and fused.supports(images, self.spec2, dt):
+        jobs = [(self.spec1, self.size), (self.spec2, self.size)] + [(self.small_spec, self.small_size)] * self.small_crops
+        params = [sample_view_params(B, H, W, spec, size, generator, images.device, shard=shard) for spec, size in jobs]
+        if all(fused.supports(images, spec, dt) for spec, _ in jobs):
             # CPU fast path: one fused kernel per view, reading the uint8 batch directly
-            v1 = fused.fused_view(images, self.spec1, self.size, m, s, p1)
-            v2 = fused.fused_view(images, self.spec2, self.size, m, s, p2)
+            views = [fused.fused_view(images, spec, size, m, s, p) for (spec, size), p in zip(jobs, params)]
         else:
-            x = _to_float(images, dt)  # converted once, shared by both views
-            v1 = _view_from_float(x, self.spec1, self.size, m, s, p1)
-            v2 = _view_from_float(x, self.spec2, self.size, m, s, p2)
-        if return_params:
-            return v1, v2, p1, p2
-        return v1, v2
+            x = _to_float(images, dt)  # converted once, shared by every view
+            views = [_view_from_float(x, spec, size, m, s, p) for (spec, size), p in zip(jobs, params)]
+        return (*views, *params) if return_params else tuple(views)
 
     def from_crops(
         self, crops1: Tensor, crops2: Tensor, generator: torch.Generator | None = None, *, return_params: bool = False,
@@ -260,8 +274,11 @@ class TwoViewAugment:
         crop's draws are made and unused), so both paths consume ``generator`` alike; the crop becomes the
         identity box, which the resampling reproduces exactly (output pixel centres fall on input pixel
         centres), so the flip is still folded into it. :meth:`__call__` itself is unchanged. ``shard`` as
-        in :meth:`__call__` (each process draws its part of the global batch's parameters).
+        in :meth:`__call__` (each process draws its part of the global batch's parameters). The stream decodes
+        the two views' crops only: no small views here (``byol.train.config.check_small_crops_path``).
         """
+        if self.small_crops:
+            raise ConfigError("small views need the whole images (the cached data path): set data.stream=off")
         for crops in (crops1, crops2):
             _check_images(crops)
             if tuple(crops.shape[2:]) != (self.size, self.size):
@@ -289,14 +306,17 @@ class TwoViewAugment:
     def backend(self, device: torch.device | str) -> str:
         """Which implementation makes the views on ``device``: the fused CPU kernel or the eager torch ops."""
         dt = self.dtype
-        if fused.usable(device, self.spec1, dt) and fused.usable(device, self.spec2, dt):
+        specs = (self.spec1, self.spec2, self.small_spec) if self.small_crops else (self.spec1, self.spec2)
+        if all(fused.usable(device, spec, dt) for spec in specs):
             return "fused CPU kernel"
         return "torch ops"
 
     def __repr__(self) -> str:
         return (
             f"TwoViewAugment(spec1={self.spec1}, spec2={self.spec2}, size={self.size}, "
-            f"mean={self.mean}, std={self.std})"
+            f"mean={self.mean}, std={self.std}"
+            + (f", small_crops={self.small_crops}, small_spec={self.small_spec}, small_size={self.small_size})"
+               if self.small_crops else ")")
         )
 
 

@@ -26,7 +26,7 @@ import yaml
 from byol.config.duration import parse_duration
 from byol.config.checks import Section, choice, did_you_mean, ranged
 from byol.errors import ConfigError
-from byol.config.views import ViewSpec, view_specs
+from byol.config.views import ViewSpec, small_view_spec, view_specs
 
 @dataclass
 class DataConfig(Section):
@@ -81,12 +81,23 @@ class MethodConfig(Section):
         return section
 
 @dataclass
-class ViewsConfig:
-    """Per-view overrides of the paper's T (``view1``) and T' (``view2``); keys are ViewSpec fields."""
+class ViewsConfig(Section):
+    """Per-view overrides of the paper's T (``view1``) and T' (``view2``); keys are ViewSpec fields. With
+    ``small_crops`` > 0, that many small low-resolution views follow the two (multi-crop, Caron et al. 2020,
+    section 3.2), of distribution ``small`` (view 1's T with a small crop scale, :func:`small_view_spec`)."""
 
+    SECTION: ClassVar[str] = "views"
     view1: dict[str, Any] = field(default_factory=dict)
     view2: dict[str, Any] = field(default_factory=dict)
     both: dict[str, Any] = field(default_factory=dict)  #: applied to both views before view1/view2
+    small_crops: int = ranged(0, low_ok=True)  #: small views per image (0: the two views only)
+    small_size: int | None = ranged(None)  #: their side in px; None: half the views' (byol.config.views)
+    small: dict[str, Any] = field(default_factory=dict)  #: overrides of the small views' spec
+
+    @property
+    def small_spec(self) -> ViewSpec:
+        """The small views' distribution (ConfigError naming a bad ``views.small`` key or value)."""
+        return small_view_spec(self.specs[0], self.small)
 
     @property
     def specs(self) -> tuple[ViewSpec, ViewSpec]:

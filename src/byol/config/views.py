@@ -46,7 +46,7 @@ from typing import Any
 
 from byol.errors import ConfigError
 
-__all__ = ["ViewSpec", "paper_views", "view_specs", "VIEWS_KEY"]
+__all__ = ["ViewSpec", "paper_views", "view_specs", "VIEWS_KEY", "SMALL_CROP_SCALE", "small_view_spec", "small_view_size"]
 
 #: Where the views live in a config; :func:`view_specs` names bad keys below it (``views.view1.flip_p``).
 VIEWS_KEY = "views"
@@ -248,3 +248,26 @@ def view_specs(
         except ConfigError as e:  # only a combination of fields fails here: each value passed its check
             raise ConfigError(f"{key}: {e}") from None
     return specs[0], specs[1]
+
+
+#: The small views' crop scale by default: SwAV's multi-crop (Caron et al. 2020, section 3.2 and App.: small
+#: crops of scale [0.05, 0.14], the global ones of [0.14, 1]). The global views keep the BYOL paper's
+#: [0.08, 1] here: set ``views.both.crop_scale: [0.14, 1]`` for SwAV's global crops.
+SMALL_CROP_SCALE = (0.05, 0.14)
+
+
+def small_view_spec(t: ViewSpec, small: Mapping[str, Any] | None = None) -> ViewSpec:
+    """The small (multi-crop) views' distribution: view 1's ``t`` with :data:`SMALL_CROP_SCALE`, then the
+    ``views.small`` overrides (a bad key or value raises ConfigError naming ``views.small.<key>``)."""
+    key = f"{VIEWS_KEY}.small"
+    changes = {"crop_scale": SMALL_CROP_SCALE, **_checked(small, key)}
+    try:
+        return dataclasses.replace(t, **changes)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def small_view_size(view_size: int, small_size: int | None) -> int:
+    """The small views' side: ``views.small_size``, or half the global views' (16 px at 32, 112 at 224;
+    SwAV uses 96 at 224), at least 1."""
+    return int(small_size) if small_size is not None else max(1, int(view_size) // 2)

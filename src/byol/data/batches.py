@@ -33,19 +33,20 @@ SkipReport = Callable[[list[str], dict[str, str]], None]
 
 class TwoViews(Protocol):
     """The view maker (:class:`byol.augment.TwoViewAugment`): uint8 images, or each view's crop, to the
-    two float views; ``kw`` is the loop's ``shard`` under torchrun."""
+    two float views, then any small (multi-crop) ones of ``views.small_crops``; ``kw`` is the loop's
+    ``shard`` under torchrun."""
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None, **kw: Any) -> tuple[Tensor, Tensor]: ...
+    def __call__(self, images: Tensor, generator: torch.Generator | None, **kw: Any) -> tuple[Tensor, ...]: ...
 
     def from_crops(self, crops1: Tensor, crops2: Tensor, generator: torch.Generator | None,
                    **kw: Any) -> tuple[Tensor, Tensor]: ...
 
 
 class ViewInputs(Protocol):
-    """One micro-batch as a source delivers it: it knows how its two views are made."""
+    """One micro-batch as a source delivers it: it knows how its views are made (the two, then any small ones)."""
 
     def views(self, augment: TwoViews, generator: torch.Generator | None, device: torch.device,
-              **kw: Any) -> tuple[Tensor, Tensor]: ...
+              **kw: Any) -> tuple[Tensor, ...]: ...
 
 
 class BatchSource(Protocol):
@@ -64,7 +65,7 @@ class ImageBatch(NamedTuple):
     indices: Tensor  #: int64 ``[B]``
 
     def views(self, augment: TwoViews, generator: torch.Generator | None, device: torch.device,
-              **kw: Any) -> tuple[Tensor, Tensor]:
+              **kw: Any) -> tuple[Tensor, ...]:
         return augment(gather_batch(self.images, self.indices, device), generator, **kw)
 
 

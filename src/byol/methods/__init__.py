@@ -10,6 +10,7 @@ from byol.methods.registry import (CONFIGS, METHODS, BackboneFactory, build_meth
                                    register)
 from byol.methods.simclr import SimCLR, SimCLRConfig
 from byol.methods.simsiam import SimSiam, SimSiamConfig  # noqa: F401 (registers "simsiam")
+from byol.methods.swav import SwAV, SwAVConfig  # noqa: F401 (registers "swav")
 
 __all__ = ["CONFIGS", "METHODS", "BYOL", "BYOLConfig", "BackboneFactory", "Method", "MoCo", "MoCoConfig", "SimCLR",
            "SimCLRConfig", "build_method", "config_class", "method_names", "register"]

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from byol.config import MethodConfig
 from byol.config.checks import choice, ranged
-from byol.losses import byol_infonce_loss, byol_loss
+from byol.errors import ConfigError
+from byol.losses import byol_infonce_loss, byol_loss, normalized_mse
 from byol.runtime import dist
 from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
                                  temperature_field)
@@ -69,6 +70,9 @@ class BYOL(nn.Module):
       global batch, gathered across processes like SimCLR's projections.
     """
 
+    #: takes small views (``views.small_crops``): ``forward(view1, view2, *small)``, :meth:`_multi_crop_loss`
+    multi_crop = True
+
     def __init__(self, backbone_factory: BackboneFactory, config: BYOLConfig | None = None) -> None:
         super().__init__()
         c = self.config = config or BYOLConfig()  # checked when built (its fields' ranges and choices)
@@ -99,11 +103,13 @@ class BYOL(nn.Module):
             t2 = self.target_projector(self.target_encoder(view2))
         return t1.detach(), t2.detach()
 
-    def forward(self, view1: Tensor, view2: Tensor) -> dict[str, Tensor]:
+    def forward(self, view1: Tensor, view2: Tensor, *small: Tensor) -> dict[str, Tensor]:
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         t1, t2 = self._targets(view1, view2, z1, z2)
+        if small:
+            return {"loss": self._multi_crop_loss(p1, p2, t1, t2, small), "proj": z1.detach()}
         if self.negative_weight == 0.0:
             loss = byol_loss(p1, t2, p2, t1)
         else:  # negatives from the global batch, as SimCLR's: the targets of every process (with their gradients)
@@ -112,6 +118,19 @@ class BYOL(nn.Module):
                                      offset=dist.rank() * p1.shape[0])
         # pred / target of view 1: the loop's dynamics diagnostics (byol.train.monitor.dynamics_stats)
         return {"loss": loss, "proj": z1.detach(), "pred": p1.detach(), "target": t1.detach()}
+
+    def _multi_crop_loss(self, p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor, small: tuple[Tensor, ...]) -> Tensor:
+        """BYOL with multi-crop views. A departure from the BYOL paper, which has no multi-crop (SwAV's, Caron
+        et al. 2020, section 3.2; docs/departures.md): the targets come from the two global views only (no
+        target pass on a small view); each small view's online prediction is regressed onto both global
+        targets and each global prediction onto the other global target. The loss is the mean over these
+        ``2 + 2 len(small)`` pairs, times 2 so that without small views it equals :func:`byol_loss` (the sum
+        of the two symmetric terms)."""
+        if self.negative_weight != 0.0:
+            raise ConfigError("method.negative_weight > 0 takes no small views: set views.small_crops=0")
+        preds = [self.predictor(self.projector(self.encoder(v))) for v in small]
+        pairs = [(p1, t2), (p2, t1)] + [(p, t) for p in preds for t in (t1, t2)]
+        return 2.0 * torch.stack([normalized_mse(p, t).mean() for p, t in pairs]).mean()
 
     @torch.no_grad()
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:

@@ -73,6 +73,15 @@ def section_keys() -> set[str]:
     return {k for c in CONFIGS.values() for k in (*(f.name for f in dataclasses.fields(c)), *c.LEGACY_KEYS)}
 
 
+def check_multi_crop(name: str, small_crops: int) -> None:
+    """ConfigError unless the method ``name`` takes small views when ``views.small_crops`` > 0: its class says
+    so with ``multi_crop = True`` (its ``forward(view1, view2, *small)``)."""
+    if small_crops and not getattr(method_class(name), "multi_crop", False):
+        able = ", ".join(n for n in method_names() if getattr(METHODS[n], "multi_crop", False))
+        raise ConfigError(f"views.small_crops={small_crops}: method {name!r} takes no small views; the methods "
+                          f"that do: {able} (or set views.small_crops=0)")
+
+
 def build_method(config: MethodConfig, backbone_factory: BackboneFactory) -> nn.Module:
     """The method ``config.name`` over backbones from ``backbone_factory``."""
     return method_class(config.name)(backbone_factory, config)

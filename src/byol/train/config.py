@@ -122,7 +122,15 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         section = getattr(cfg, f.name)
         if isinstance(section, Section):
             check_section(section, f.name)
-    _ = cfg.train.budget_seconds, cfg.views.specs  # parsed for their checks; read again where they are used
+    _ = cfg.train.budget_seconds, cfg.views.specs, cfg.views.small_spec  # parsed for their checks; read again where used
+    check_small_crops_path(cfg.views.small_crops, streamed=cfg.data.stream == "on")
+
+
+def check_small_crops_path(small_crops: int, *, streamed: bool) -> None:
+    """The streamed data path decodes each image into the two views' crops only: no small views there."""
+    if small_crops and streamed:
+        raise ConfigError(f"views.small_crops={small_crops} needs the cached data path: the streamed one decodes "
+                          "two crops per image (set data.stream=off, or views.small_crops=0)")
 
 
 def fit_batch(cfg: PretrainConfig, num_images: int, world_size: int = 1) -> str | None:

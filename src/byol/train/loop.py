@@ -173,13 +173,13 @@ class Trainer:
             st.epoch += 1
             st.micro = 0
 
-    def _views(self, batch: ViewInputs) -> tuple[Tensor, Tensor]:
+    def _views(self, batch: ViewInputs) -> tuple[Tensor, ...]:
+        """(view1, view2, *small): the method is called with all of them (small ones: ``views.small_crops``)."""
         shard = {"shard": self.replicas.shard} if self.world > 1 else {}
-        v1, v2 = batch.views(self.augment, self.gen, self.device, **shard)
-        if self.o.channels_last and v1.dim() == 4:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        return v1, v2
+        views = batch.views(self.augment, self.gen, self.device, **shard)
+        if self.o.channels_last and views[0].dim() == 4:
+            views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+        return views
 
     def _optimizer_step(self, micro_batches: Iterator[ViewInputs]) -> tuple[dict[str, Tensor], dict[str, float] | None]:
         """One optimizer step over ``accum_steps`` micro-batches at the scheduled lr, then the method's
@@ -191,10 +191,10 @@ class Trainer:
         set_lr(self.opt, warmup_cosine(position, sched_total, self.o.peak_lr, self.state.warmup_steps))
         out: dict[str, Tensor] = {}
         for i in range(self.o.accum_steps):
-            v1, v2 = self._views(next(micro_batches))
+            views = self._views(next(micro_batches))
             with self.replicas.no_sync(accumulating=i < self.o.accum_steps - 1):
                 with self.autocast:
-                    out = self.replicas.forward(v1, v2)
+                    out = self.replicas.forward(*views)
                 loss_now = self.replicas.mean(out["loss"])  # one rank's inf/NaN makes every rank's mean so
                 if not bool(torch.isfinite(loss_now).all()):
                     raise self._halt(f"loss became {float(loss_now)} at step {self.state.step + 1} (lower "
@@ -351,7 +351,7 @@ class Trainer:
         st = self.state
         t_step = self.clock()
         out, extra = self._optimizer_step(micro_batches)
-        self._window_pairs += self.batch_size
+        self._window_pairs += self.batch_size  # images (pairs of the two views; small views ride along)
         step_seconds = self.clock() - t_step
         st.elapsed = self._elapsed()
         if extra is None:

@@ -27,11 +27,11 @@ from byol.data.batches import BatchSource, CachedImages
 from byol.data.sizes import Sizes
 from byol.data.stream import StreamSource, open_stream
 from byol.data.streamloader import stream_loader
-from byol.train.config import PretrainConfig, fit_batch, stored_as_now, validate_pretrain
+from byol.train.config import PretrainConfig, check_small_crops_path, fit_batch, stored_as_now, validate_pretrain
 from byol.train.loop import LoopOptions, Trainer
 from byol.errors import ConfigError, DataError
 from byol.methods import build_method
-from byol.methods.registry import method_class
+from byol.methods.registry import check_multi_crop, method_class
 from byol.models.factory import backbone_factory, build_encoder
 from byol.train.monitor import KnnMonitor, knn_monitor, labeled_positions
 from byol.optim.optimizers import build_optimizer
@@ -118,6 +118,7 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
     batch larger than the data shrinks to fit it, with a note (:func:`byol.train.config.fit_batch`)."""
     validate_pretrain(cfg)
     method_class(cfg.method.name)  # an unknown method is reported before any data is read
+    check_multi_crop(cfg.method.name, cfg.views.small_crops)  # and one that takes no small views
     set_threads(cfg.train.threads)
     device = dist.local_device(resolve_device(cfg.train.device))
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
@@ -126,13 +127,16 @@ def build_pretrain(cfg: PretrainConfig, run_dir: Path | None, *, fit: bool = Fal
     with dist.main_first():  # rank 0 fills the decode cache (or decodes the stream's sample) first
         stream = open_stream(d, cfg.views.specs, seed=cfg.train.seed, progress=progress)  # None: decode once
         train = load_train_data(d, seed=cfg.train.seed, progress=progress) if stream is None else stream.sample
+    check_small_crops_path(cfg.views.small_crops, streamed=stream is not None)  # data.stream=auto may stream
     note = fit_batch(cfg, len(train if stream is None else stream), dist.world_size()) if fit else None
     if note and dist.is_main():
         warnings.warn(note, stacklevel=2)
     check_batch(cfg.optim.batch_size, cfg.optim.accum_steps, num_images=len(train if stream is None else stream))
     mean, std = normalization(d.source, train.images, d.mean, d.std)
     sizes = Sizes.resolve(decode=d.image_size, view=d.view_size, images=train.image_size)
-    augment = TwoViewAugment(*cfg.views.specs, sizes.view, mean, std)
+    v = cfg.views
+    augment = TwoViewAugment(*v.specs, sizes.view, mean, std, small_crops=v.small_crops, small_spec=v.small_spec,
+                             small_size=v.small_size)
     method = build_method(cfg.method, backbone_factory(cfg.model, train.num_channels)).to(device)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last)

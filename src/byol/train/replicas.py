@@ -26,7 +26,8 @@ from byol.runtime.parallel import convert_sync_bn, wrap_ddp
 
 
 class Replicas:
-    """The processes training one model; ``forward`` is what the loop calls (the method, or its DDP wrapper).
+    """The processes training one model; ``forward`` is what the loop calls (the method, or its DDP wrapper)
+    with every view of a micro-batch, ``forward(view1, view2, *small)``.
 
     ``sync_bn``: cross-replica BN with more than one process (None: the method's ``cross_replica_bn``
     attribute, True when it has none; MoCo's shuffling BN is per process by design, He et al. section 3.3).
