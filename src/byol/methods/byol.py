@@ -108,16 +108,17 @@ class BYOL(nn.Module):
         z2 = self.projector(self.encoder(view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         t1, t2 = self._targets(view1, view2, z1, z2)
+        # pred / target of view 1: the loop's dynamics diagnostics (byol.train.monitor.dynamics_stats)
+        seen = {"proj": z1.detach(), "pred": p1.detach(), "target": t1.detach()}
         if small:
-            return {"loss": self._multi_crop_loss(p1, p2, t1, t2, small), "proj": z1.detach()}
+            return {"loss": self._multi_crop_loss(p1, p2, t1, t2, small), **seen}
         if self.negative_weight == 0.0:
             loss = byol_loss(p1, t2, p2, t1)
         else:  # negatives from the global batch, as SimCLR's: the targets of every process (with their gradients)
             t1, t2 = dist.all_gather_with_grad(t1), dist.all_gather_with_grad(t2)
             loss = byol_infonce_loss(p1, t1, p2, t2, self.temperature, self.negative_weight,
                                      offset=dist.rank() * p1.shape[0])
-        # pred / target of view 1: the loop's dynamics diagnostics (byol.train.monitor.dynamics_stats)
-        return {"loss": loss, "proj": z1.detach(), "pred": p1.detach(), "target": t1.detach()}
+        return {"loss": loss, **seen}
 
     def _multi_crop_loss(self, p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor, small: tuple[Tensor, ...]) -> Tensor:
         """BYOL with multi-crop views. A departure from the BYOL paper, which has no multi-crop (SwAV's, Caron
