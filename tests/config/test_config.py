@@ -224,3 +224,20 @@ def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_file_and_byte(tmp
     assert str(e.value) == f"{path}: not a UTF-8 text file (byte 16); save it as UTF-8"
     assert main(["pretrain", "--config", str(path), "--data", "nowhere"]) == 2  # before any data is read
     assert capsys.readouterr().err.strip().splitlines() == [f"byol: error: {e.value}"]
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("5E3", 5000.0), ("2e-1", 0.2), ("+3e+0", 3.0)])
+def test_exponent_notation_without_a_point_is_a_number(text, value):
+    """YAML 1.1 reads 1e-4 as a string (it wants 1.0e-4); a float key takes it as the number a user means,
+    from --set and from a config file alike, and anything else that is not a number is still refused."""
+    from byol.config import find_preset
+    from byol.train.config import build_config
+
+    cfg = build_config(files=[find_preset("tiny")], overrides=[f"optim.weight_decay={text}"])
+    assert cfg.optim.weight_decay == value
+    cfg = build_config(files=[find_preset("tiny")], extra={"optim": {"base_lr": text}})
+    assert cfg.optim.base_lr == value
+    with pytest.raises(ConfigError, match="expected a number"):
+        build_config(files=[find_preset("tiny")], overrides=[f"optim.weight_decay={text}x"])
+    with pytest.raises(ConfigError, match="expected an integer"):  # ints keep their own rule
+        build_config(files=[find_preset("tiny")], overrides=[f"optim.batch_size={text}"])

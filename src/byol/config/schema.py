@@ -201,6 +201,10 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
+#: A number in exponent notation without a decimal point (``1e-4``, ``5E3``), which YAML 1.1 leaves a string.
+_EXPONENT_ONLY = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -231,6 +235,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_ONLY.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 1e-4 as a string: it wants 1.0e-4
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if not math.isfinite(value):
