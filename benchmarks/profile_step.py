@@ -12,6 +12,7 @@ all against the fp32 matmul peak measured in the same run.
 
     python benchmarks/profile_step.py                       # both settings
     python benchmarks/profile_step.py --only resnet18-cifar --reps 3
+    python benchmarks/profile_step.py --only demo --only folder-32 --reps 5   # the CPU presets' steps
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def conv_ceiling(sp: StepParts, reps: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["demo", "resnet18-cifar"])
+    ap.add_argument("--only", action="append", choices=["demo", "folder-32", "folder-64", "resnet18-cifar"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--amp", choices=["off", "bf16"], default="off", help="autocast of the forward (default fp32)")
@@ -152,7 +153,7 @@ def main() -> None:
           f"malloc {'keeps freed memory' if tuned else 'glibc defaults'}")
     for name in a.only or ["demo", "resnet18-cifar"]:
         sp = StepParts(name, a.amp)
-        steps = 10 if name == "demo" else 1
+        steps = 1 if name == "resnet18-cifar" else 10
         fpp = sp.flops_per_pair()
         ph = phases(sp, a.reps, steps)
         total = sum(ph.values())
