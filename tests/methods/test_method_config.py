@@ -31,7 +31,8 @@ def test_each_method_has_its_own_section_with_todays_defaults():
     assert to_dict(BYOLConfig()) == {
         "name": "byol", "proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096, "tau_base": 0.996,
         "target_init": "random", "use_predictor": True, "tau_schedule": "cosine", "target": "ema",
-        "negative_weight": 0.0, "temperature": None}
+        "negative_weight": 0.0, "temperature": None, "predictor": "mlp", "directpred_rho": 0.3,
+        "directpred_eps": 0.1, "directpred_every": 1}
     assert to_dict(SimCLRConfig()) == {"name": "simclr", "proj_hidden": 4096, "proj_dim": 256, "temperature": None}
     assert to_dict(MoCoConfig()) == {"name": "moco", "proj_hidden": 4096, "proj_dim": 256, "temperature": None,
                                      "queue_size": 65536, "tau_base": 0.999, "tau_schedule": "constant",

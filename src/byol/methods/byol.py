@@ -14,6 +14,7 @@ from byol.losses import byol_infonce_loss, byol_loss, normalized_mse
 from byol.runtime import dist
 from byol.methods.common import (decay_field, follow, momentum_twin, projection_head, schedule_field, temperature,
                                  temperature_field)
+from byol.methods.directpred import DirectPredictor
 from byol.methods.registry import BackboneFactory, register
 from byol.models.heads import MLP
 
@@ -43,6 +44,18 @@ class BYOLConfig(MethodConfig):
     negative_weight: float = ranged(0.0, low_ok=True)
     #: alpha of App. I's InfoNCE_{alpha,beta}; None = DEFAULT_ALPHA
     temperature: float | None = temperature_field()
+    #: the predictor: "mlp" (the paper's, trained) or "directpred" (a linear map set from the projections'
+    #: correlation, not trained: Tian, Chen & Ganguli 2021; not BYOL's, docs/departures.md)
+    predictor: str = choice("mlp", "mlp", "directpred")
+    directpred_rho: float = ranged(0.3, 0, 1, low_ok=True)  #: rho of F <- rho F + (1 - rho) E[z z^T] (Eq. 19)
+    directpred_eps: float = ranged(0.1, low_ok=True)  #: eps added to every eigenvalue of the predictor (Eq. 18)
+    directpred_every: int = ranged(1)  #: optimizer steps between two eigendecompositions of F
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.predictor == "directpred" and not self.use_predictor:
+            raise ConfigError("method.predictor=directpred needs method.use_predictor=true "
+                              "(false: no predictor at all)")
 
 
 @register("byol", config=BYOLConfig)
@@ -68,6 +81,10 @@ class BYOL(nn.Module):
     - ``negative_weight`` (beta) > 0: App. I's InfoNCE_{alpha,beta} with ``temperature`` alpha
       (:func:`byol.losses.byol_infonce_loss`); beta = 0 is BYOL's loss. Its negatives are the targets of the
       global batch, gathered across processes like SimCLR's projections.
+
+    Not from the BYOL paper: ``predictor="directpred"`` replaces the trained MLP predictor by DirectPred's
+    linear map (Tian, Chen & Ganguli 2021), set after each optimizer step from a moving average of the
+    online projections' correlation (:class:`~byol.methods.directpred.DirectPredictor`, docs/departures.md).
     """
 
     #: takes small views (``views.small_crops``): ``forward(view1, view2, *small)``, :meth:`_multi_crop_loss`
@@ -82,7 +99,7 @@ class BYOL(nn.Module):
         self.encoder = backbone_factory()
         feat_dim = int(self.encoder.feature_dim)
         self.projector = projection_head(feat_dim, c)
-        self.predictor: nn.Module = MLP(c.proj_dim, c.pred_hidden, c.proj_dim) if c.use_predictor else nn.Identity()
+        self.predictor: nn.Module = _predictor(c)
         if self.target_mode == "ema":
             fresh = c.target_init == "random"
             self.target_encoder = momentum_twin(self.encoder, backbone_factory if fresh else None)
@@ -106,6 +123,8 @@ class BYOL(nn.Module):
     def forward(self, view1: Tensor, view2: Tensor, *small: Tensor) -> dict[str, Tensor]:
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
+        if isinstance(self.predictor, DirectPredictor) and self.training:
+            self.predictor.observe(z1, z2)  # F's batch term: the two global views' projections
         p1, p2 = self.predictor(z1), self.predictor(z2)
         t1, t2 = self._targets(view1, view2, z1, z2)
         # pred / target of view 1: the loop's dynamics diagnostics (byol.train.monitor.dynamics_stats)
@@ -135,7 +154,19 @@ class BYOL(nn.Module):
 
     @torch.no_grad()
     def after_step(self, step: float, total_steps: int) -> dict[str, float]:
+        if isinstance(self.predictor, DirectPredictor):
+            self.predictor.update()  # F from this step's projections, W every method.directpred_every steps
         if self.target_mode != "ema":
             return {}
         return follow([(self.target_encoder, self.encoder), (self.target_projector, self.projector)], step,
                       total_steps, self.config)
+
+
+def _predictor(c: BYOLConfig) -> nn.Module:
+    """The paper's MLP predictor, none (``use_predictor=False``), or DirectPred's (a departure from BYOL: a
+    linear map set from the projections' correlation instead of trained, :mod:`byol.methods.directpred`)."""
+    if not c.use_predictor:
+        return nn.Identity()
+    if c.predictor == "directpred":
+        return DirectPredictor(c.proj_dim, c.directpred_rho, c.directpred_eps, c.directpred_every)
+    return MLP(c.proj_dim, c.pred_hidden, c.proj_dim)

@@ -84,6 +84,10 @@ _V1_METHOD: dict[str, Any] = {
     "use_predictor": True, "tau_schedule": "cosine", "target": "ema", "negative_weight": 0.0, "temperature": None,
     "queue_size": 65536, "momentum": 0.999, "split_bn_groups": 8,
 }
+#: Keys added to a section that had records in that layout (BYOL's DirectPred option), with their defaults:
+#: at these values they are left out of a cell's hash, so the records written before keep their names
+_ADDED_METHOD_DEFAULTS: dict[str, Any] = {"predictor": "mlp", "directpred_rho": 0.3, "directpred_eps": 0.1,
+                                          "directpred_every": 1}
 #: MoCo's key-encoder momentum was ``momentum`` (constant) in that layout; it is MoCo's ``tau_base`` now
 _V1_RENAMED = {("moco", "tau_base"): "momentum", ("moco", "tau_schedule"): "momentum_schedule"}
 
@@ -120,7 +124,7 @@ def cell_id(cell: Cell, scale: Scale, seed: int) -> str:
     of RECORD_VERSION 1 (:func:`_v1_method`)."""
     layers = _cell_layers(cell, scale, seed)
     cfg = config_from_layers(layers)
-    defaults = _flat({**to_dict(PretrainConfig()), "method": _V1_METHOD})
+    defaults = _flat({**to_dict(PretrainConfig()), "method": {**_V1_METHOD, **_ADDED_METHOD_DEFAULTS}})
     resolved = {k: v for k, v in _flat({**to_dict(cfg), "method": _v1_method(cfg.method, layers)}).items()
                 if k not in _NOT_RESULT and (k not in defaults or v != defaults[k])}
     ident: dict[str, Any] = {"v": RECORD_VERSION, "config": resolved, "random_init": cell.method == "random-init",
