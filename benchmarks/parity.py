@@ -311,6 +311,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    from byol.run.files import pin_code_state
+
+    pin_code_state()  # the commit of the code imported now, not of a later commit during the sweep
     out = Path(a.out)
     if a.check_pieces:
         print(_pieces().check_pieces())

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", default="runs/sweep_folder")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     a = ap.parse_args(argv)
+    from byol.run.files import pin_code_state
+
+    pin_code_state()  # the commit of the code imported now, not of a later commit during the sweep
     out = Path(a.out)
     if a.table:
         print(table(out))

@@ -265,7 +265,10 @@ def _one_line_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from byol.run.files import pin_code_state
     from byol.runtime import tune_malloc
+
+    pin_code_state()  # the commit whose code this process imported, whatever is committed while it runs
 
     tune_malloc()  # keep freed memory in the process unless BYOL_MALLOC=glibc (byol/runtime.py)
     warnings.filterwarnings("default", category=UserWarning, module="byol")

@@ -10,6 +10,7 @@ a directory that held one first removes these (:func:`clear_run_files`).
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -64,8 +65,13 @@ class JsonlLogger:
             self.tb.close()
 
 
+@functools.lru_cache(maxsize=1)
 def _git_state() -> tuple[str, bool | None]:
-    """``(commit, dirty)`` of the checkout this package runs from (``("", None)`` outside a git checkout)."""
+    """``(commit, dirty)`` of the checkout this package runs from (``("", None)`` outside a git checkout).
+
+    Read once per process: the code a process runs is what it imported at its start, so a commit made while
+    a long sweep runs must not be credited with the sweep's later records. Entry points call
+    :func:`pin_code_state` first thing."""
     here = Path(__file__).parent
 
     def git(*args: str) -> str:
@@ -77,6 +83,11 @@ def _git_state() -> tuple[str, bool | None]:
                         if commit else None)
     except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is simply unknown
         return "", None
+
+
+def pin_code_state() -> None:
+    """Record now which commit this process runs (:func:`_git_state`), before any long work starts."""
+    _git_state()
 
 
 def cpu_model() -> str:

@@ -1,0 +1,29 @@
+"""A record names the commit of the code its process imported: git is read once, when the process pins it."""
+
+import subprocess
+
+import torch
+
+from byol.run import files
+
+
+def test_the_commit_is_read_once_per_process(monkeypatch):
+    files._git_state.cache_clear()
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def counting(args, **kw):
+        calls.append(list(args))
+        return real(args, **kw)
+
+    monkeypatch.setattr(files.subprocess, "run", counting)
+    try:
+        files.pin_code_state()
+        pinned = len(calls)
+        first = files.env_info(torch.device("cpu"))
+        second = files.env_info(torch.device("cpu"))
+        assert pinned >= 1 and all(c[0] == "git" for c in calls)
+        assert len(calls) == pinned  # a commit made after the pin would not be seen: later records keep it
+        assert first["git_commit"] == second["git_commit"] and first["git_dirty"] == second["git_dirty"]
+    finally:
+        files._git_state.cache_clear()
