@@ -13,7 +13,8 @@ def test_the_commit_is_read_once_per_process(monkeypatch):
     real = subprocess.run
 
     def counting(args, **kw):
-        calls.append(list(args))
+        if list(args)[:1] == ["git"]:
+            calls.append(list(args))
         return real(args, **kw)
 
     monkeypatch.setattr(files.subprocess, "run", counting)
@@ -22,7 +23,7 @@ def test_the_commit_is_read_once_per_process(monkeypatch):
         pinned = len(calls)
         first = files.env_info(torch.device("cpu"))
         second = files.env_info(torch.device("cpu"))
-        assert pinned >= 1 and all(c[0] == "git" for c in calls)
+        assert pinned >= 1
         assert len(calls) == pinned  # a commit made after the pin would not be seen: later records keep it
         assert first["git_commit"] == second["git_commit"] and first["git_dirty"] == second["git_dirty"]
     finally:
