@@ -17,7 +17,12 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="cifar10", help="preset every cell starts from (default cifar10)")
     p.add_argument("--data", default=None, help="data set name or labeled image folder / .zip with a test split")
     p.add_argument("--budget", default="2m", help="wall-clock budget per cell (default 2m)")
-    p.add_argument("--epochs", type=float, default=None, help="fixed epochs per cell instead of a budget")
+    p.add_argument("--epochs", type=float, nargs="+", default=None,
+                   help="fixed epochs per cell instead of a budget; several: a scale ladder, every cell at each "
+                        "length, the shortest first (the report follows each claim's margin over the lengths)")
+    p.add_argument("--cells", nargs="+", default=None, metavar="KEY",
+                   help="train only these cells (keys as in the study, e.g. tau-0 tau-1 tau-cosine random-init); "
+                        "the report shows every cell recorded")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default 0 1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                    help="batch ladder for batch-size (default: the preset's batch, 1/4 and 1/16 of it)")
@@ -42,10 +47,11 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from byol.errors import ConfigError
-    from byol.reproduce import STUDY_NAMES, Scale, reproduce, run_studies_cells
+    from byol.reproduce import STUDY_NAMES, Scale, cells_by_study, reproduce, run_studies_cells
 
-    if a.epochs is not None and a.epochs <= 0:
-        raise ConfigError(f"--epochs must be positive, got {a.epochs}")
+    epochs = tuple(sorted(set(a.epochs or ())))
+    if any(e <= 0 for e in epochs):
+        raise ConfigError(f"--epochs must be positive, got {' '.join(f'{e:g}' for e in a.epochs)}")
     if a.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
     if any(s < 0 for s in a.seeds):
@@ -55,20 +61,21 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} applies to the {study} study, not {a.name}")
         if on and a.epochs is None:
             raise ConfigError(f"{flag} needs --epochs (with a --budget every cell already trains for the same time)")
-    scale = Scale(preset=a.config, data=a.data, budget=None if a.epochs else a.budget, epochs=a.epochs,
+    scale = Scale(preset=a.config, data=a.data, budget=None if epochs else a.budget, epochs=max(epochs, default=None),
                   eval_train=a.eval_train or None, overrides=tuple(a.overrides))
     args = [x for x in sys.argv[1:] if x != "--report-only"]  # the report names the command that trains
     command = "byol " + " ".join(shlex.quote(x) for x in args) if args[:1] == ["reproduce"] else ""
     names = STUDY_NAMES if a.name == "all" else (a.name,)
     common = dict(seeds=tuple(a.seeds), out_dir=a.out, runs_dir=a.runs_dir,
-                  batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None, jobs=a.jobs)
+                  batch_sizes=tuple(a.batch_sizes) if a.batch_sizes else None, jobs=a.jobs, epochs=epochs)
     fair = dict(equal_time=a.equal_time, equal_steps=a.equal_steps)
+    cells = cells_by_study(names, tuple(a.cells) if a.cells else None, scale, common["batch_sizes"], **fair)
     if a.report_only:
         common["train"] = False
-    elif len(names) > 1 and a.jobs > 1:
-        run_studies_cells(names, scale, **common, **fair)  # one pool over all studies: no idle process between them
+    elif len(names) > 1 and a.jobs > 1:  # one pool over all studies: no idle process between them
+        run_studies_cells(names, scale, **common, **fair, cells=tuple(a.cells) if a.cells else None)
     for name in names:
-        md, png = reproduce(name, scale, **common, **fair,
+        md, png = reproduce(name, scale, **common, **fair, cells=cells[name],
                             command=command.replace(" all", f" {name}") if a.name == "all" else command)
         print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
     return 0

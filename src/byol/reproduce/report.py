@@ -4,37 +4,15 @@ checked) and ``<name>.png`` (a plot in the style of the paper's figure or table)
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from pathlib import Path
 from typing import Any
 
 from byol.atomic import atomic_write
 from byol.reports.plots import save_figure
+from byol.reproduce.ladder import plot as ladder_plot, section as ladder_section
 from byol.reproduce.recipes import EQUAL_TIME
+from byol.reproduce.results import summarize
 from byol.reproduce.studies import Cell, Results, Study
-
-METRICS = ("knn", "linear")
-
-
-def _mean_sd(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def summarize(study: Study, records: dict[str, list[dict[str, Any]]]) -> Results:
-    """Cell key -> mean of each metric over seeds (+ ``*_sd``, ``collapsed`` share, ``epochs``, ``n``)."""
-    out: Results = {}
-    for cell in study.cells:
-        recs = records.get(cell.key) or []
-        if not recs:
-            continue
-        row: dict[str, float] = {"n": float(len(recs))}
-        for m in METRICS:
-            row[m], row[f"{m}_sd"] = _mean_sd([float(r[m]) for r in recs])
-        row["collapsed"] = sum(bool(r.get("collapsed")) for r in recs) / len(recs)
-        row["epochs"] = statistics.fmean(float(r.get("epochs", 0.0)) for r in recs)
-        row["wall"] = sum(float(r.get("wall_seconds", 0.0)) for r in recs)
-        out[cell.key] = row
-    return out
 
 
 def _references(study: Study) -> dict[str, Cell]:
@@ -193,11 +171,15 @@ def provenance_line(records: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir: Path, *, command: str,
-                 scale: dict[str, Any], seeds: tuple[int, ...]) -> tuple[Path, Path | None]:
+                 scale: dict[str, Any], seeds: tuple[int, ...],
+                 ladder: dict[float, dict[str, list[dict[str, Any]]]] | None = None) -> tuple[Path, Path | None]:
     """Write ``out_dir/<name>.md`` and ``out_dir/<name>.png``; a hand-written ``<name>.notes.md`` next to them
-    (the discussion: why a direction differs from the paper) is included when present."""
+    (the discussion: why a direction differs from the paper) is included when present. ``records`` are the
+    table's (one length); ``ladder`` (length -> records) adds the "Scale ladder" section and
+    ``<name>-ladder.png`` when records exist at two lengths or more."""
     res = summarize(study, records)
-    any_rec = next((r for rs in records.values() for r in rs), {})
+    every = [records, *(ladder or {}).values()]
+    any_rec = next((r for by_key in every for rs in by_key.values() for r in rs), {})
     chance = 100.0 / float(any_rec.get("num_classes", 10))
     wall = sum(r["wall"] for r in res.values())
     png = plot(study, res, out_dir / f"{study.name}.png") if res else None
@@ -220,6 +202,10 @@ def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir
     ]
     if png is not None:
         lines += [f"![{study.title}]({png.name})", ""]
+    by_length = {e: rs for e, rs in (ladder or {}).items() if any(rs.values())}
+    if len(by_length) >= 2:
+        ladder_png = ladder_plot(study, by_length, chance, out_dir / f"{study.name}-ladder.png")
+        lines += ladder_section(study, by_length, chance, ladder_png, scale.get("epochs"))
     notes = out_dir / f"{study.name}.notes.md"
     if notes.is_file():
         lines += ["## Discussion", "", notes.read_text().strip(), ""]

@@ -301,20 +301,31 @@ def _done_line(tag: str, cell: Cell, seed: int, record: dict[str, Any], name: st
             f"{record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {name}")
 
 
-def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
-              log: Callable[[str], None] = print) -> None:
-    """Run and record the (cell, seed) pairs of ``todo`` that have no record yet, ``jobs`` at a time.
+Job = tuple[Cell, int, Scale]  #: a (cell, seed) at one length (a rung of a scale ladder)
+
+
+def _record_path(cells_dir: Path, job: Job) -> Path:
+    cell, seed, scale = job
+    return cells_dir / f"{cell_id(cell, scale, seed)}.json"
+
+
+def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
+             log: Callable[[str], None] = print) -> None:
+    """Run and record the jobs of ``todo`` that have no record yet, ``jobs`` at a time, in the order given (a
+    ladder lists its shortest length first, so a sweep stopped early leaves its short rungs complete); with
+    several lengths the log's tags name each job's.
 
     With ``jobs`` > 1 each cell runs in its own process with ``cpus // jobs`` threads (on 2 cores about the
     same throughput as one cell at a time for the small CNN, docs/guide.md). Records are the same either way
     (tested): a cell's id and result do not depend on where it ran. A Ctrl-C reaches every running cell,
     which saves and resumes on the next sweep (the interrupt path is tested for one process only)."""
-    todo = list(dict.fromkeys((c, s) for c, s in todo if not (cells_dir / f"{cell_id(c, scale, s)}.json").is_file()))
+    todo = list(dict.fromkeys(j for j in todo if not _record_path(cells_dir, j).is_file()))
     if todo:
-        check_eval_split(scale)
-    tags = {pair: f"[{i}/{len(todo)}]" for i, pair in enumerate(todo, 1)}
+        check_eval_split(todo[0][2])  # the lengths share the data
+    several = len({j[2] for j in todo}) > 1
+    tags = {j: f"[{i}/{len(todo)}" + (f", {j[2].epochs:g} epochs]" if several else "]") for i, j in enumerate(todo, 1)}
     if jobs <= 1:
-        for (cell, seed), tag in tags.items():
+        for (cell, seed, scale), tag in tags.items():
             log(f"{tag} {cell.label}, seed {seed}: running")
             record = record_cell(cell, scale, seed, cells_dir, runs_dir)
             log(_done_line(tag, cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
@@ -324,43 +335,45 @@ def run_cells(todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_record_in_worker, c, scale, s, cells_dir, runs_dir, threads, tags[(c, s)]): (c, s)
-                   for c, s in todo}
+        futures = {pool.submit(_record_in_worker, c, sc, s, cells_dir, runs_dir, threads, tags[(c, s, sc)]): (c, s, sc)
+                   for c, s, sc in todo}
         try:
             for fut in cf.as_completed(futures):
-                cell, seed = futures[fut]
-                log(_done_line(tags[(cell, seed)], cell, seed, fut.result(), f"{cell_id(cell, scale, seed)}.json"))
+                cell, seed, scale = futures[fut]
+                log(_done_line(tags[futures[fut]], cell, seed, fut.result(), f"{cell_id(cell, scale, seed)}.json"))
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # running cells stop at their step boundary and save
             raise
 
 
-def run_study_cells(
-    cells: tuple[Cell, ...], scale: Scale, seeds: tuple[int, ...], cells_dir: Path, runs_dir: Path,
-    *, jobs: int = 1, train: bool = True, log: Callable[[str], None] = print,
-) -> dict[str, list[dict[str, Any]]]:
-    """Every (cell, seed) record of a study, running the missing ones (``train=False``: only those already
-    recorded, for a report of a sweep in progress). Returns cell key -> records."""
-    return run_pairs([(c, s) for c in cells for s in seeds], scale, cells_dir, runs_dir, jobs=jobs, train=train,
-                     log=log)
-
-
-def run_pairs(
-    todo: list[tuple[Cell, int]], scale: Scale, cells_dir: Path, runs_dir: Path,
-    *, jobs: int = 1, train: bool = True, log: Callable[[str], None] = print,
-) -> dict[str, list[dict[str, Any]]]:
-    """:func:`run_study_cells` of given (cell, seed) pairs (a cell may differ by seed: equal wall time cells
-    train for the seconds of BYOL's cell at their seed)."""
-    for cell, seed in todo:
-        if (cells_dir / f"{cell_id(cell, scale, seed)}.json").is_file():
-            log(f"{cell.label}, seed {seed}: done before ({cell_id(cell, scale, seed)}.json), skipped")
-        elif not train:
-            log(f"{cell.label}, seed {seed}: not run yet")
-    if train:
-        run_cells(todo, scale, cells_dir, runs_dir, jobs=jobs, log=log)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for cell, seed in todo:
-        path = cells_dir / f"{cell_id(cell, scale, seed)}.json"
+def run_ladder(
+    todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1, train: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[float | None, dict[str, list[dict[str, Any]]]]:
+    """Every record of ``todo``, running the missing ones (:func:`run_jobs`; ``train=False``: only those already
+    recorded, for a report of a sweep in progress), one line for each found or missing. Returns length (the
+    scale's epochs) -> cell key -> records. A job's cell may differ by seed (equal wall time cells train for
+    the seconds of BYOL's cell at their seed)."""
+    several = len({j[2] for j in todo}) > 1
+    for job in todo:
+        cell, seed, scale = job
+        at = f", {scale.epochs:g} epochs" if several else ""
+        path = _record_path(cells_dir, job)
         if path.is_file():
-            out.setdefault(cell.key, []).append(json.loads(path.read_text()))
+            log(f"{cell.label}, seed {seed}{at}: done before ({path.name}), skipped")
+        elif not train:
+            log(f"{cell.label}, seed {seed}{at}: not run yet")
+    if train:
+        run_jobs(todo, cells_dir, runs_dir, jobs=jobs, log=log)
+    return load_records(todo, cells_dir)
+
+
+def load_records(todo: list[Job], cells_dir: Path) -> dict[float | None, dict[str, list[dict[str, Any]]]]:
+    """The records of ``todo`` found in ``cells_dir``: length -> cell key -> records."""
+    out: dict[float | None, dict[str, list[dict[str, Any]]]] = {}
+    for job in dict.fromkeys(todo):
+        path = _record_path(cells_dir, job)
+        if path.is_file():
+            out.setdefault(job[2].epochs, {}).setdefault(job[0].key, []).append(json.loads(path.read_text()))
     return out
+

@@ -48,16 +48,41 @@ class Cell:
 
 
 Results = dict[str, dict[str, float]]  #: cell key -> {"knn": mean, "linear": mean, "collapsed": share, ...}
-Check = Callable[[Results, float], "bool | None"]  #: (results, chance %) -> holds? (None: cannot tell)
+#: (results, chance %) -> the claim's signed margin in points (positive: it holds), None: cannot tell
+Margin = Callable[[Results, float], "float | None"]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How a claim is measured: a signed margin in points, so that a claim can be followed against training
+    length (:mod:`byol.reproduce.ladder`), not only checked. The claim holds when the margin is positive (zero
+    too for an ``at_least`` claim, "A >= B"), or when ``also`` says so (a sign that has no margin in points:
+    the collapse monitor)."""
+
+    margin: Margin
+    at_least: bool = False
+    also: Callable[[Results], bool] | None = None  #: read on the means over seeds
+
+    def holds(self, margin: float | None, res: Results | None = None) -> bool | None:
+        if margin is None:
+            return None
+        return (margin >= 0 if self.at_least else margin > 0) or bool(self.also and res and self.also(res))
 
 
 @dataclass(frozen=True)
 class Claim:
     text: str
-    check: Check
+    measure: Measure
     row: str = ""  #: with ``column``: the claim's cell in a compact table of verdicts (when every claim has both)
     column: str = ""
     cells: tuple[str, ...] = ()  #: the cell keys it compares, when known: dropped with a cell this version lacks
+
+    def margin(self, res: Results, chance: float) -> float | None:
+        return self.measure.margin(res, chance)
+
+    def check(self, res: Results, chance: float) -> bool | None:
+        """Holds? (None: cannot tell) on ``res``, the means over seeds of a study's cells."""
+        return self.measure.holds(self.margin(res, chance), res)
 
 
 @dataclass(frozen=True)
@@ -72,26 +97,38 @@ class Study:
     extra: dict = field(default_factory=dict)
 
 
-def _gt(a: str, b: str, metric: str = "knn") -> Check:
-    return lambda r, chance: (r[a][metric] > r[b][metric]) if a in r and b in r else None
+def _gt(a: str, b: str, metric: str = "knn", at_least: bool = False) -> Measure:
+    """A beats B: r[a] - r[b] in points."""
+    return Measure(lambda r, chance: (r[a][metric] - r[b][metric]) if a in r and b in r else None, at_least)
 
 
-def _ge(a: str, b: str, metric: str = "knn") -> Check:
-    return lambda r, chance: (r[a][metric] >= r[b][metric]) if a in r and b in r else None
+def _ge(a: str, b: str, metric: str = "knn") -> Measure:
+    return _gt(a, b, metric, at_least=True)
 
 
-def _collapsed(a: str) -> Check:
-    """Collapse: the monitor fired on most seeds, or kNN within 10 points of chance."""
-    return lambda r, chance: (r[a]["collapsed"] > 0.5 or r[a]["knn"] < chance + 10.0) if a in r else None
+def _collapsed(a: str) -> Measure:
+    """Collapse: kNN within 10 points of chance (margin: chance + 10 - kNN), or the monitor fired on most seeds."""
+    return Measure(lambda r, chance: (chance + 10.0 - r[a]["knn"]) if a in r else None,
+                   also=lambda r: a in r and r[a]["collapsed"] > 0.5)
 
 
-def _loses_less(a_small: str, a_ref: str, b_small: str, b_ref: str, metric: str = "linear") -> Check:
-    def check(r: Results, chance: float):
+def _loses_less(a_small: str, a_ref: str, b_small: str, b_ref: str, metric: str = "linear") -> Measure:
+    """A's drop is smaller than B's: B's drop minus A's, in points."""
+    def margin(r: Results, chance: float) -> float | None:
         if not all(k in r for k in (a_small, a_ref, b_small, b_ref)):
             return None
-        return (r[a_ref][metric] - r[a_small][metric]) < (r[b_ref][metric] - r[b_small][metric])
+        return (r[b_ref][metric] - r[b_small][metric]) - (r[a_ref][metric] - r[a_small][metric])
 
-    return check
+    return Measure(margin)
+
+
+def _beats_all(a: str, others: tuple[str, ...], metric: str = "knn") -> Measure:
+    """A beats each of ``others`` that was measured: the smallest of the differences."""
+    def margin(r: Results, chance: float) -> float | None:
+        diffs = [r[a][metric] - r[k][metric] for k in others if k in r and a in r]
+        return min(diffs) if diffs else None
+
+    return Measure(margin)
 
 
 #: The baselines: the paper's number is ImageNet linear top-1 of a ResNet-50 as published: BYOL, SimCLR and
@@ -211,8 +248,7 @@ def components() -> Study:
     claims = (Claim("no predictor collapses", _collapsed("no-predictor")),
               Claim("no target network (tau 0) collapses", _collapsed("no-target")),
               Claim("BYOL beats the collapsed variants (kNN)",
-                    lambda r, c: all(r["byol"]["knn"] > r[k]["knn"] for k in ("no-predictor", "no-target", "neither")
-                                     if k in r) if "byol" in r else None),
+                    _beats_all("byol", ("no-predictor", "no-target", "neither"))),
               Claim("adding negatives does not help BYOL (linear)", _ge("byol", "negatives", "linear")))
     return Study("components", "Predictor, target network and negatives", "Tables 5b and 19 (300 epochs)", cells,
                  claims)
