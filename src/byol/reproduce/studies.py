@@ -133,7 +133,8 @@ def _beats_all(a: str, others: tuple[str, ...], metric: str = "knn") -> Measure:
 
 #: The baselines: the paper's number is ImageNet linear top-1 of a ResNet-50 as published: BYOL, SimCLR and
 #: MoCo v2 as in BYOL's Table 1; SimSiam 800 epochs (SimSiam paper, Table 4); Barlow Twins (its Table 1); SwAV
-#: with multi-crop, 800 epochs (SwAV paper). Each method but BYOL runs its own preset's method and optimizer
+#: 75.3 is the SwAV paper's ResNet-50 with multi-crop (2 x 224 + 6 x 96), while this cell trains on the two
+#: views of the scale (its recipe's optimizer and loss, not its preset's small crops), hence its label. Each method but BYOL runs its own preset's method and optimizer
 #: sections (``recipe``; BYOL's recipe is the scale preset itself); MoCo v2 also its views (one distribution
 #: for both, MoCo v2's aug+). SwAV's cell is skipped where the method or its preset is not registered.
 BASELINES = (
@@ -142,7 +143,7 @@ BASELINES = (
     Cell("moco", "MoCo v2", "moco", paper=71.1, recipe="moco-cifar10", recipe_views=True),
     Cell("simsiam", "SimSiam", "simsiam", paper=71.3, recipe="simsiam-cifar10"),
     Cell("barlowtwins", "Barlow Twins", "barlowtwins", paper=73.2, recipe="barlowtwins-cifar10"),
-    Cell("swav", "SwAV", "swav", paper=75.3, recipe="swav-cifar10"),
+    Cell("swav", "SwAV (2 views; paper: multi-crop)", "swav", paper=75.3, recipe="swav-cifar10"),
 )
 
 
