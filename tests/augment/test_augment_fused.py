@@ -53,6 +53,9 @@ CASES = {
     ),
     "fixed jitter order, strong hue": (T.replace(jitter_random_order=False, hue=0.5, jitter_p=1.0), 32, 32, 32),
     "no jitter, all gray": (T.replace(jitter_p=0.0, gray_p=1.0), 16, 16, 16),
+    "the paper's code's saturation (HSV) and blur padding (zeros)": (
+        T.replace(saturation_mode="hsv", blur_padding="zeros", jitter_p=1.0, saturation=0.8), 28, 28, 64,
+    ),
 }
 
 
@@ -67,7 +70,7 @@ def test_fused_view_equals_the_eager_ops(name):
 
 def test_fused_view_at_imagenet_size_with_the_papers_23_tap_blur():
     """224 px: the eager blur takes its grouped-convolution branch (> 7 taps); the kernel must still agree."""
-    for spec in (T, T_PRIME.replace(blur_p=1.0)):
+    for spec in (T, T_PRIME.replace(blur_p=1.0), T.replace(saturation_mode="hsv", blur_padding="zeros")):
         eager, fast = _both(_images(6, 3, 256, 240), spec, 224)
         assert (fast - eager).abs().max().item() < 1e-4
 
@@ -99,8 +102,10 @@ def test_each_op_changes_the_output():
         dict(jitter_p=1.0, brightness=0.0, saturation=0.0, hue=0.0),  # contrast alone
         dict(jitter_p=1.0, brightness=0.0, contrast=0.0, hue=0.0),  # saturation alone
         dict(jitter_p=1.0, brightness=0.0, contrast=0.0, saturation=0.0),  # hue alone
+        dict(jitter_p=1.0, brightness=0.0, contrast=0.0, hue=0.0, saturation_mode="hsv"),
         dict(gray_p=1.0),
         dict(blur_p=1.0),
+        dict(blur_p=1.0, blur_padding="zeros"),
         dict(solarize_p=1.0),
         dict(flip_p=1.0),
     ):
@@ -110,6 +115,23 @@ def test_each_op_changes_the_output():
         eager = views._view_from_float(views._to_float(x, torch.float32), spec, 32, m, s, p)
         assert (out - ref).abs().max().item() > 0.05, change
         assert (out - eager).abs().max().item() < 1e-4, change
+
+
+def test_the_reference_modes_change_the_fused_output():
+    """The fused kernel honours saturation_mode and blur_padding (the comparison with the eager ops above
+    would also pass if both ignored them)."""
+    x = _images(64, 3, 32, 32)
+    m, s = _norm(3)
+    base = T.replace(jitter_p=1.0, brightness=0.0, contrast=0.0, hue=0.0, blur_p=1.0, flip_p=0.0)
+    p = views.sample_view_params(64, 32, 32, base, 32, torch.Generator().manual_seed(0), "cpu")
+    ref = fused.fused_view(x, base, 32, m, s, p)
+    hsv = fused.fused_view(x, base.replace(saturation_mode="hsv"), 32, m, s, p)
+    zeros = fused.fused_view(x, base.replace(blur_padding="zeros"), 32, m, s, p)
+    assert (hsv - ref).abs().max().item() > 0.05
+    edge = torch.ones(32, 32, dtype=torch.bool)
+    edge[1:-1, 1:-1] = False
+    assert (zeros - ref)[..., edge].mean().item() < -0.05  # the zeros darken the border (3 taps: 1 px)
+    assert (zeros - ref)[..., ~edge].abs().max().item() < 1e-5  # and only the border
 
 
 def test_thread_count_does_not_change_the_result():

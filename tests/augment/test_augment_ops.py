@@ -1,5 +1,6 @@
 """Batched ops against torchvision's functional ops (fixed parameters) and against their definitions."""
 
+import colorsys
 import math
 
 import pytest
@@ -168,6 +169,27 @@ def test_hue_matches_torchvision_per_sample():
     assert (out[2] - x[2]).abs().max() > 1e-2  # a 0.03-turn shift visibly changes the colours
 
 
+def test_hsv_saturation_matches_colorsys():
+    """``mode="hsv"`` (the paper's code, tf.image.adjust_saturation): S * f clipped to [0, 1], per pixel
+    against Python's colorsys; f = 3 clips S at 1 for most pixels."""
+    x = rand_images(5, 3, 6, 6)
+    x[0] = 0.5  # grey: unchanged
+    x[1, :, :3] = x[1, :1, :3]  # ties between channels
+    x[2, :, 0, 0] = torch.tensor([0.0, 0.0, 0.0])  # black
+    f = torch.tensor([1.2, 0.8, 1.2, 3.0, 0.0])
+    out = ops.adjust_saturation(x, f, mode="hsv")
+    ref = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        for r in range(6):
+            for c in range(6):
+                h, s, v = colorsys.rgb_to_hsv(*x[i, :, r, c].double().tolist())
+                ref[i, :, r, c] = torch.tensor(colorsys.hsv_to_rgb(h, min(max(s * float(f[i]), 0.0), 1.0), v))
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=0)
+    assert (out - ops.adjust_saturation(x, f)).abs().max() > 0.05  # not the blend
+    with pytest.raises(ValueError):
+        ops.adjust_saturation(x, f, mode="hsl")
+
+
 def test_hue_and_saturation_keep_hsv_invariants():
     x = rand_images(4, 3, 8, 8)
     out = ops.adjust_hue(x, full(4, 0.25))
@@ -208,13 +230,13 @@ def test_ops_are_pure_unless_inplace():
 
 
 # ---------------------------------------------------------------------------------------- colour jitter
-def _reference_jitter(x, apply, params, order, mode):
+def _reference_jitter(x, apply, params, order, mode, sat_mode="blend"):
     """Per-sample Python loop over the standalone ops: the definition color_jitter must reproduce."""
     out = x.clone()
     fns = [
         lambda t, v: ops.adjust_brightness(t, v, mode),
         ops.adjust_contrast,
-        ops.adjust_saturation,
+        lambda t, v: ops.adjust_saturation(t, v, sat_mode),
         ops.adjust_hue,
     ]
     for i in range(x.shape[0]):
@@ -249,6 +271,20 @@ def test_color_jitter_applies_each_samples_own_order(mode):
     assert (fixed[moved] - out[moved]).abs().amax(dim=(1, 2, 3)).gt(1e-4).float().mean() > 0.5
 
 
+def test_color_jitter_with_hsv_saturation_applies_each_samples_own_order():
+    B = 48
+    x = rand_images(B, 3, 6, 6, seed=7)
+    g = torch.Generator().manual_seed(8)
+    u = torch.rand(B, 4, generator=g)
+    params = [u[:, 0] * 0.8 - 0.4, 0.6 + 0.8 * u[:, 1], 0.5 + u[:, 2], 0.2 * u[:, 3] - 0.1]
+    order = torch.argsort(torch.rand(B, 4, generator=g), dim=1)
+    apply = torch.rand(B, generator=g) < 0.8
+    out = ops.color_jitter(x, apply, *params, order=order, saturation_mode="hsv")
+    torch.testing.assert_close(out, _reference_jitter(x, apply, params, order, "additive", "hsv"), atol=2e-6, rtol=0)
+    blend = ops.color_jitter(x, apply, *params, order=order)
+    assert (out[apply] - blend[apply]).abs().amax(dim=(1, 2, 3)).gt(1e-3).float().mean() > 0.5
+
+
 def test_color_jitter_skips_ops_given_none():
     x = rand_images()
     apply = torch.ones(4, dtype=torch.bool)
@@ -267,6 +303,29 @@ def test_gaussian_blur_matches_torchvision_per_sample(k):
     assert (out[2] - x[2]).abs().max() > 1e-2
     with pytest.raises(ValueError):
         ops.gaussian_blur(x, sigma, 4)
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])  # both code paths, as above
+def test_zero_padded_blur_is_a_same_convolution(k):
+    """``padding="zeros"`` (the paper's code): a 2-D convolution with zeros outside the image, the kernel the
+    outer product of the 1-D Gaussian taps (computed here from their definition); the interior equals the
+    reflect-padded blur."""
+    x = rand_images(3, 3, 14, 11)
+    sigma = torch.tensor([0.1, 0.9, 2.0])
+    out = ops.gaussian_blur(x, sigma, k, "zeros")
+    t = torch.arange(k, dtype=torch.float64) - k // 2
+    for i, s in enumerate(sigma.tolist()):
+        taps = torch.exp(-(t**2) / (2 * s * s))
+        taps = taps / taps.sum()
+        kern = torch.outer(taps, taps).expand(3, 1, k, k)
+        ref = F.conv2d(x[i : i + 1].double(), kern, padding=k // 2, groups=3)[0]
+        torch.testing.assert_close(out[i].double(), ref, atol=1e-5, rtol=0)
+    p = k // 2
+    reflect = ops.gaussian_blur(x, sigma, k)
+    torch.testing.assert_close(out[..., p:-p, p:-p], reflect[..., p:-p, p:-p], atol=1e-6, rtol=0)
+    assert (reflect[2] - out[2]).amin() > -1e-6 and (reflect[2, :, 0] - out[2, :, 0]).mean() > 0.05  # darker edge
+    with pytest.raises(ValueError):
+        ops.gaussian_blur(x, sigma, k, "same")
 
 
 def test_gaussian_kernels_definition():

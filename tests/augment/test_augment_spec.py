@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from byol.augment import ViewSpec, paper_views
+from byol.augment import ViewSpec, paper_views, view_specs
 from byol.augment.spec import blur_kernel_size
 from byol.errors import ConfigError
 
@@ -20,6 +20,7 @@ def test_defaults_are_paper_T_and_T_prime_differs_only_in_blur_and_solarize():
     diff = {k for k, v in t.to_dict().items() if tp.to_dict()[k] != v}
     assert diff == {"blur_p", "solarize_p"}
     assert t.brightness_mode == "additive" and t.jitter_random_order
+    assert (t.saturation_mode, t.blur_padding) == ("blend", "reflect")  # byol's defaults, not the paper's code's
 
 
 def test_roundtrip_and_lists_accepted():
@@ -70,6 +71,8 @@ def test_unknown_key_names_key_and_lists_valid_ones():
         {"solarize_threshold": 2.0},
         {"interpolation": "lanczos"},
         {"brightness_mode": "gamma"},
+        {"saturation_mode": "hsl"},
+        {"blur_padding": "same"},
         {"jitter_random_order": "yes"},
         {"flip_p": float("nan")},
     ],
@@ -79,6 +82,13 @@ def test_bad_values_raise_config_error(kw):
         ViewSpec(**kw)
     with pytest.raises(ConfigError):
         ViewSpec.from_dict(kw)
+
+
+def test_the_reference_modes_reach_both_views_from_the_config_section():
+    t, tp = view_specs(both={"saturation_mode": "hsv", "blur_padding": "zeros"})
+    assert (t.saturation_mode, t.blur_padding, tp.saturation_mode, tp.blur_padding) == ("hsv", "zeros") * 2
+    with pytest.raises(ConfigError, match=r"views\.view2\.blur_padding"):
+        view_specs(view2={"blur_padding": "edge"})
 
 
 def test_multiplicative_brightness_may_exceed_one():

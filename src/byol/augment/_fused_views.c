@@ -1,5 +1,6 @@
 /* One BYOL view per sample, fused: crop+flip (bilinear) -> colour jitter (per-sample order) -> grayscale ->
- * Gaussian blur -> solarize -> clip -> normalize.
+ * Gaussian blur -> solarize -> clip -> normalize. Saturation blends with gray or scales S in HSV; the blur pads
+ * by reflection or with zeros (the ViewSpec's saturation_mode and blur_padding).
  *
  * This is the CPU fast path of byol.augment.views; byol/augment/fused.py compiles it on first use and falls
  * back to the eager torch ops (byol/augment/ops.py) when no C compiler is available. It computes exactly what
@@ -31,10 +32,12 @@ typedef struct {
     const float *bright, *contrast, *sat, *hue; /* [B] each, NULL = op disabled */
     const int64_t *order;   /* [B, 4] permutation of 0..3 (brightness, contrast, saturation, hue) */
     int bright_mult;        /* 0: x + delta (paper), 1: x * factor (torchvision) */
+    int sat_hsv;            /* 0: blend with gray (torchvision), 1: S * factor in HSV (paper's code) */
     const uint8_t *gray;    /* [B] or NULL */
     const uint8_t *blur;    /* [B] or NULL */
     const float *taps;      /* [B, K] normalised 1-D Gaussian taps */
     int K;
+    int blur_zeros;         /* 0: reflect padding, 1: zeros (the paper's 'SAME' convolution) */
     const uint8_t *solar;   /* [B] or NULL */
     float thr;
     const float *mean, *std; /* [C] */
@@ -47,6 +50,12 @@ static inline int reflect(int i, int n) { /* torch's "reflect" padding (edge not
     if (i < 0) return -i;
     if (i >= n) return 2 * (n - 1) - i;
     return i;
+}
+
+/* The padded source index of i in [0, n): reflected, or -1 (a zero) with zero padding. */
+static inline int padded(int i, int n, int zeros) {
+    if (zeros && (i < 0 || i >= n)) return -1;
+    return reflect(i, n);
 }
 
 /* Bilinear sample of an axis-aligned box, border padding: grid_sample(align_corners=False). Separable: each
@@ -121,6 +130,23 @@ static void saturation(float *x, int P, float f) {
     }
 }
 
+/* HSV saturation (see ops._saturation_hsv): channel' = v - (v - channel) * min(f, v / c), v = max, c = chroma. */
+static void saturation_hsv(float *x, int P, float f) {
+    float *r = x, *g = x + P, *b = x + 2 * P;
+    const float tiny = 1.17549435e-38f;
+    for (int i = 0; i < P; i++) {
+        float R = r[i], G = g[i], Bv = b[i];
+        float mx = R > G ? R : G; mx = mx > Bv ? mx : Bv;
+        float mn = R < G ? R : G; mn = mn < Bv ? mn : Bv;
+        float c = mx - mn;
+        float ratio = (1.0f / (c > tiny ? c : tiny)) * mx;
+        ratio = ratio < f ? ratio : f;
+        r[i] = clip01((R - mx) * ratio + mx);
+        g[i] = clip01((G - mx) * ratio + mx);
+        b[i] = clip01((Bv - mx) * ratio + mx);
+    }
+}
+
 /* Hue rotation in the HSV hexcone, closed form (see ops.adjust_hue): v = max and c = max - min are kept,
  * channel_n = v - c * clamp(min(k, 4 - k), 0, 1) with k = (n + h) mod 6, n = 5, 3, 1 for R, G, B. */
 static void hue(float *x, int P, float shift) {
@@ -152,8 +178,8 @@ static void grayscale(float *x, int P) {
     }
 }
 
-/* Separable blur with reflect padding; tmp holds one plane. */
-static void blur(float *x, int C, int S, const float *taps, int K, float *tmp) {
+/* Separable blur, reflect or zero padding; tmp holds one plane. */
+static void blur(float *x, int C, int S, const float *taps, int K, int zeros, float *tmp) {
     const int p = K / 2;
     for (int c = 0; c < C; c++) {
         float *pl = x + (size_t)c * S * S;
@@ -163,7 +189,10 @@ static void blur(float *x, int C, int S, const float *taps, int K, float *tmp) {
             const int lo = p < S ? p : S, hi = S - p > lo ? S - p : lo; /* interior: no reflection */
             for (int k = 0; k < lo; k++) {
                 float acc = 0.0f;
-                for (int q = 0; q < K; q++) acc += taps[q] * row[reflect(k - p + q, S)];
+                for (int q = 0; q < K; q++) {
+                    const int i = padded(k - p + q, S, zeros);
+                    if (i >= 0) acc += taps[q] * row[i];
+                }
                 t[k] = acc;
             }
             for (int k = lo; k < hi; k++) t[k] = taps[0] * row[k - p];
@@ -174,7 +203,10 @@ static void blur(float *x, int C, int S, const float *taps, int K, float *tmp) {
             }
             for (int k = hi; k < S; k++) {
                 float acc = 0.0f;
-                for (int q = 0; q < K; q++) acc += taps[q] * row[reflect(k - p + q, S)];
+                for (int q = 0; q < K; q++) {
+                    const int i = padded(k - p + q, S, zeros);
+                    if (i >= 0) acc += taps[q] * row[i];
+                }
                 t[k] = acc;
             }
         }
@@ -182,7 +214,9 @@ static void blur(float *x, int C, int S, const float *taps, int K, float *tmp) {
             float *o = pl + (size_t)r * S;
             for (int k = 0; k < S; k++) o[k] = 0.0f;
             for (int q = 0; q < K; q++) {
-                const float *t = tmp + (size_t)reflect(r - p + q, S) * S;
+                const int i = padded(r - p + q, S, zeros);
+                if (i < 0) continue;
+                const float *t = tmp + (size_t)i * S;
                 float w = taps[q];
                 for (int k = 0; k < S; k++) o[k] += w * t[k];
             }
@@ -204,14 +238,19 @@ static void *run(void *arg) {
                 switch ((int)j->order[4 * b + slot]) {
                 case 0: if (j->bright) brightness(x, C * P, j->bright[b], j->bright_mult); break;
                 case 1: if (j->contrast) contrast(x, C, P, j->contrast[b]); break;
-                case 2: if (j->sat && C == 3) saturation(x, P, j->sat[b]); break;
+                case 2:
+                    if (j->sat && C == 3) {
+                        if (j->sat_hsv) saturation_hsv(x, P, j->sat[b]);
+                        else saturation(x, P, j->sat[b]);
+                    }
+                    break;
                 case 3: if (j->hue && C == 3) hue(x, P, j->hue[b]); break;
                 default: break;
                 }
             }
         }
         if (j->gray && C == 3 && j->gray[b]) grayscale(x, P);
-        if (j->blur && j->K > 1 && j->blur[b]) blur(x, C, S, j->taps + (size_t)b * j->K, j->K, tmp);
+        if (j->blur && j->K > 1 && j->blur[b]) blur(x, C, S, j->taps + (size_t)b * j->K, j->K, j->blur_zeros, tmp);
         if (j->solar && j->solar[b]) {
             if (j->thr == 0.5f) for (int i = 0; i < C * P; i++) x[i] = 0.5f - fabsf(x[i] - 0.5f);
             else for (int i = 0; i < C * P; i++) x[i] = x[i] >= j->thr ? 1.0f - x[i] : x[i];
@@ -229,9 +268,9 @@ static void *run(void *arg) {
 /* Returns 0 on success. All pointers as described in job_t; nthreads >= 1. */
 int byol_fused_view(const void *src, int src_is_float, int B, int C, int H, int W, float *out, int S,
                     const float *theta, const uint8_t *jitter, const float *bright, const float *contrast_f,
-                    const float *sat, const float *hue_s, const int64_t *order, int bright_mult,
-                    const uint8_t *gray, const uint8_t *blur_m, const float *taps, int K, const uint8_t *solar,
-                    float thr, const float *mean, const float *std, int nthreads) {
+                    const float *sat, const float *hue_s, const int64_t *order, int bright_mult, int sat_hsv,
+                    const uint8_t *gray, const uint8_t *blur_m, const float *taps, int K, int blur_zeros,
+                    const uint8_t *solar, float thr, const float *mean, const float *std, int nthreads) {
     if (B <= 0) return 0;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > B) nthreads = B;
@@ -244,8 +283,9 @@ int byol_fused_view(const void *src, int src_is_float, int B, int C, int H, int 
         j->src = src; j->src_is_float = src_is_float;
         j->B = B; j->C = C; j->H = H; j->W = W; j->S = S; j->out = out; j->theta = theta;
         j->jitter = jitter; j->bright = bright; j->contrast = contrast_f; j->sat = sat; j->hue = hue_s;
-        j->order = order; j->bright_mult = bright_mult; j->gray = gray; j->blur = blur_m; j->taps = taps;
-        j->K = K; j->solar = solar; j->thr = thr; j->mean = mean; j->std = std;
+        j->order = order; j->bright_mult = bright_mult; j->sat_hsv = sat_hsv; j->gray = gray; j->blur = blur_m;
+        j->taps = taps; j->K = K; j->blur_zeros = blur_zeros; j->solar = solar; j->thr = thr;
+        j->mean = mean; j->std = std;
         j->b0 = (int)((long)B * t / nthreads); j->b1 = (int)((long)B * (t + 1) / nthreads);
     }
     int rc = 0;

@@ -150,7 +150,7 @@ def _load() -> Any:
             return None
         fn = lib.byol_fused_view
         p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-        fn.argtypes = [p, i, i, i, i, i, p, i, p, p, p, p, p, p, p, i, p, p, p, i, p, f, p, p, i]
+        fn.argtypes = [p, i, i, i, i, i, p, i, p, p, p, p, p, p, p, i, i, p, p, p, i, i, p, f, p, p, i]
         fn.restype = ctypes.c_int
         _lib = lib
         return _lib
@@ -221,8 +221,9 @@ def fused_view(images: Tensor, spec: ViewSpec, size: int, mean: Tensor, std: Ten
     rc = lib.byol_fused_view(
         x.data_ptr(), int(x.dtype == torch.float32), B, C, H, W, out.data_ptr(), size, th.data_ptr(),
         _ptr(jitter), _ptr(bright), _ptr(contrast), _ptr(sat), _ptr(hue), order.data_ptr(),
-        int(spec.brightness_mode == "multiplicative"), _ptr(gray), _ptr(blur), _ptr(taps), K, _ptr(solar),
-        float(spec.solarize_threshold), m.data_ptr(), s.data_ptr(), max(1, torch.get_num_threads()),
+        int(spec.brightness_mode == "multiplicative"), int(spec.saturation_mode == "hsv"), _ptr(gray), _ptr(blur),
+        _ptr(taps), K, int(spec.blur_padding == "zeros"), _ptr(solar), float(spec.solarize_threshold),
+        m.data_ptr(), s.data_ptr(), max(1, torch.get_num_threads()),
     )
     if rc != 0:
         raise MemoryError("the fused view kernel could not allocate its scratch buffer")

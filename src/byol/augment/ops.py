@@ -222,14 +222,36 @@ def _gray(x: Tensor) -> Tensor:
     return (r * LUMA[0]).add_(g, alpha=LUMA[1]).add_(b, alpha=LUMA[2]).unsqueeze(1)
 
 
-def adjust_saturation(x: Tensor, factor: Tensor, *, inplace: bool = False) -> Tensor:
-    """Blend with the grayscale image: ``f * x + (1 - f) * gray(x)``, clipped. No-op for 1 channel."""
+def adjust_saturation(x: Tensor, factor: Tensor, mode: str = "blend", *, inplace: bool = False) -> Tensor:
+    """Saturation by ``factor``, clipped. No-op for 1 channel.
+
+    ``"blend"`` (default, torchvision's): ``f * x + (1 - f) * gray(x)``. ``"hsv"`` (the paper's code,
+    ``tf.image.adjust_saturation``): HSV saturation ``S * f`` clipped to [0, 1], hue and value kept. The two
+    pivot on different points (luma vs the max channel): at the paper's f ~ U[0.8, 1.2] they differ by about
+    as much as either changes the image (benchmarks/RESULTS.md, section 16).
+    """
+    if mode not in ("blend", "hsv"):
+        raise ValueError(f"saturation mode must be 'blend' or 'hsv', got {mode!r}")
     if x.shape[1] == 1:
         return x
     x = _own(x, inplace)
     f = _per_sample(factor, x)
+    if mode == "hsv":
+        return _saturation_hsv(x, f)
     gray = _gray(x).mul_(1.0 - f)
     return x.mul_(f).add_(gray).clamp_(0.0, 1.0)
+
+
+def _saturation_hsv(x: Tensor, f: Tensor) -> Tensor:
+    """HSV saturation in place, without the round trip through hue: with value ``v = max`` and chroma
+    ``c = max - min`` fixed by the hue sector, every channel is ``v - c * g(hue)``, so scaling S (i.e. c) by
+    ``f`` and clipping S at 1 (i.e. c at v) is ``channel' = v - (v - channel) * min(f, v / c)``. Grey pixels
+    (c = 0) stay as they are."""
+    maxc = x.amax(dim=1, keepdim=True)
+    ratio = x.amin(dim=1, keepdim=True).neg_().add_(maxc)  # chroma
+    ratio.clamp_min_(torch.finfo(x.dtype).tiny).reciprocal_().mul_(maxc)  # v / c (finite: v <= 1)
+    ratio = torch.minimum(ratio, f, out=ratio)
+    return x.sub_(maxc).mul_(ratio).add_(maxc).clamp_(0.0, 1.0)
 
 
 def adjust_hue(x: Tensor, shift: Tensor, *, inplace: bool = False) -> Tensor:
@@ -304,6 +326,7 @@ def color_jitter(
     hue: Tensor | None,
     order: Tensor | None = None,
     brightness_mode: str = "additive",
+    saturation_mode: str = "blend",
     *,
     inplace: bool = False,
 ) -> Tensor:
@@ -318,6 +341,8 @@ def color_jitter(
         order: long ``[B, 4]``, a permutation of ``0..3`` per sample: ``order[i, s]`` is the op (index into
             :data:`JITTER_OPS`) applied to sample ``i`` in slot ``s``. ``None`` = the fixed order of
             :data:`JITTER_OPS`.
+        saturation_mode: see :func:`adjust_saturation`; ``"hsv"`` is not affine, so it runs like hue, on the
+            subset of samples that put it in the slot.
 
     The result equals applying, for each sample, its four ops one after the other in its own order, each
     followed by a clip to [0, 1] (the paper's code). Vectorised over samples, with a Python loop over the
@@ -328,10 +353,13 @@ def color_jitter(
     """
     if brightness_mode not in ("additive", "multiplicative"):
         raise ValueError(f"brightness mode must be 'additive' or 'multiplicative', got {brightness_mode!r}")
+    if saturation_mode not in ("blend", "hsv"):
+        raise ValueError(f"saturation mode must be 'blend' or 'hsv', got {saturation_mode!r}")
     x = _own(x, inplace)
     B, C = x.shape[:2]
     if C == 1:  # saturation / hue are identities on grayscale images
         saturation = hue = None
+    affine_sat = saturation if saturation_mode == "blend" else None
     dev, dt = x.device, x.dtype
     apply = apply.to(dev)
     if order is None:
@@ -353,9 +381,9 @@ def color_jitter(
         if contrast is not None and bool(sel[1].any()):
             a = torch.where(sel[1], prm(contrast), a)
             cm = torch.where(sel[1], 1.0 - prm(contrast), zero)
-        if saturation is not None and bool(sel[2].any()):
-            a = torch.where(sel[2], prm(saturation), a)
-            d = torch.where(sel[2], 1.0 - prm(saturation), zero)
+        if affine_sat is not None and bool(sel[2].any()):
+            a = torch.where(sel[2], prm(affine_sat), a)
+            d = torch.where(sel[2], 1.0 - prm(affine_sat), zero)
         if a is not one or b is not zero:  # some sample uses a linear op in this slot
             # mean and gray are read from the slot's input, before x is updated
             shift = b.view(B, 1, 1, 1)
@@ -366,6 +394,8 @@ def color_jitter(
             if gray is not None:
                 x.add_(gray)
             x.clamp_(0.0, 1.0)
+        if saturation is not None and affine_sat is None:
+            x = apply_subset(x, sel[2], lambda t, v: adjust_saturation(t, v, "hsv", inplace=True), saturation)
         if hue is not None:
             x = apply_subset(x, sel[3], lambda t, v: adjust_hue(t, v, inplace=True), hue)
     return x
@@ -390,8 +420,13 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, *, inplace: bool = False) -> Tensor:
-    """Separable Gaussian blur with a per-sample σ (``[B]``), reflect padding, odd ``kernel_size``.
+def gaussian_blur(
+    x: Tensor, sigma: Tensor, kernel_size: int, padding: str = "reflect", *, inplace: bool = False
+) -> Tensor:
+    """Separable Gaussian blur with a per-sample σ (``[B]``), odd ``kernel_size``.
+
+    ``padding``: ``"reflect"`` (default) or ``"zeros"``, the paper's code (a ``'SAME'`` convolution), which
+    darkens the border rows and columns (by a fifth to two fifths at σ = 2, benchmarks/RESULTS.md section 16).
 
     Small kernels (<= 7 taps, i.e. outputs up to ~79 px) are applied as a sum of shifted slices weighted by
     per-sample taps (``addcmul``), which on CPU is several times faster than a grouped convolution with
@@ -399,12 +434,15 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, *, inplace: bool =
     """
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    if padding not in ("reflect", "zeros"):
+        raise ValueError(f"blur padding must be 'reflect' or 'zeros', got {padding!r}")
     if kernel_size == 1:
         return x
     B, C, H, W = x.shape
     pad = kernel_size // 2
     kern = gaussian_kernels(sigma.to(device=x.device, dtype=torch.float32), kernel_size).to(x.dtype)
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # [B, C, H + 2p, W + 2p]
+    mode = "reflect" if padding == "reflect" else "constant"
+    xp = F.pad(x, (pad, pad, pad, pad), mode=mode)  # [B, C, H + 2p, W + 2p]
     if kernel_size <= 7:
         taps = kern.view(B, kernel_size, 1, 1, 1).unbind(1)  # k tensors [B, 1, 1, 1]
         hor = xp[..., 0:W] * taps[0]  # [B, C, H + 2p, W]

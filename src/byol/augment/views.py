@@ -139,14 +139,15 @@ def _view_from_float(
             params["hue"] if spec.hue > 0 else None,
             order=params["order"] if spec.jitter_random_order else None,
             brightness_mode=spec.brightness_mode,
+            saturation_mode=spec.saturation_mode,
             inplace=True,  # `out` is ours
         )
     if spec.gray_p > 0 and C == 3:
         out = ops.apply_subset(out, params["gray"], lambda t: ops.to_grayscale(t, inplace=True))
     if spec.blur_p > 0 and params["blur_kernel"] > 1:
-        k = params["blur_kernel"]
+        k, pad = params["blur_kernel"], spec.blur_padding
         out = ops.apply_subset(
-            out, params["blur"], lambda t, s: ops.gaussian_blur(t, s, k, inplace=True), params["sigma"]
+            out, params["blur"], lambda t, s: ops.gaussian_blur(t, s, k, pad, inplace=True), params["sigma"]
         )
     if spec.solarize_p > 0:
         thr = spec.solarize_threshold

@@ -34,6 +34,11 @@ Departures from the paper, all deliberate and configurable:
   (results are clipped to [0, 1] afterwards).
 * The blur kernel is sized relative to the *output* size (``blur_kernel_frac`` = 0.1, odd, at least 3),
   which gives the paper's 23 px at 224 px and 3 px at 32 px. σ is not rescaled with the image size.
+* ``saturation_mode`` defaults to ``"blend"`` (torchvision's: blend with the grayscale image); the paper's
+  code scales S in HSV (``tf.image.adjust_saturation``): ``"hsv"``.
+* ``blur_padding`` defaults to ``"reflect"``; the paper's code convolves with ``'SAME'`` padding, i.e.
+  zeros outside the image, which darkens the border: ``"zeros"``. Both differences are measured in
+  ``benchmarks/RESULTS.md`` (section 16) and listed in docs/departures.md.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class ViewSpec:
         jitter_p: probability of applying colour jitter (all four ops together).
         brightness: additive: delta ~ U[-b, b] (the paper's code); multiplicative: factor ~ U[1-b, 1+b].
         contrast: blend factor ~ U[1-c, 1+c] with the per-image, per-channel mean.
-        saturation: blend factor ~ U[1-s, 1+s] with the grayscale image.
+        saturation: factor ~ U[1-s, 1+s] (see ``saturation_mode``).
         hue: hue shift ~ U[-h, h], in turns (h <= 0.5).
         jitter_random_order: apply the four jitter ops in a random order drawn per sample.
         gray_p: probability of converting to grayscale (drawn independently of jitter).
@@ -74,6 +79,9 @@ class ViewSpec:
         solarize_threshold: pixels >= threshold (in [0, 1]) are inverted.
         interpolation: "bilinear" (default), "bicubic" (the paper's) or "nearest".
         brightness_mode: "additive" (the paper's code) or "multiplicative" (torchvision's).
+        saturation_mode: "blend" (with the grayscale image, torchvision's) or "hsv" (S scaled in HSV and
+            clipped, the paper's code).
+        blur_padding: "reflect" or "zeros" (the paper's code: its 'SAME' convolution pads with zeros).
     """
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -93,6 +101,8 @@ class ViewSpec:
     solarize_threshold: float = 0.5
     interpolation: str = "bilinear"
     brightness_mode: str = "additive"
+    saturation_mode: str = "blend"
+    blur_padding: str = "reflect"
 
     def __post_init__(self) -> None:
         # Normalise (YAML gives lists for pairs and ints for floats) and range-check every field.
@@ -201,6 +211,8 @@ _CHECKS: dict[str, _Check] = {
     "solarize_threshold": _in(0.0, 1.0, "in [0, 1]"),
     "interpolation": _choice("bilinear", "bicubic", "nearest"),
     "brightness_mode": _choice("additive", "multiplicative"),
+    "saturation_mode": _choice("blend", "hsv"),
+    "blur_padding": _choice("reflect", "zeros"),
 }
 
 
