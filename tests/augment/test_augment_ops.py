@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from byol.augment import ops
+from byol.augment import crop, ops
 
 
 def rand_images(B=4, C=3, H=12, W=12, seed=0):
@@ -73,7 +73,7 @@ def test_grid_equals_affine_grid():
     flip = torch.tensor([True, False, True, False, False])
     theta = ops.crop_theta(boxes, 20, 13, flip)
     ref = F.affine_grid(theta, [5, 3, 7, 11], align_corners=False)
-    torch.testing.assert_close(ops._axis_aligned_grid(theta, 7, 11, torch.float32), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(crop._axis_aligned_grid(theta, 7, 11, torch.float32), ref, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("box", [(2, 4, 8, 6), (0, 0, 16, 16), (6, 2, 10, 12)])
