@@ -15,10 +15,9 @@ CELLS = Path(__file__).resolve().parents[2] / "docs" / "results" / "cells"
 
 #: Records of 2026-12-01/02, before records carried provenance: to be re-run (ladder.md, the 3-epoch rung).
 WITHOUT_PROVENANCE = frozenset({
-    "04faf1097bb6-s0", "05932a90227e-s0", "084c096a9297-s1", "0970cc24c277-s1", "2af0a6c67c07-s0", "480e26b9b96d-s1",
-    "4a65f1767475-s0", "4c6ebeeda652-s1", "5b171a50eff0-s0", "6d18b5bf0497-s0", "6fe1e0088d56-s1", "821a65d86f49-s1",
-    "889010c0aeb7-s0", "995bb1a48dea-s0", "ab1a33c7c71b-s1", "abcaf1a926e9-s1", "b02e41a12676-s1", "bb6237643096-s1",
-    "bbdfee98967a-s0", "c19ba585ff4e-s1", "d152f5fb8671-s0", "d39529b6e24f-s0", "d854c4e0dcdf-s1", "e0d5de20c024-s0",
+    "04faf1097bb6-s0", "05932a90227e-s0", "0970cc24c277-s1", "2af0a6c67c07-s0", "480e26b9b96d-s1", "4a65f1767475-s0",
+    "4c6ebeeda652-s1", "6d18b5bf0497-s0", "6fe1e0088d56-s1", "821a65d86f49-s1", "889010c0aeb7-s0", "ab1a33c7c71b-s1",
+    "abcaf1a926e9-s1", "c19ba585ff4e-s1", "d152f5fb8671-s0", "d39529b6e24f-s0", "d854c4e0dcdf-s1", "e0d5de20c024-s0",
     "f489800f93f9-s1", "fa67607813cb-s0",
 })
 
