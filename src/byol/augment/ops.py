@@ -188,6 +188,13 @@ def apply_subset(x: Tensor, mask: Tensor, fn, *params: Tensor) -> Tensor:
     return x
 
 
+def _check_modes(brightness_mode: str, saturation_mode: str) -> None:
+    if brightness_mode not in ("additive", "multiplicative"):
+        raise ValueError(f"brightness mode must be 'additive' or 'multiplicative', got {brightness_mode!r}")
+    if saturation_mode not in ("blend", "hsv"):
+        raise ValueError(f"saturation mode must be 'blend' or 'hsv', got {saturation_mode!r}")
+
+
 def color_jitter(
     x: Tensor,
     apply: Tensor,
@@ -222,10 +229,7 @@ def color_jitter(
     using them in that slot) run as a single fused pass over the batch, and hue runs on the subset of
     samples that put it in that slot. The fused form is bit-identical to the separate ops.
     """
-    if brightness_mode not in ("additive", "multiplicative"):
-        raise ValueError(f"brightness mode must be 'additive' or 'multiplicative', got {brightness_mode!r}")
-    if saturation_mode not in ("blend", "hsv"):
-        raise ValueError(f"saturation mode must be 'blend' or 'hsv', got {saturation_mode!r}")
+    _check_modes(brightness_mode, saturation_mode)
     x = _own(x, inplace)
     B, C = x.shape[:2]
     if C == 1:  # saturation / hue are identities on grayscale images

@@ -82,15 +82,6 @@ def equal_time_cells(cells: tuple[Cell, ...], byol_records: dict[int, dict[str, 
     return out
 
 
-def equal_steps(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
-    """The batch ladder at equal steps: each cell trains the scale's epochs x batch / reference batch (the
-    reference's steps, up to the rounding of an epoch's last incomplete batch)."""
-    import dataclasses
-
-    refs = {c.series: float(c.x) for c in cells if c.reference}
-    return tuple(dataclasses.replace(c, epochs_scale=float(c.x) / refs[c.series]) for c in cells)
-
-
 def length_overrides(cell: Cell, epochs: float | None, budget: str | None) -> list[str]:
     """The ``train.epochs`` / ``train.budget`` overrides of a cell at a scale of ``epochs`` or ``budget``."""
     if cell.budget:

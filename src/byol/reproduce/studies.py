@@ -10,6 +10,7 @@ runs (see each report's "scale" line), so only directions can be compared, not v
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 
 #: Overrides that remove view operations (both views), as in the paper's Table 17 rows.
@@ -171,6 +172,13 @@ PAPER_BATCH = {"byol": {4096: 72.5, 2048: 72.4, 1024: 72.2, 512: 72.2, 256: 71.8
                "simclr": {4096: 67.9, 2048: 67.8, 1024: 67.4, 512: 66.5, 256: 64.3, 128: 63.6, 64: 59.2}}
 
 
+def _at_equal_steps(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
+    """The batch ladder at equal steps: each cell trains the scale's epochs x batch / reference batch (the
+    reference's steps, up to the rounding of an epoch's last incomplete batch)."""
+    refs = {c.series: float(c.x) for c in cells if c.reference}
+    return tuple(dataclasses.replace(c, epochs_scale=float(c.x) / refs[c.series]) for c in cells)
+
+
 def batch_size(ladder: tuple[int, ...], equal_steps: bool = False) -> Study:
     """BYOL and SimCLR over a batch ladder (largest first); the paper's column is the same position of its
     own ladder counted from 4096 by the same ratios. Equal epochs (the paper's comparison: a smaller batch
@@ -193,9 +201,7 @@ def batch_size(ladder: tuple[int, ...], equal_steps: bool = False) -> Study:
         "equal steps: each cell trains the epochs x batch / the largest batch" if equal_steps else
         "equal epochs: a smaller batch takes more steps (the paper's comparison; --equal-steps for equal steps)")
     if equal_steps:
-        from byol.reproduce.recipes import equal_steps as at_equal_steps
-
-        cells = list(at_equal_steps(tuple(cells)))
+        cells = list(_at_equal_steps(tuple(cells)))
     return Study("batch-size", "Batch size: drop from the largest batch", "Table 16 / Figure 3a (300 epochs)",
                  tuple(cells), claims, plot="drops-by-x", metric_note=note)
 
