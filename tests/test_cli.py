@@ -29,6 +29,8 @@ def test_pretrain_resume_evaluate(image_folder, tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "completed" and summary["steps"] == 2 * (120 // 16)
     assert any("knn_top1" in h for h in summary["history"])
+    evals = [h["elapsed_s"] for h in summary["history"]]  # training seconds before each evaluation
+    assert evals == sorted(evals) and 0 < evals[-1] <= summary["seconds"]
     verdict = summary["verdict"]  # 120 images, 3 classes: 12 held-out queries, the other 108 as the bank
     floors = verdict["random_init_variants"]  # the fair floor: the stronger of the two random-init variants
     assert set(floors) == {"initial BN statistics", "BN recalibrated"}
@@ -236,14 +238,14 @@ def test_the_gpu_folder_preset_trains_on_a_cpu_when_shrunk(image_folder, tmp_pat
 
 
 @pytest.fixture
-def photos80(tmp_path):
-    """80 small photos in 2 classes: fewer than the folder preset's batch of 128."""
+def photos40(tmp_path):
+    """40 small photos in 2 classes: fewer than the folder preset's batch of 64."""
     rng = np.random.default_rng(1)
-    for i in range(80):
-        d = tmp_path / "photos80" / f"c{i % 2}"
+    for i in range(40):
+        d = tmp_path / "photos40" / f"c{i % 2}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return tmp_path / "photos80"
+    return tmp_path / "photos40"
 
 
 def _default_path(folder, tmp_path, *extra):
@@ -252,19 +254,21 @@ def _default_path(folder, tmp_path, *extra):
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", *extra])
 
 
-def test_the_default_preset_line_names_the_method_that_will_train(photos80, tmp_path, capsys):
-    _default_path(photos80, tmp_path, "--method", "simclr")
+def test_the_default_preset_line_names_the_method_that_will_train(photos40, tmp_path, capsys):
+    _default_path(photos40, tmp_path, "--method", "simclr")
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "no --config" in ln]
     assert "'folder' preset" in line and "simclr" in line and "BYOL" not in line, line
 
 
-def test_a_folder_smaller_than_the_default_batch_fits_the_batch_on_the_default_path(photos80, tmp_path, capsys):
-    assert _default_path(photos80, tmp_path) == 0
-    (note,) = [ln for ln in capsys.readouterr().err.splitlines() if "batch" in ln and "80" in ln]
-    assert "batch 80" in note and "0.6 x 80/256 = 0.188" in note, note  # the folder preset's base_lr is 0.6
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 80
-    for explicit in (["--batch-size", 128], ["--set", "optim.batch_size=128"]):  # asked for: still an error
-        assert _default_path(photos80, tmp_path, "--overwrite", *explicit) == 2
-        assert "lower optim.batch_size to 80 or less" in capsys.readouterr().err
-    assert _default_path(photos80, tmp_path, "--overwrite", "--set", "optim.accum_steps=32") == 0
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 64  # a multiple of 32
+def test_a_folder_smaller_than_the_default_batch_fits_the_batch_on_the_default_path(photos40, tmp_path, capsys):
+    assert _default_path(photos40, tmp_path) == 0
+    (note,) = [ln for ln in capsys.readouterr().err.splitlines() if "batch" in ln and "40" in ln]
+    assert "batch 40" in note and "0.6 x 40/256 = 0.0938" in note, note  # the folder preset's base_lr is 0.6
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 40
+    for explicit in (["--batch-size", 64], ["--set", "optim.batch_size=64"]):  # asked for: still an error
+        assert _default_path(photos40, tmp_path, "--overwrite", *explicit) == 2
+        assert "lower optim.batch_size to 40 or less" in capsys.readouterr().err
+    assert _default_path(photos40, tmp_path, "--overwrite", "--set", "optim.accum_steps=16") == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 32  # a multiple of 16
+    assert _default_path(photos40, tmp_path, "--overwrite", "--set", "optim.accum_steps=32") == 2  # 1 image a pass
+    assert "training images: use more images or fewer micro-batches" in capsys.readouterr().err

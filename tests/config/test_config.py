@@ -99,6 +99,9 @@ def test_budget_seconds_is_the_parsed_budget(text, seconds):
         ((3, 4, 1, None), "e.g. 4"),
         ((16, 2, 1, 10), "optim.batch_size (16) is more than the 10 training images: lower optim.batch_size to 10 or less"),
         ((16, 4, 1, 3), "use more images"),
+        ((16, 4, 1, 7), "use more images or fewer micro-batches"),  # batch 4 would leave 1 image a pass
+        ((4, 4, 1, None), "leaves 1 image per forward pass, and BatchNorm needs at least 2"),
+        ((8, 2, 4, None), "over 8 micro-batches leaves 1 image"),
     ],
 )
 def test_check_batch(args, message):

@@ -149,4 +149,4 @@ def test_the_short_plan_warning_names_the_budget_that_would_be_enough():
     assert short_plan_warning(total_steps=enough, batch_size=128, steps_per_epoch=100, budget_seconds=600) is None
     assert short_plan_warning(total_steps=10, batch_size=128, steps_per_epoch=100, budget_seconds=None) is None
     text = short_plan_warning(total_steps=enough // 4, batch_size=128, steps_per_epoch=100, budget_seconds=600)
-    assert text is not None and "about 41m" in text and "\n" not in text  # 600 s x ~4.0 = 40.1 min, rounded up
+    assert text is not None and "about 40m" in text and "\n" not in text  # 600 s x 300k / (586 x 128) = 40.0 min

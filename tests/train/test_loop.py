@@ -76,10 +76,13 @@ def test_interrupt_then_resume_is_bitwise_identical(labeled_images, tmp_path):
 def test_metrics_checkpoint_contents_and_tensorboard(labeled_images, tmp_path):
     images, _ = labeled_images
     t = _trainer(images, tmp_path, epochs=1)
-    t.fit()
+    summary = t.fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert len(steps) == len(images) // 16
+    # each row says when it was logged, in training seconds (for curves against wall time)
+    elapsed = [r["elapsed_s"] for r in steps]
+    assert 0 < elapsed[0] and all(a < b for a, b in zip(elapsed, elapsed[1:])) and elapsed[-1] <= summary["seconds"]
     for key in ("loss", "lr", "tau", "pairs_per_s", "z_std", "eff_rank", "epoch", "pred_eff_rank", "pred_cos_proj",
                 "target_cos_proj"):
         assert key in steps[-1]

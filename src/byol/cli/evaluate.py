@@ -95,7 +95,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output file (default OUT_DIR/encoder.pt|.safetensors|.onnx)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="one Markdown table (+ PNG bar chart) of the eval results of run directories")
+    p = sub.add_parser("report", help="one Markdown table (+ PNG bar chart) of the eval results of run directories, "
+                                      "and their online kNN against training time")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="report.md", help="Markdown file (the chart goes next to it as .png)")
     p.add_argument("--no-plot", action="store_true")

@@ -359,7 +359,8 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
     :func:`byol.train.pretrain.build_pretrain` with the number of training images once they are loaded.
     ``batch_size`` is the global batch of one optimizer step: ``accum_steps`` micro-batches, each split
     over ``world_size`` processes, so it must be a positive multiple of their product; and the data must
-    hold at least one batch (the trainer drops the last, incomplete one of each epoch).
+    hold at least one batch (the trainer drops the last, incomplete one of each epoch). Each forward pass
+    needs two images at least, for BatchNorm's batch statistics.
     """
     if batch_size <= 0:
         raise ConfigError(f"optim.batch_size must be a positive number of images, got {batch_size}")
@@ -372,7 +373,10 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
         near = " or ".join(str(n) for n in (lower, lower + split) if n > 0)
         raise ConfigError(f"optim.batch_size ({batch_size}) must be divisible by {what} ({split}): "
                           f"set optim.batch_size to a multiple of {split}, e.g. {near}")
+    if batch_size // split < 2:  # BatchNorm in train mode needs two samples per channel in each forward
+        raise ConfigError(f"optim.batch_size ({batch_size}) over {split} micro-batches leaves 1 image per forward "
+                          f"pass, and BatchNorm needs at least 2: lower optim.accum_steps or raise the batch")
     if num_images is not None and num_images < batch_size:
         fit = num_images // split * split
-        fix = f"lower optim.batch_size to {fit} or less" if fit else "use more images"
+        fix = f"lower optim.batch_size to {fit} or less" if fit >= 2 * split else "use more images or fewer micro-batches"
         raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")

@@ -1,4 +1,5 @@
-"""Evaluation results cards of run directories -> one Markdown table and one PNG bar chart.
+"""Evaluation results cards of run directories -> one Markdown table and one PNG bar chart (and, when the
+runs' logs have it, their online kNN against training time: :mod:`byol.reports.curves`).
 
 Cards are found and read by :func:`byol.eval.cards.collect_cards`, the module that writes them.
 Each card becomes one row, and a fine-tune card's supervised-from-scratch baseline a second row
@@ -14,6 +15,7 @@ from typing import Any
 from byol.atomic import atomic_write
 from byol.errors import ByolError
 from byol.eval.cards import collect_cards
+from byol.reports.curves import curves_table, knn_curve, plot_knn_curves
 
 __all__ = ["Row", "collect_cards", "card_rows", "markdown_table", "plot_rows", "build_report"]
 
@@ -92,6 +94,12 @@ def build_report(run_dirs: Sequence[str | Path], out_md: str | Path, *, png: boo
     rows = [r for run, card in cards for r in card_rows(run, card)]
     table = markdown_table(rows)
     out_md = Path(out_md)
+    curves = {Path(d).name: c for d in run_dirs if (c := knn_curve(d))}
+    if curves:  # the runs' online kNN against training time, when their logs have it
+        table += ("\n\nOnline kNN (held-out train images) after each minute of training, from metrics.jsonl:\n\n"
+                  + curves_table(curves))
+        if png:
+            plot_knn_curves(curves, out_md.with_name(out_md.stem + "-curves.png"))
     atomic_write(out_md, table + "\n")
     out_png = plot_rows(rows, out_md.with_suffix(".png")) if png else None
     return table, out_md, out_png

@@ -137,14 +137,14 @@ def fit_batch(cfg: PretrainConfig, num_images: int, world_size: int = 1) -> str 
     """On the default path (no ``--config``, no batch asked for) a data set smaller than the preset's batch
     trains with the largest batch that fits it: a multiple of ``optim.accum_steps`` x ``world_size``
     (:func:`byol.config.check_batch`) of at most ``num_images``. Sets ``cfg.optim.batch_size`` and returns
-    the one-line note naming the new batch and the learning rate it implies (None: the batch fits, or not
-    even one split does, which check_batch then reports). A batch the user asked for is never changed."""
+    the one-line note naming the new batch and the learning rate it implies (None: the batch fits, or no
+    batch of two images per forward pass does, which check_batch then reports). A batch the user asked for is never changed."""
     from byol.optim.schedules import scaled_lr
 
     o = cfg.optim
     split = o.accum_steps * world_size
     fit = num_images // split * split
-    if num_images >= o.batch_size or fit == 0:
+    if num_images >= o.batch_size or fit < 2 * split:
         return None
     asked, o.batch_size = o.batch_size, fit
     return (f"{num_images} training images, fewer than the preset's batch of {asked}: training with batch {fit} "

@@ -6,8 +6,7 @@ concrete method (the bar shows what its ``after_step`` reports). It owns: the lr
 method's schedules read, over *optimizer* steps, gradient accumulation, AMP, channels_last, checkpoints (atomic)
 and exact resume, measuring the wall-clock budget (:mod:`byol.train.budget` decides the plan), progress bar,
 ``metrics.jsonl`` / TensorBoard, and the collapse monitor. Under torchrun it trains one model over all processes
-(:mod:`byol.train.replicas`): ``batch_size`` is global, rank 0 alone writes files and the others follow its
-decisions.
+(:mod:`byol.train.replicas`): ``batch_size`` is global, rank 0 alone writes files, the others follow.
 """
 
 from __future__ import annotations
@@ -239,7 +238,7 @@ class Trainer:
         take the same stop decision); rank 0 writes it."""
         st, now = self.state, self.clock()
         rec = {"step": st.step, "epoch": st.step / self.steps_per_epoch, "loss": float(out["loss"].detach()),
-               "lr": self.opt.param_groups[0]["lr"], **extra,
+               "lr": self.opt.param_groups[0]["lr"], **extra, "elapsed_s": self._elapsed0 + now - self._t_fit0,
                "pairs_per_s": self._window_pairs / max(now - self._window_t, 1e-9)}
         if self.skipped_steps:
             rec["skipped_steps"] = self.skipped_steps
@@ -267,7 +266,8 @@ class Trainer:
         t0 = self.clock()
         result = self.evaluate(self.method.encoder)
         dt = self.clock() - t0
-        rec = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch, **result, "eval_seconds": dt}
+        rec = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch, **result, "eval_seconds": dt,
+               "elapsed_s": self._elapsed0 + t0 - self._t_fit0}  # training seconds before this evaluation
         self.state.history.append(rec)
         logger.log(rec)
         return dt
