@@ -256,8 +256,13 @@ def _default_path(folder, tmp_path, *extra):
 
 def test_the_default_preset_line_names_the_method_that_will_train(photos40, tmp_path, capsys):
     _default_path(photos40, tmp_path, "--method", "simclr")
-    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "no --config" in ln]
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "no --config" in ln]
     assert "'folder' preset" in line and "simclr" in line and "BYOL" not in line, line
+    assert "trained the better encoder" not in err
+    _default_path(photos40, tmp_path, "--overwrite")  # BYOL, the default: the user hears what was measured
+    (note,) = [ln for ln in capsys.readouterr().err.splitlines() if "trained the better encoder" in ln]
+    assert note.startswith("byol: note: ") and "--method simclr" in note and "docs/results.md" in note, note
 
 
 def test_a_folder_smaller_than_the_default_batch_fits_the_batch_on_the_default_path(photos40, tmp_path, capsys):

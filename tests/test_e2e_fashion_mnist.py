@@ -20,8 +20,9 @@ from byol.cli import main
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4  # 4 x 234 steps of batch 128 on 30,000 images: ~2 minutes here
-# Measured 2026-11-25 (this machine, seed 0): kNN 83.97 against 82.63 at random init, linear 86.50.
-# The same network at random init scores 83.8-84.6 linear and raw pixels 84.7 (docs/results.md), so a
+# Measured 2026-12-07 (Intel Xeon, bf16, seed 0): kNN 85.41 against the fair floor's 82.63 (initial BN
+# statistics; 82.13 recalibrated), linear 87.06.
+# The same network at random init scores 83.3-84.5 linear and raw pixels 84.7 (docs/results.md), so a
 # run that learns nothing (lr 0, frozen encoder, collapse) stays below both floors.
 KNN_MARGIN = 0.5
 LINEAR_FLOOR = 85.5
@@ -43,6 +44,7 @@ def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
     from byol.train.config import build_config
     from byol.data import load_images
     from byol.eval import extract_features, knn_eval
+    from byol.eval.floor import recalibrate_bn
 
     run, cache = tmp_path / "run", tmp_path / "cache"
     assert _run("pretrain", "--config", "fashion-mnist", "--run-dir", run, "--no-progress",
@@ -69,10 +71,13 @@ def test_pretrain_slice_beats_random_init(real_fashion_mnist, tmp_path):
     train = load_images("fashion-mnist", "train", cache_dir=cache, progress=False)
     test = load_images("fashion-mnist", "test", cache_dir=cache, progress=False)
     kw = dict(size=28, mean=cfg["data"]["mean"], std=cfg["data"]["std"])
-    ftr = extract_features(rand, torch.as_tensor(train.images), **kw)
-    fte = extract_features(rand, torch.as_tensor(test.images), **kw)
-    knn_rand = next(iter(knn_eval(ftr, train.labels, fte, test.labels, k=(20,)).values()))
-    print(f"BYOL {EPOCHS} epochs on 30k: kNN {knn:.2f} (random init {knn_rand:.2f}), linear {lin:.2f}")
+    floors = {}  # the fair floor: BN's initial statistics and statistics recalibrated on train, the stronger
+    for variant, net in (("initial", rand), ("recalibrated", recalibrate_bn(rand, torch.as_tensor(train.images), **kw))):
+        ftr = extract_features(net, torch.as_tensor(train.images), **kw)
+        fte = extract_features(net, torch.as_tensor(test.images), **kw)
+        floors[variant] = next(iter(knn_eval(ftr, train.labels, fte, test.labels, k=(20,)).values()))
+    knn_rand = max(floors.values())
+    print(f"BYOL {EPOCHS} epochs on 30k: kNN {knn:.2f} (random init {floors}), linear {lin:.2f}")
     assert knn >= knn_rand + KNN_MARGIN
     assert lin >= LINEAR_FLOOR
 

@@ -2,7 +2,7 @@
 
 Two methods compared "at equal wall time" agree only at the end of their budget; the curve says whether the
 order holds at every shorter budget too (the gap against length). Each evaluation row of ``metrics.jsonl``
-carries ``elapsed_s``, the training seconds before it ran (evaluations excluded from none: the budget counts
+carries ``elapsed_s``, the training seconds before it ran (earlier evaluations included: the budget counts
 them too). Rows of runs logged before ``elapsed_s`` existed are skipped.
 """
 
