@@ -244,3 +244,15 @@ def test_exponent_notation_without_a_point_is_a_number(text, value):
         build_config(files=[find_preset("tiny")], overrides=[f"optim.weight_decay={text}x"])
     with pytest.raises(ConfigError, match="expected an integer"):  # ints keep their own rule
         build_config(files=[find_preset("tiny")], overrides=[f"optim.batch_size={text}"])
+
+
+@pytest.mark.parametrize("num_images, split, fit",
+                         [(40, 1, 40), (40, 16, 32), (40, 32, 0), (7, 4, 0), (8, 4, 8), (1, 1, 0)])
+def test_fitting_batch_is_the_largest_batch_check_batch_accepts(num_images, split, fit):
+    from byol.config import fitting_batch
+
+    assert fitting_batch(num_images, split) == fit
+    if fit:
+        check_batch(fit, split, 1, num_images)  # accepted
+    accepted = [b for b in range(1, num_images + 1) if b % split == 0 and b // split >= 2]
+    assert fit == max(accepted, default=0)

@@ -20,6 +20,7 @@ from byol.config.schema import (
     TrainConfig,
     ViewsConfig,
     check_batch,
+    fitting_batch,
     config_layers,
     find_preset,
     from_dict,
@@ -34,6 +35,6 @@ from byol.config.schema import (
 
 __all__ = [
     "PRESETS_DIR", "DataConfig", "MethodConfig", "ModelConfig", "OptimConfig", "TrainConfig", "ViewsConfig",
-    "check_batch", "config_layers", "find_preset", "from_dict", "load_yaml", "merge", "parse_override",
-    "parse_section", "preset_descriptions", "preset_names", "to_dict",
+    "check_batch", "fitting_batch", "config_layers", "find_preset", "from_dict", "load_yaml", "merge",
+    "parse_override", "parse_section", "preset_descriptions", "preset_names", "to_dict",
 ]

@@ -352,6 +352,13 @@ def parse_section(cls: type, data: dict[str, Any], name: str) -> Any:
     return from_dict(cls, section, prefix=name + ".")
 
 
+def fitting_batch(num_images: int, split: int) -> int:
+    """The largest batch of at most ``num_images`` that :func:`check_batch` accepts for ``split`` (accum_steps
+    x processes) parts: a multiple of ``split`` with two images at least per part; 0 when there is none."""
+    fit = num_images // split * split
+    return fit if fit >= 2 * split else 0
+
+
 def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_images: int | None = None) -> None:
     """The one check of ``optim.batch_size``, run wherever a new fact about it is known.
 
@@ -377,6 +384,6 @@ def check_batch(batch_size: int, accum_steps: int, world_size: int = 1, num_imag
         raise ConfigError(f"optim.batch_size ({batch_size}) over {split} micro-batches leaves 1 image per forward "
                           f"pass, and BatchNorm needs at least 2: lower optim.accum_steps or raise the batch")
     if num_images is not None and num_images < batch_size:
-        fit = num_images // split * split
-        fix = f"lower optim.batch_size to {fit} or less" if fit >= 2 * split else "use more images or fewer micro-batches"
+        fit = fitting_batch(num_images, split)
+        fix = f"lower optim.batch_size to {fit} or less" if fit else "use more images or fewer micro-batches"
         raise ConfigError(f"optim.batch_size ({batch_size}) is more than the {num_images} training images: {fix}")

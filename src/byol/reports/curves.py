@@ -48,7 +48,8 @@ def curves_table(curves: Mapping[str, Curve], marks: Sequence[float] | None = No
     return "\n".join(lines)
 
 
-def plot_knn_curves(curves: Mapping[str, Curve], out_png: str | Path, title: str = "online kNN against wall time") -> Path:
+def plot_knn_curves(curves: Mapping[str, Curve], out_png: str | Path,
+                    title: str = "online kNN against wall time") -> Path:
     """One line per run: online kNN top-1 against training minutes."""
     import matplotlib
 

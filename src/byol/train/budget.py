@@ -247,8 +247,8 @@ def short_plan_warning(*, total_steps: int, batch_size: int, steps_per_epoch: fl
     need = budget_seconds * MIN_PAIRS_TO_LEARN / max(pairs, 1)
     return (f"this budget buys {total_steps} steps ({pairs:,} image pairs, {total_steps / steps_per_epoch:.1f} epochs) "
             f"at the measured pace: runs under about {MIN_PAIRS_TO_LEARN:,} pairs gained less than 5 points kNN "
-            f"over random init in our measurements; raise the budget to about {_minutes(need)}, lower --image-size (the cost grows with its "
-            f"square) or use a smaller model (model.options.widths)")
+            f"over random init in our measurements; raise the budget to about {_minutes(need)}, lower --image-size "
+            f"(the cost grows with its square) or use a smaller model (model.options.widths)")
 
 
 def _minutes(seconds: float) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import byol.methods  # noqa: F401  (registers every method and its section)
 from byol.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, TrainConfig, ViewsConfig, check_batch,
-                         config_layers, from_dict, merge, to_dict)
+                         config_layers, fitting_batch, from_dict, merge, to_dict)
 from byol.config.checks import Section, check_section, did_you_mean
 from byol.errors import ByolError, ConfigError
 from byol.methods.registry import DEFAULT_METHOD, config_class, section_keys
@@ -138,13 +138,13 @@ def fit_batch(cfg: PretrainConfig, num_images: int, world_size: int = 1) -> str 
     trains with the largest batch that fits it: a multiple of ``optim.accum_steps`` x ``world_size``
     (:func:`byol.config.check_batch`) of at most ``num_images``. Sets ``cfg.optim.batch_size`` and returns
     the one-line note naming the new batch and the learning rate it implies (None: the batch fits, or no
-    batch of two images per forward pass does, which check_batch then reports). A batch the user asked for is never changed."""
+    batch of two images per forward pass does, which check_batch then reports). A batch the user asked for
+    is never changed."""
     from byol.optim.schedules import scaled_lr
 
     o = cfg.optim
-    split = o.accum_steps * world_size
-    fit = num_images // split * split
-    if num_images >= o.batch_size or fit < 2 * split:
+    fit = fitting_batch(num_images, o.accum_steps * world_size)
+    if num_images >= o.batch_size or not fit:
         return None
     asked, o.batch_size = o.batch_size, fit
     return (f"{num_images} training images, fewer than the preset's batch of {asked}: training with batch {fit} "
