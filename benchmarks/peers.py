@@ -14,7 +14,7 @@ section are alternated in rotating order, repetition by repetition, and medians 
       a BYOL assembled from lightly's blocks vs byol-pytorch's ``BYOL`` class. Same backbone (byol's, built
       once per process from the same config), same heads, batch, optimizer (the setting's, built by
       ``byol.optim.optimizers.build_optimizer``), fp32, channels_last. Two settings: ResNet-18 (CIFAR stem, 32 px,
-      heads 4096->256, batch 256, LARS) and the CPU demo preset (convnet [16,32,64,256], heads 1024->128,
+      heads 4096->256, batch 256, LARS) and the CPU demo preset (convnet with its widths, heads 1024->128,
       28 px, 1 channel, batch 128, SGD). FLOPs per pair by torch.utils.flop_counter (forward + backward),
       MFU against an fp32 matmul peak measured in the same run.
   (b) the paper's two views (T, T') per sample, 32 px RGB, batch 256: byol's batched TwoViewAugment vs
@@ -22,7 +22,7 @@ section are alternated in rotating order, repetition by repetition, and medians 
   (c) end to end on CIFAR-10 from the JPEG image folder: byol's pipeline (decode once into the uint8 cache,
       then the engine's Trainer: gather + batched views + step) vs lightly's standard pipeline
       (LightlyDataset + BYOLTransform + torch DataLoader with 2 workers + a lightly-blocks BYOL step), on the
-      CPU preset model made RGB (convnet [16,32,64,256], heads 1024->128, 32 px, batch 128, SGD, the preset's
+      CPU preset model made RGB (the preset's convnet, heads 1024->128, 32 px, batch 128, SGD, the preset's
       views: crop scale 0.2-1, otherwise the paper's).
   (d) peak memory of every configuration: its process's peak RSS (ru_maxrss) and, sampled every 0.5 s, the
       PSS summed over the process and its DataLoader workers.
@@ -585,7 +585,8 @@ class ByolE2E:
         self.trainer._views = timed_views
         self.batch = batch
         self.info = {"images": len(train), "decode_s": decode_s, "cached_load_s": cached_s,
-                     "model": "convnet [16,32,64,256] RGB, heads 1024->128, SGD (fashion-mnist preset, 3 channels)"}
+                     "model": f"convnet {list(step_config('demo', batch)[0].model.options['widths'])} RGB, heads 1024->128, "
+                              "SGD (fashion-mnist preset, 3 channels)"}
         t = time.perf_counter()
         self._fit(warmup_steps)
         self.info["unit_s"] = (time.perf_counter() - t) / warmup_steps
@@ -1024,10 +1025,11 @@ def main() -> int:
         print(msg, flush=True)
 
     # ---------------------------------------------------------------------------------------- (a)
+    demo_widths = list(step_config("demo", 128)[0].model.options["widths"])  # the preset's, whatever they are now
     for key, setting, batch, title, nrep, target in (
         ("step-r18", "resnet18-cifar", 16 if q else 256, "ResNet-18 (CIFAR stem), 32 px RGB, heads 4096->256, LARS",
          reps(3, 1), 0.0),
-        ("step-demo", "demo", 128, "CPU demo preset: convnet [16,32,64,256], 28 px gray, heads 1024->128, SGD",
+        ("step-demo", "demo", 128, f"CPU demo preset: convnet {demo_widths}, 28 px gray, heads 1024->128, SGD",
          reps(5, 2), 1.0 if q else 3.0),
     ):
         if key not in sections:

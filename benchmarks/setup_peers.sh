@@ -8,7 +8,9 @@
 #   nice -n 19 .venv-peers/bin/python benchmarks/parity.py --check-pieces    # and parity.py's runs
 #
 # Peer versions: what pip resolved against torch 2.14.1 on 2026-11-25, pinned so that runs stay comparable
-# (lightly 1.6.0 pulls pytorch-lightning 2.6.6; byol-pytorch 0.9.1 pulls accelerate 1.15.0 and einops 0.8.2).
+# Only the peers themselves are pinned; their own dependencies are whatever pip resolves (in .venv-peers on
+# 2026-12-07: lightly 1.6.0 with pytorch-lightning 2.6.6; byol-pytorch 0.9.1 with accelerate 1.16.0 and
+# einops 0.8.2). Neither enters a timed step: peers.py times the peers' modules, not their trainers.
 # To move on: PEERS="lightly kornia byol-pytorch" bash benchmarks/setup_peers.sh, then update the pins here.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -90,6 +90,31 @@ def summarize_run(run_dir: Path) -> dict:
             "upd": {k[4:]: _at_epochs(rows, k) for k in layers}, **dynamics}
 
 
+def linear_on_validation(summary: dict) -> float:
+    """Linear top-1 (%) of the run's encoder on a fixed validation split of train: the same L-BFGS probe as
+    ``byol eval linear`` / the demo, fitted on 90% of the labeled training images and scored on the other
+    stratified 10% (split seed 0 for every row, so rows of any seed share it). No test image is read."""
+    import torch
+
+    from byol.eval.compare import _features
+    from byol.eval.linear import linear_eval
+    from byol.eval.splits import stratified_split
+    from byol.train.monitor import labeled_positions
+    from byol.train.verdict import HELD_OUT
+
+    train = summary["train"]
+    labels = torch.as_tensor(train.labels)
+    labeled = labeled_positions(labels)
+    keep, held = stratified_split(labels[labeled], HELD_OUT, 0, name="validation share")
+    keep, held = labeled[keep], labeled[held]
+    view = dict(size=summary["size"], mean=summary["mean"], std=summary["std"], device=summary["device"])
+    enc = summary["method"].encoder
+    images = train.images
+    ftr = _features(enc, images[keep.numpy()], **view)
+    fva = _features(enc, images[held.numpy()], **view)
+    return round(float(linear_eval(ftr, labels[keep], fva, labels[held])["top1"]), 2)
+
+
 def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: int, out: Path) -> dict | None:
     from byol.config import find_preset
     from byol.train.config import build_config
@@ -98,7 +123,7 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
     from byol.train.pretrain import run_pretrain
 
     length = f"epochs={a.epochs}" if a.epochs else f"budget={a.budget}"
-    key = row_key(a.data, a.config, length, overrides, seed)
+    key = row_key(a.data, a.config, length + ("+linear" if a.linear else ""), overrides, seed)
     if key in done_keys(out):
         print(f"{name} seed {seed}: done before ({key}), skipped", flush=True)
         return None
@@ -122,9 +147,11 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
            "threads": cfg.train.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "command": " ".join(shlex.quote(x) for x in sys.argv),
            "provenance": provenance(cfg, resolve_device(cfg.train.device))}
+    if a.linear:
+        row["linear_val"] = linear_on_validation(s)
     with out.open("a") as f:
         f.write(json.dumps(row) + "\n")
-    print(f"{name} seed {seed}: kNN {row['encoder_knn']} vs random {row['random_knn']} (gain {row['gain']}), "
+    print(f"{name} seed {seed}: linear (val) {row.get('linear_val', '-')}, kNN {row['encoder_knn']} vs random {row['random_knn']} (gain {row['gain']}), "
           f"{row['epochs']} epochs, {row['train_s']} s", flush=True)
     return row
 
@@ -134,21 +161,29 @@ def _cell(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.1f}"
 
 
+def _cell2(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.2f}"
+
+
 def table(out: Path) -> str:
     """Mean gain over seeds per (variant, length), best first, with the online kNN at the curve epochs."""
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["data"], r["length"], r["variant"], tuple(r["overrides"])), []).append(r)
+        # rows of a --linear sweep are a sweep of their own (another session, often another host)
+        groups.setdefault((r["data"], r["length"], r["variant"], tuple(r["overrides"]), "linear_val" in r),
+                          []).append(r)
+    linear = any("linear_val" in r for r in rows)  # rows of --linear: one more column
     lines = ["| data | length | variant | overrides | seeds | epochs | pairs/s | kNN (val) | random init | gain | "
-             "online kNN at epochs 1 / 2 / 3 / 5 | eff_rank at 1 / 3 |", "|" + "---|" * 12]
+             "online kNN at epochs 1 / 2 / 3 / 5 | eff_rank at 1 / 3 |" + (" linear (val) |" if linear else ""),
+             "|" + "---|" * (13 if linear else 12)]
     def mean(xs):
         xs = [x for x in xs if x is not None]
         return statistics.fmean(xs) if xs else float("nan")
     def knn_at(r, e):
         later = [k for ep, k in r["knn_curve"] if ep >= e - 1e-9]
         return later[0] if later else None
-    for (data, length, variant, ov), rs in sorted(groups.items(), key=lambda kv: -mean([r["gain"] for r in kv[1]])):
+    for (data, length, variant, ov, _), rs in sorted(groups.items(), key=lambda kv: -mean([r["gain"] for r in kv[1]])):
         curve = " / ".join(_cell(mean([knn_at(r, e) for r in rs])) for e in (1, 2, 3, 5))
         rank = " / ".join(_cell(mean([r['eff_rank'].get(e) for r in rs])) for e in ("1", "3"))
         gains = [r["gain"] for r in rs if r["gain"] is not None]
@@ -156,7 +191,8 @@ def table(out: Path) -> str:
         lines.append(f"| {Path(data).stem} | {length} | {variant} | {' '.join(ov) or '(preset)'} | {len(rs)} | "
                      f"{mean([r['epochs'] for r in rs]):.1f} | {mean([r['pairs_s'] for r in rs]):.0f} | "
                      f"{mean([r['encoder_knn'] for r in rs]):.2f} | {mean([r['random_knn'] for r in rs]):.2f} | "
-                     f"{mean(gains):+.2f}{spread} | {curve} | {rank} |")
+                     f"{mean(gains):+.2f}{spread} | {curve} | {rank} |"
+                     + (f" {_cell2(mean([r.get('linear_val') for r in rs]))} |" if linear else ""))
     return "\n".join(lines)
 
 
@@ -173,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every row")
     ap.add_argument("--out", default="benchmarks/sweep_folder.jsonl")
     ap.add_argument("--runs-dir", default="runs/sweep_folder")
+    ap.add_argument("--linear", action="store_true",
+                    help="also score the linear probe on a fixed stratified 10%% of train (fitted on the rest)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     a = ap.parse_args(argv)
     from byol.run.files import pin_code_state

@@ -54,3 +54,18 @@ def test_table_averages_seeds_and_marks_curve_points_a_row_did_not_reach(tmp_pat
     line = sweep.table(out).splitlines()[2]
     # gain 8 +- stdev(10, 6) = 2.8; kNN 53 at epoch 1, 57 at 2 (the first point at or after), none at 3 and 5
     assert "| 2 | 2.5 | 100 | 58.00 | 50.00 | +8.00 ± 2.8 | 53.0 / 57.0 / - / - | 4.0 / - |" in line
+
+
+def test_linear_rows_score_a_train_only_validation_split_and_are_rows_of_their_own(image_folder, tmp_path, capsys):
+    sweep = _load()
+    out = tmp_path / "rows.jsonl"
+    common = ["--data", str(image_folder), "--config", "tiny", "--epochs", "1", "--out", str(out),
+              "--runs-dir", str(tmp_path / "runs"), "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    assert sweep.main(common) == 0
+    assert sweep.main([*common, "--linear"]) == 0  # not the row above: trained and scored again
+    plain, lin = [json.loads(line) for line in out.read_text().splitlines()]
+    assert plain["key"] != lin["key"] and "linear_val" not in plain
+    # 3 balanced classes, chance 33%: the probe on the encoder's features separates them
+    assert 60 < lin["linear_val"] <= 100
+    assert sweep.main(["--table", "--out", str(out)]) == 0
+    assert "linear (val) |" in capsys.readouterr().out
