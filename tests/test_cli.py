@@ -119,6 +119,13 @@ def test_show_views_writes_png(image_folder, tmp_path):
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
     img = np.asarray(Image.open(out))
     assert img.shape[0] > 16 * 3 and img.shape[1] > 16 * 5
+    # the run's multi-crop small views are shown too: one more column each
+    mc = tmp_path / "mc.png"
+    assert _run(["show-views", "--config", "tiny", "--data", image_folder, "--out", mc, "--images", 3, "--views", 4,
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "views.small_crops=2"]) == 0
+    wide = np.asarray(Image.open(mc))
+    tile = (img.shape[1] - 2) // 5  # view side + padding
+    assert wide.shape[0] == img.shape[0] and wide.shape[1] == img.shape[1] + 2 * tile
 
 
 @pytest.mark.slow

@@ -21,7 +21,9 @@ def save_view_grid(
     generator: torch.Generator | None = None,
 ) -> Path:
     """Write a PNG grid: one row per image; column 0 is the original resized to ``aug.size``, then
-    ``n_views`` random views alternating T (``aug.spec1``) and T' (``aug.spec2``), de-normalized to [0, 1].
+    ``n_views`` random views alternating T (``aug.spec1``) and T' (``aug.spec2``), de-normalized to [0, 1];
+    with multi-crop (``aug.small_crops`` > 0) one more column per small view, drawn at its own size and
+    centred on white, so the picture shows how little of the image a small view keeps and at what resolution.
 
     ``images``: uint8 ``[n, C, H, W]``. Returns the path written.
     """
@@ -36,13 +38,21 @@ def save_view_grid(
     def denorm(x: Tensor) -> Tensor:
         return (x.float() * std + mean).clamp_(0.0, 1.0)
 
+    def on_white(x: Tensor) -> Tensor:  # a small view in the middle of a white view-sized tile
+        tile = torch.ones(x.shape[0], C, aug.size, aug.size, dtype=x.dtype, device=x.device)
+        top = (aug.size - x.shape[-1]) // 2
+        tile[..., top : top + x.shape[-2], top : top + x.shape[-1]] = x
+        return tile
+
     columns = [denorm(eval_transform(images, aug.size, aug.mean, aug.std))]
+    small: list[Tensor] = []
     for _ in range((n_views + 1) // 2):
-        v1, v2 = aug(images, generator)
+        v1, v2, *extra = aug(images, generator)  # extra: the small views (multi-crop), drawn after the two
         columns += [denorm(v1), denorm(v2)]
-    columns = columns[: 1 + n_views]
-    grid = torch.stack(columns, dim=1).reshape(n * (1 + n_views), C, aug.size, aug.size)
+        small = small or [on_white(denorm(v)) for v in extra]
+    columns = columns[: 1 + n_views] + small
+    grid = torch.stack(columns, dim=1).reshape(n * len(columns), C, aug.size, aug.size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.cpu(), str(path), nrow=1 + n_views, padding=2, pad_value=1.0)
+    save_image(grid.cpu(), str(path), nrow=len(columns), padding=2, pad_value=1.0)
     return path

@@ -178,8 +178,10 @@ def cmd_show_views(a: argparse.Namespace) -> int:
     s1, s2 = cfg.views.specs
     g = torch.Generator().manual_seed(a.seed)
     idx = torch.randperm(len(data), generator=g)[: a.images]
-    out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), TwoViewAugment(s1, s2, sizes.view, mean, std),
-                         a.out, n_views=a.views, generator=g)
+    v = cfg.views  # the run's views, multi-crop's small ones included (one extra column each)
+    aug = TwoViewAugment(s1, s2, sizes.view, mean, std, small_crops=v.small_crops, small_spec=v.small_spec,
+                         small_size=v.small_size)
+    out = save_view_grid(torch.as_tensor(data.images[idx.sort().values]), aug, a.out, n_views=a.views, generator=g)
     print(f"wrote {out or a.out}")
     return 0
 
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("show-views", help="write a PNG grid of images and their two augmented views")
+    p = sub.add_parser("show-views", help="write a PNG grid of images and their augmented views (T, T', and "
+                                           "multi-crop's small views when views.small_crops > 0)")
     _add_common_data(p)
     p.add_argument("--out", default="views.png")
     p.add_argument("--images", type=int, default=8, help="how many images (rows)")
