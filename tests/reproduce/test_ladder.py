@@ -16,7 +16,7 @@ import pytest
 from byol.cli import main
 from byol.reproduce import Scale, rungs, study_for
 from byol.reproduce.ladder import FAILS, HOLDS, NOISE, UNMEASURED, Rung, holds_from, rung, seed_margins
-from byol.reproduce.report import summarize, write_report
+from byol.reproduce.report import write_report
 from byol.reproduce.runner import cell_config, cell_id, write_record
 from byol.reproduce.studies import components, tau
 
@@ -144,10 +144,11 @@ def test_the_report_adds_the_ladder_section_and_plot_with_two_lengths_or_more(tm
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
-@pytest.mark.parametrize("name", ["tau", "components", "augmentations"])
+@pytest.mark.parametrize("name", ["tau", "components", "augmentations", "baselines", "batch-size"])
 def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
-    """Regenerating a committed report from its records, with the lengths its command names, gives the
-    committed file, its claims' verdicts and its ladder section (records at other lengths) included."""
+    """Regenerating a committed report from its records, with the lengths (and the equal-time cells and batch
+    ladder) its command names, gives the committed file, its claims' verdicts and its ladder section (records
+    at other lengths) included."""
     from byol.reproduce import reproduce
 
     monkeypatch.chdir(RESULTS.parents[1])  # the preset as the committed command names it
@@ -157,7 +158,10 @@ def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
     command = re.search(r"- command: `(.*)`", committed).group(1)
     scale = dataclasses.replace(_committed_scale(), preset="docs/results/cifar10-cpu.yaml")
     epochs = tuple(float(e) for e in re.search(r"--epochs ([\d. ]+?) --", command).group(1).split())
+    batches = re.search(r"--batch-sizes ([\d ]+?)(?: --|$)", command)
     md, _ = reproduce(name, scale, seeds=(0, 1), out_dir=tmp_path, command=command, train=False, epochs=epochs,
+                      equal_time="--equal-time" in command, equal_steps="--equal-steps" in command,
+                      batch_sizes=tuple(int(b) for b in batches.group(1).split()) if batches else None,
                       log=lambda _: None)
     assert md.read_text() == committed
     assert (tmp_path / f"{name}-ladder.png").exists() == ("## Scale ladder" in committed)
@@ -166,29 +170,6 @@ def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
 def _committed_scale():
     return Scale(str(RESULTS / "cifar10-cpu.yaml"), data="../shared/datasets/cifar10-jpeg.zip", budget=None,
                  epochs=3.0, eval_train=10000, overrides=("train.threads=1", "train.progress=false"))
-
-
-def test_the_committed_verdicts_of_batch_size_and_baselines_are_unchanged():
-    """The two reports whose other lines changed since (a note; the baselines' recipes): their verdicts."""
-    from byol.reproduce import Cell
-    from byol.reproduce.report import claims
-    from byol.reproduce.studies import _beats_each
-
-    scale = _committed_scale()
-    study = study_for("batch-size", scale, (128, 64, 32))
-    got = claims(study, _summary(study, scale), 10.0)
-    assert [v for _, v in got] == [True, True]  # docs/results/batch-size.md: both hold
-    old = (Cell("byol", "BYOL", "byol"), Cell("simclr", "SimCLR", "simclr"), Cell("moco", "MoCo v2", "moco"))
-    study = study_for("baselines", scale)
-    study = type(study)(study.name, study.title, study.paper_source, old, tuple(_beats_each(old[1:], "", "e")))
-    # docs/results/baselines.md: BYOL >= SimCLR fails by linear and kNN, BYOL >= MoCo v2 holds by both
-    assert [v for _, v in claims(study, _summary(study, scale), 10.0)] == [False, False, True, True]
-
-
-def _summary(study, scale):
-    recs = {c.key: [json.loads((RESULTS / "cells" / f"{cell_id(c, scale, s)}.json").read_text()) for s in (0, 1)]
-            for c in study.cells}
-    return summarize(study, recs)
 
 
 def test_rungs_are_sorted_fixed_lengths_and_one_length_is_the_scale_itself():

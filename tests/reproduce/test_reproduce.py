@@ -169,9 +169,14 @@ def test_the_committed_records_are_found_now_that_each_method_has_its_own_sectio
                   eval_train=10000, overrides=("train.threads=1", "train.progress=false"))
     byol = study_for("baselines", scale).cells[0]
     assert byol.key == "byol" and byol.recipe is None
-    for cell in (byol, Cell("simclr", "SimCLR", "simclr"), Cell("moco", "MoCo v2", "moco")):
+    for cell in (byol, Cell("simclr", "SimCLR", "simclr")):  # SimCLR on the BYOL preset: augmentations' full views
         for seed in (0, 1):
             assert (root / "cells" / f"{cell_id(cell, scale, seed)}.json").is_file(), (cell.key, seed)
+    # MoCo on the BYOL preset (its m was ``momentum``): no report reads that cell since the recipes, and its
+    # records, written by the v1 code under these names, left cells/ with the other records without
+    # provenance (git history before the ladder's 3-epoch re-runs); the names they had:
+    moco = Cell("moco", "MoCo v2", "moco")
+    assert [cell_id(moco, scale, s) for s in (0, 1)] == ["e0d5de20c024-s0", "4c6ebeeda652-s1"]
 
 
 def test_the_random_init_cell_is_the_fair_floor(split_folder, tmp_path, monkeypatch):
