@@ -199,3 +199,37 @@ def test_unwritable_cache_falls_back_to_memory(tmp_path: Path, labeled_folder) -
     assert len(ds) == 6
     for i, rel in enumerate(ds.paths or []):
         assert np.array_equal(ds.images[i].numpy(), expected[rel]), rel
+
+
+def test_two_processes_building_one_entry_at_once_do_not_share_its_partial_directory(tmp_path: Path) -> None:
+    """``byol reproduce --jobs 2`` starts two cells on one folder at once: the resumable build is claimed by
+    one process only (the other builds privately), so neither removes the other's files mid-build."""
+    from byol.data.cache import _claim
+
+    partial = tmp_path / ".partial-entry"
+    first = _claim(partial)
+    assert first is not None and (partial / "owner.pid").read_text() == str(os.getpid())
+    # another process asks while the first holds it: refused (flock is per open file description, so a
+    # second claim from this process stands for it)
+    assert _claim(partial) is None
+    first.release()  # committed or interrupted: the next build may take it over
+    again = _claim(partial)
+    assert again is not None
+    again.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".partial-entry"]  # no lock file left behind
+
+
+def test_a_journal_entry_whose_images_file_was_cut_before_its_header_is_rebuilt(tmp_path: Path) -> None:
+    from byol.data.cache import EntryWriter
+
+    final = tmp_path / "images" / "e"
+    with pytest.raises(KeyboardInterrupt), EntryWriter(final, resumable=True) as w:
+        w.array((2, 1, 3, 3))
+        (w.tmp / "images.npy").write_bytes(b"")  # as a kill right after the file was created leaves it
+        raise KeyboardInterrupt  # interrupted: the partial build stays for the next one
+    assert (final.parent / f".partial-{final.name}" / "images.npy").stat().st_size == 0
+    with EntryWriter(final, resumable=True) as w:
+        images = w.array((2, 1, 3, 3))  # not an EOFError: started afresh
+        images[:] = 7
+        w.commit(images, None, {"paths": ["a", "b"]})
+    assert np.load(final / "images.npy").sum() == 7 * 18

@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # POSIX: an advisory lock makes claiming a resumable build atomic between processes
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: every build is private (not resumable)
+    fcntl = None  # type: ignore[assignment]
+
 from byol.runtime.process import pid_alive
 from byol.data.decode import DecodeReport
 from byol.errors import ByolError
@@ -116,7 +121,8 @@ class EntryWriter:
         self._remove_stale_temps()
         self.journal: ChunkJournal | None = None
         partial = final.parent / f".partial-{final.name}"
-        if resumable and _claim(partial):
+        self._lock: _Lock | None = _claim(partial) if resumable else None
+        if self._lock is not None:
             self.tmp = partial
             self.journal = ChunkJournal(partial)
         else:
@@ -143,7 +149,7 @@ class EntryWriter:
                 if old.shape == tuple(shape) and old.dtype == np.uint8:
                     self.journal.attach(old)
                     return old
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):  # EOFError: a file cut before its header was written
                 pass
         if self.journal is not None:
             self.journal.reset()
@@ -184,7 +190,14 @@ class EntryWriter:
             if not self.final.is_dir():
                 raise
             shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            self._release()
         self._committed = True
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> EntryWriter:
         return self
@@ -195,16 +208,45 @@ class EntryWriter:
         if self.journal is not None and exc_type is not None and not issubclass(exc_type, ByolError):
             self.journal.close()  # interrupted: keep the finished chunks for the next build
             (self.tmp / _OWNER).unlink(missing_ok=True)
+            self._release()
             return
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._release()
 
 
 _JOURNAL = "progress.jsonl"
 _OWNER = "owner.pid"
 
 
-def _claim(partial: Path) -> bool:
-    """Make ``partial`` ours (create it, or take it over from a dead process); False if a live one owns it."""
+class _Lock:
+    """An exclusive advisory lock on ``path`` (``flock``), held until :meth:`release` or the process's end."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)  # while still held: no other process is inside
+        os.close(self.fd)
+
+
+def _claim(partial: Path) -> _Lock | None:
+    """Make ``partial`` ours (create it, or take it over from a dead process), or None if another live process
+    builds it. Two processes that start the same build at once (``byol reproduce --jobs 2``) must not both take
+    it: the first to lock ``.lock-<partial>`` beside it wins, the other builds privately; the lock dies with
+    its process, so a killed build is taken over. A live ``owner.pid`` in ``partial`` (a process of a version
+    without the lock) is respected too."""
+    if fcntl is None:
+        return None
+    lock_path = partial.parent / f".lock{partial.name}"
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(lock_path).st_ino:  # its holder released (unlinked) it meanwhile
+            raise OSError("stale lock file")
+    except OSError:
+        os.close(fd)
+        return None
+    lock = _Lock(lock_path, fd)
     partial.mkdir(parents=True, exist_ok=True)
     owner = partial / _OWNER
     try:
@@ -212,9 +254,10 @@ def _claim(partial: Path) -> bool:
     except (OSError, ValueError):
         pid = 0
     if pid and pid != os.getpid() and pid_alive(pid):
-        return False
+        lock.release()
+        return None
     owner.write_text(str(os.getpid()))
-    return True
+    return lock
 
 
 class ChunkJournal:
