@@ -122,4 +122,7 @@ def test_equal_steps_gives_every_batch_the_steps_of_the_largest(split_folder, tm
     # 96 train images: 6 steps of 16 per epoch, so 1 epoch at 16, 1/4 epoch at 4, 1/8 epoch at 2: 6 steps each
     assert {r["steps"] for r in records} == {6}
     assert sorted(r["epochs"] for r in records) == pytest.approx([0.125, 0.125, 0.25, 0.25, 1.0, 1.0])
-    assert "equal steps: each cell trains the epochs x batch / the largest batch" in (out / "batch-size.md").read_text()
+    md = (out / "batch-size-equal-steps.md").read_text()  # its own report: the equal-epochs one is kept
+    assert "equal steps: each cell trains the epochs x batch / the largest batch" in md
+    assert md.startswith("# Batch size at equal steps")
+    assert not (out / "batch-size.md").exists() and (out / "batch-size-equal-steps.png").is_file()

@@ -144,8 +144,9 @@ def test_the_report_adds_the_ladder_section_and_plot_with_two_lengths_or_more(tm
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
-@pytest.mark.parametrize("name", ["tau", "components", "augmentations", "baselines", "batch-size"])
-def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stem", sorted(p.stem for p in RESULTS.glob("*.md") if p.stem != "ladder"
+                                         and not p.stem.endswith(".notes")))
+def test_the_committed_reports_come_out_unchanged(stem, tmp_path, monkeypatch):
     """Regenerating a committed report from its records, with the lengths (and the equal-time cells and batch
     ladder) its command names, gives the committed file, its claims' verdicts and its ladder section (records
     at other lengths) included."""
@@ -153,9 +154,11 @@ def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
 
     monkeypatch.chdir(RESULTS.parents[1])  # the preset as the committed command names it
     shutil.copytree(RESULTS / "cells", tmp_path / "cells")
-    shutil.copy(RESULTS / f"{name}.notes.md", tmp_path)
-    committed = (RESULTS / f"{name}.md").read_text()
+    if (RESULTS / f"{stem}.notes.md").is_file():
+        shutil.copy(RESULTS / f"{stem}.notes.md", tmp_path)
+    committed = (RESULTS / f"{stem}.md").read_text()
     command = re.search(r"- command: `(.*)`", committed).group(1)
+    name = command.split()[2]  # byol reproduce NAME ...
     scale = dataclasses.replace(_committed_scale(), preset="docs/results/cifar10-cpu.yaml")
     epochs = tuple(float(e) for e in re.search(r"--epochs ([\d. ]+?) --", command).group(1).split())
     batches = re.search(r"--batch-sizes ([\d ]+?)(?: --|$)", command)
@@ -163,8 +166,8 @@ def test_the_committed_reports_come_out_unchanged(name, tmp_path, monkeypatch):
                       equal_time="--equal-time" in command, equal_steps="--equal-steps" in command,
                       batch_sizes=tuple(int(b) for b in batches.group(1).split()) if batches else None,
                       log=lambda _: None)
-    assert md.read_text() == committed
-    assert (tmp_path / f"{name}-ladder.png").exists() == ("## Scale ladder" in committed)
+    assert md.name == f"{stem}.md" and md.read_text() == committed
+    assert (tmp_path / f"{stem}-ladder.png").exists() == ("## Scale ladder" in committed)
 
 
 def _committed_scale():
@@ -268,6 +271,37 @@ def test_equal_steps_holds_at_every_length_of_a_ladder(split_folder, tmp_path, m
     assert [c[2] for c in calls] == [1.0] * 6 + [4.0] * 6
 
 
+def test_equal_steps_is_its_own_report_and_shares_the_reference_records(split_folder, tmp_path, monkeypatch):
+    calls = []
+    _fake_trainer(monkeypatch, calls)
+    out = tmp_path / "b"
+    assert _cli(split_folder, out, "batch-size", "--epochs", "1", "--seeds", "0") == 0
+    assert len(calls) == 6 and (out / "batch-size.md").is_file()
+    before = (out / "batch-size.md").read_text()
+    calls.clear()
+    assert _cli(split_folder, out, "batch-size", "--equal-steps", "--epochs", "1", "--seeds", "0") == 0
+    # the largest batch trains the same config at equal steps (its records are reused); the others train
+    assert sorted((c[0], c[4]) for c in calls) == [("byol-b2", 2), ("byol-b4", 4), ("simclr-b2", 2), ("simclr-b4", 4)]
+    assert (out / "batch-size.md").read_text() == before  # the equal-epochs report is not overwritten
+    steps = (out / "batch-size-equal-steps.md").read_text()
+    assert "| BYOL, batch 16 | 40.10 |" in steps and "not run yet" not in steps
+
+
+def test_jobs_of_one_config_under_two_keys_train_once(tmp_path, monkeypatch):
+    import byol.reproduce.runner as runner
+    from byol.reproduce.studies import Cell
+
+    trained = []
+    monkeypatch.setattr(runner, "check_eval_split", lambda scale: None)
+    monkeypatch.setattr(runner, "record_cell", lambda cell, scale, seed, cells_dir, runs_dir: trained.append(cell.key)
+                        or _rec(seed, 50.0))
+    scale = Scale("tiny", budget=None, epochs=1.0)
+    a, b = Cell("byol-b16", "a", "byol"), Cell("byol-b16@steps", "b", "byol")
+    assert cell_id(a, scale, 0) == cell_id(b, scale, 0)  # the key is not part of the config
+    runner.run_jobs([(a, 0, scale), (b, 0, scale), (a, 1, scale)], tmp_path, tmp_path / "runs", log=lambda _: None)
+    assert trained == ["byol-b16", "byol-b16"]  # seeds 0 and 1 once each, in the order given
+
+
 def test_equal_time_cells_follow_byols_seconds_at_each_length(split_folder, tmp_path, monkeypatch):
     calls = []
     _fake_trainer(monkeypatch, calls)
@@ -298,3 +332,17 @@ def test_a_tiny_ladder_trains_and_reports_both_lengths(split_folder, tmp_path):
     sentence = r"\n- .*: (holds from (0\.5 epochs|1 epoch) on|does not hold up to 1 epoch \(the longest run)"
     assert len(re.findall(sentence, text)) == len(study_for("tau", Scale("tiny")).claims) == 4  # one per claim
     assert (out / "tau-ladder.png").stat().st_size > 5000
+
+
+def test_a_cell_that_ran_other_code_than_the_sweep_is_flagged(monkeypatch):
+    import byol.run.files as files
+    from byol.reproduce.runner import _code_changed
+
+    monkeypatch.setattr(files, "code_state", lambda: ("a" * 40, False))
+    same = {"provenance": {"git_commit": "a" * 40, "git_dirty": False}}
+    assert _code_changed(same) is None
+    line = _code_changed({"provenance": {"git_commit": "b" * 40, "git_dirty": True}})
+    assert line is not None and "bbbbbbbbbb with uncommitted changes" in line and "started at aaaaaaaaaa" in line
+    assert _code_changed({"provenance": {"git_commit": "a" * 40, "git_dirty": True}}) is not None  # an edit
+    monkeypatch.setattr(files, "code_state", lambda: ("", None))  # not a checkout: nothing to compare
+    assert _code_changed(same) is None

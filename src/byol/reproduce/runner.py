@@ -296,6 +296,22 @@ def _record_in_worker(cell: Cell, scale: Scale, seed: int, cells_dir: Path, runs
     return record_cell(cell, scale, seed, cells_dir, runs_dir)
 
 
+def _code_changed(record: dict[str, Any]) -> str | None:
+    """A warning when a pool process ran other code than this one (a commit or an edit made while the sweep
+    ran: each process records the code it imported, so the record is true, but the table then mixes code)."""
+    from byol.run.files import code_state
+
+    p = record.get("provenance") or {}
+    here, there = code_state(), (p.get("git_commit", ""), p.get("git_dirty"))
+    if not here[0] or here == there:
+        return None
+
+    def name(c: tuple[str, bool | None]) -> str:
+        return c[0][:10] + (" with uncommitted changes" if c[1] else "")
+    return (f"  warning: this cell ran {name(there)}, the sweep started at {name(here)}: the code changed while it "
+            "ran (its record says so; the report lists the commits)")
+
+
 def _done_line(tag: str, cell: Cell, seed: int, record: dict[str, Any], name: str) -> str:
     return (f"{tag} {cell.label}, seed {seed}: kNN {record['knn']:.2f}, linear {record['linear']:.2f}, "
             f"{record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {name}")
@@ -319,7 +335,11 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
     same throughput as one cell at a time for the small CNN, docs/guide.md). Records are the same either way
     (tested): a cell's id and result do not depend on where it ran. A Ctrl-C reaches every running cell,
     which saves and resumes on the next sweep (the interrupt path is tested for one process only)."""
-    todo = list(dict.fromkeys(j for j in todo if not _record_path(cells_dir, j).is_file()))
+    # one job per record: two cells of one config (a study's variants share their reference cell) train once
+    first: dict[Path, Job] = {}
+    for j in todo:
+        first.setdefault(_record_path(cells_dir, j), j)
+    todo = [j for path, j in first.items() if not path.is_file()]
     if todo:
         check_eval_split(todo[0][2])  # the lengths share the data
     several = len({j[2] for j in todo}) > 1
@@ -340,7 +360,10 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
         try:
             for fut in cf.as_completed(futures):
                 cell, seed, scale = futures[fut]
-                log(_done_line(tags[futures[fut]], cell, seed, fut.result(), f"{cell_id(cell, scale, seed)}.json"))
+                record = fut.result()
+                log(_done_line(tags[futures[fut]], cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
+                if (changed := _code_changed(record)) is not None:
+                    log(changed)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # running cells stop at their step boundary and save
             raise

@@ -96,6 +96,11 @@ class Study:
     plot: str = "bars"  #: bars | drops-by-x (line of drop against x, e.g. batch size) | drops (bars of drops)
     metric_note: str = ""
     extra: dict = field(default_factory=dict)
+    file: str = ""  #: the report's file stem when it differs from the name (a variant of a study beside it)
+
+    @property
+    def stem(self) -> str:
+        return self.file or self.name
 
 
 def _gt(a: str, b: str, metric: str = "knn", at_least: bool = False) -> Measure:
@@ -200,8 +205,10 @@ def batch_size(ladder: tuple[int, ...], equal_steps: bool = False) -> Study:
     note = "lr follows the linear scaling rule (base_lr x batch / 256); " + (
         "equal steps: each cell trains the epochs x batch / the largest batch" if equal_steps else
         "equal epochs: a smaller batch takes more steps (the paper's comparison; --equal-steps for equal steps)")
-    if equal_steps:
-        cells = list(_at_equal_steps(tuple(cells)))
+    if equal_steps:  # its own report beside the equal-epochs one (batch-size-equal-steps.md): both are kept
+        return Study("batch-size", "Batch size at equal steps: drop from the largest batch",
+                     "Table 16 / Figure 3a (300 epochs, equal epochs there)", _at_equal_steps(tuple(cells)), claims,
+                     plot="drops-by-x", metric_note=note, file="batch-size-equal-steps")
     return Study("batch-size", "Batch size: drop from the largest batch", "Table 16 / Figure 3a (300 epochs)",
                  tuple(cells), claims, plot="drops-by-x", metric_note=note)
 

@@ -85,6 +85,11 @@ def _git_state() -> tuple[str, bool | None]:
         return "", None
 
 
+def code_state() -> tuple[str, bool | None]:
+    """``(commit, dirty)`` this process runs (pinned at its first call, :func:`_git_state`)."""
+    return _git_state()
+
+
 def pin_code_state() -> None:
     """Record now which commit this process runs (:func:`_git_state`), before any long work starts."""
     _git_state()
