@@ -96,7 +96,7 @@ def linear_on_validation(summary: dict) -> float:
     stratified 10% (split seed 0 for every row, so rows of any seed share it). No test image is read."""
     import torch
 
-    from byol.eval.compare import _features
+    from byol.eval.features import extract_features
     from byol.eval.linear import linear_eval
     from byol.eval.splits import stratified_split
     from byol.train.monitor import labeled_positions
@@ -110,8 +110,8 @@ def linear_on_validation(summary: dict) -> float:
     view = dict(size=summary["size"], mean=summary["mean"], std=summary["std"], device=summary["device"])
     enc = summary["method"].encoder
     images = train.images
-    ftr = _features(enc, images[keep.numpy()], **view)
-    fva = _features(enc, images[held.numpy()], **view)
+    ftr = extract_features(enc, torch.as_tensor(images[keep.numpy()]), **view)
+    fva = extract_features(enc, torch.as_tensor(images[held.numpy()]), **view)
     return round(float(linear_eval(ftr, labels[keep], fva, labels[held])["top1"]), 2)
 
 
@@ -156,13 +156,9 @@ def run_row(name: str, overrides: tuple[str, ...], a: argparse.Namespace, seed: 
     return row
 
 
-def _cell(x: float) -> str:
-    """One decimal, or "-" for a point the rows did not reach (a budget that ended before that epoch)."""
-    return "-" if math.isnan(x) else f"{x:.1f}"
-
-
-def _cell2(x: float) -> str:
-    return "-" if math.isnan(x) else f"{x:.2f}"
+def _cell(x: float, decimals: int = 1) -> str:
+    """``decimals`` decimals, or "-" for a point the rows did not reach (a budget that ended before that epoch)."""
+    return "-" if math.isnan(x) else f"{x:.{decimals}f}"
 
 
 def table(out: Path) -> str:
@@ -192,7 +188,7 @@ def table(out: Path) -> str:
                      f"{mean([r['epochs'] for r in rs]):.1f} | {mean([r['pairs_s'] for r in rs]):.0f} | "
                      f"{mean([r['encoder_knn'] for r in rs]):.2f} | {mean([r['random_knn'] for r in rs]):.2f} | "
                      f"{mean(gains):+.2f}{spread} | {curve} | {rank} |"
-                     + (f" {_cell2(mean([r.get('linear_val') for r in rs]))} |" if linear else ""))
+                     + (f" {_cell(mean([r.get('linear_val') for r in rs]), 2)} |" if linear else ""))
     return "\n".join(lines)
 
 
