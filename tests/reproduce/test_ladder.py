@@ -129,7 +129,9 @@ def test_the_report_adds_the_ladder_section_and_plot_with_two_lengths_or_more(tm
             f"+3.00 ± {sd:.2f} (n=2), holds |") in text
     assert "| tau = 0 collapses | - | - |" in text
     assert "- tau = 1 (fixed random target) beats random init (kNN): holds from 30 epochs on" in text
-    assert "- tau = 0 collapses: not measured yet" in text
+    assert "- tau = 0 collapses: not measured yet" in text  # the ladder's verdict: at no length
+    # the table's claims, at 30 epochs: the ladder is where a claim of another length would be
+    assert "- tau = 0 collapses: not measured at this length (see the scale ladder)" in text
     assert "(8.0 min of wall time in all)" in text  # 8 records of 60 s
     assert "![Target decay rate tau: margins against length](tau-ladder.png)" in text
     assert (tmp_path / "tau-ladder.png").stat().st_size > 5000
@@ -137,6 +139,7 @@ def test_the_report_adds_the_ladder_section_and_plot_with_two_lengths_or_more(tm
     md, _ = write_report(TAU, by_length[30.0], one, command="c", scale=scale, seeds=(0, 1),
                          ladder={3.0: {}, 30.0: by_length[30.0]})  # records at one length only: as before
     assert "Scale ladder" not in md.read_text() and not (one / "tau-ladder.png").exists()
+    assert "- tau = 0 collapses: not measured yet" in md.read_text()  # no ladder: nowhere else to look
     plain, _ = write_report(TAU, by_length[30.0], tmp_path / "plain", command="c", scale=scale, seeds=(0, 1))
     assert plain.read_text() == md.read_text()
 
