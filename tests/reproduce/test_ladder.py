@@ -335,17 +335,3 @@ def test_a_tiny_ladder_trains_and_reports_both_lengths(split_folder, tmp_path):
     sentence = r"\n- .*: (holds from (0\.5 epochs|1 epoch) on|does not hold up to 1 epoch \(the longest run)"
     assert len(re.findall(sentence, text)) == len(study_for("tau", Scale("tiny")).claims) == 4  # one per claim
     assert (out / "tau-ladder.png").stat().st_size > 5000
-
-
-def test_a_cell_that_ran_other_code_than_the_sweep_is_flagged(monkeypatch):
-    import byol.run.files as files
-    from byol.reproduce.runner import _code_changed
-
-    monkeypatch.setattr(files, "code_state", lambda: ("a" * 40, False))
-    same = {"provenance": {"git_commit": "a" * 40, "git_dirty": False}}
-    assert _code_changed(same) is None
-    line = _code_changed({"provenance": {"git_commit": "b" * 40, "git_dirty": True}})
-    assert line is not None and "bbbbbbbbbb with uncommitted changes" in line and "started at aaaaaaaaaa" in line
-    assert _code_changed({"provenance": {"git_commit": "a" * 40, "git_dirty": True}}) is not None  # an edit
-    monkeypatch.setattr(files, "code_state", lambda: ("", None))  # not a checkout: nothing to compare
-    assert _code_changed(same) is None

@@ -28,3 +28,14 @@ def test_the_commit_is_read_once_per_process(monkeypatch):
         assert first["git_commit"] == second["git_commit"] and first["git_dirty"] == second["git_dirty"]
     finally:
         files._git_state.cache_clear()
+
+
+def test_a_record_of_other_code_than_this_process_runs_is_flagged(monkeypatch):
+    monkeypatch.setattr(files, "_git_state", lambda: ("a" * 40, False))
+    same = {"git_commit": "a" * 40, "git_dirty": False}
+    assert files.code_changed(same) is None
+    line = files.code_changed({"git_commit": "b" * 40, "git_dirty": True})
+    assert line is not None and "bbbbbbbbbb with uncommitted changes" in line and "started at aaaaaaaaaa" in line
+    assert files.code_changed({"git_commit": "a" * 40, "git_dirty": True}) is not None  # an edit, same commit
+    monkeypatch.setattr(files, "_git_state", lambda: ("", None))  # not a checkout: nothing to compare
+    assert files.code_changed(same) is None

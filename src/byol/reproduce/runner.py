@@ -296,22 +296,6 @@ def _record_in_worker(cell: Cell, scale: Scale, seed: int, cells_dir: Path, runs
     return record_cell(cell, scale, seed, cells_dir, runs_dir)
 
 
-def _code_changed(record: dict[str, Any]) -> str | None:
-    """A warning when a pool process ran other code than this one (a commit or an edit made while the sweep
-    ran: each process records the code it imported, so the record is true, but the table then mixes code)."""
-    from byol.run.files import code_state
-
-    p = record.get("provenance") or {}
-    here, there = code_state(), (p.get("git_commit", ""), p.get("git_dirty"))
-    if not here[0] or here == there:
-        return None
-
-    def name(c: tuple[str, bool | None]) -> str:
-        return c[0][:10] + (" with uncommitted changes" if c[1] else "")
-    return (f"  warning: this cell ran {name(there)}, the sweep started at {name(here)}: the code changed while it "
-            "ran (its record says so; the report lists the commits)")
-
-
 def _done_line(tag: str, cell: Cell, seed: int, record: dict[str, Any], name: str) -> str:
     return (f"{tag} {cell.label}, seed {seed}: kNN {record['knn']:.2f}, linear {record['linear']:.2f}, "
             f"{record['epochs']:.1f} epochs{' (collapsed)' if record.get('collapsed') else ''} -> {name}")
@@ -353,6 +337,8 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
     import concurrent.futures as cf
     import multiprocessing as mp
 
+    from byol.run.files import code_changed
+
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(_record_in_worker, c, sc, s, cells_dir, runs_dir, threads, tags[(c, s, sc)]): (c, s, sc)
@@ -362,7 +348,7 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
                 cell, seed, scale = futures[fut]
                 record = fut.result()
                 log(_done_line(tags[futures[fut]], cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
-                if (changed := _code_changed(record)) is not None:
+                if (changed := code_changed(record.get("provenance") or {})) is not None:
                     log(changed)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # running cells stop at their step boundary and save

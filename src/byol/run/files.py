@@ -85,9 +85,19 @@ def _git_state() -> tuple[str, bool | None]:
         return "", None
 
 
-def code_state() -> tuple[str, bool | None]:
-    """``(commit, dirty)`` this process runs (pinned at its first call, :func:`_git_state`)."""
-    return _git_state()
+def code_changed(provenance: dict[str, Any]) -> str | None:
+    """A warning line when ``provenance`` (a record of another process, e.g. a pool worker of a sweep) names
+    other code than this process runs: a commit or an edit made while the sweep ran. Each process records the
+    code it imported, so the record is true, but a table of the sweep's records then mixes code."""
+    here = _git_state()
+    there = (provenance.get("git_commit", ""), provenance.get("git_dirty"))
+    if not here[0] or here == there:
+        return None
+
+    def name(c: tuple[str, bool | None]) -> str:
+        return c[0][:10] + (" with uncommitted changes" if c[1] else "")
+    return (f"  warning: this cell ran {name(there)}, the sweep started at {name(here)}: the code changed while it "
+            "ran (its record says so; the report lists the commits)")
 
 
 def pin_code_state() -> None:
