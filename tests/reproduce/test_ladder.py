@@ -244,8 +244,14 @@ def test_a_ladder_runs_the_shortest_length_first_resumes_and_reports(split_folde
     assert (out / "tau-ladder.png").is_file()
 
     calls.clear()  # a longer rung later: only it trains, and the report finds the earlier ones
-    assert _cli(split_folder, out, "tau", "--epochs", "3", "10", "30", "--seeds", "0", "1", *key) == 0
+    before = (out / "tau.md").read_text()
+    again = ("tau", "--epochs", "3", "10", "30", "--seeds", "0", "1", *key)
+    monkeypatch.setattr("sys.argv", ["byol", "reproduce", *again])  # the command the report would name
+    assert _cli(split_folder, out, *again) == 0
     assert {c[2] for c in calls} == {30.0} and len(calls) == 6
+    # a run of some cells keeps the report another command wrote (its lengths and comparisons), and says so
+    assert (out / "tau.md").read_text() == before
+    assert "tau.md kept: it is the report of `byol reproduce tau`; run that with --report-only" in capsys.readouterr().out
     calls.clear()
     assert _cli(split_folder, out, "tau", "--epochs", "30", "--seeds", "0", "1", "--report-only") == 0
     assert not calls

@@ -22,7 +22,7 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
                         "length, the shortest first (the report follows each claim's margin over the lengths)")
     p.add_argument("--cells", nargs="+", default=None, metavar="KEY",
                    help="train only these cells (keys as in the study, e.g. tau-0 tau-1 tau-cosine random-init); "
-                        "the report shows every cell recorded")
+                        "the report shows every cell recorded; a report another command wrote is kept")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per cell (default 0 1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                    help="batch ladder for batch-size (default: the preset's batch, 1/4 and 1/16 of it)")
@@ -75,7 +75,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     elif len(names) > 1 and a.jobs > 1:  # one pool over all studies: no idle process between them
         run_studies_cells(names, scale, **common, **fair, cells=tuple(a.cells) if a.cells else None)
     for name in names:
-        md, png = reproduce(name, scale, **common, **fair, cells=cells[name],
+        written = reproduce(name, scale, **common, **fair, cells=cells[name],
                             command=command.replace(" all", f" {name}") if a.name == "all" else command)
-        print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
+        if written is not None:
+            md, png = written
+            print(f"{name}: wrote {md}" + (f" and {png}" if png else ""), flush=True)
     return 0

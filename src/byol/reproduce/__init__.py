@@ -13,7 +13,7 @@ from pathlib import Path
 
 from byol.config import find_preset
 from byol.train.config import build_config
-from byol.reproduce.report import summarize, write_report
+from byol.reproduce.report import report_command, summarize, write_report
 from byol.reproduce.recipes import available, equal_time_cells
 from byol.reproduce.runner import Scale, cell_id, load_records, run_jobs, run_ladder
 from byol.reproduce.studies import STUDY_NAMES, Cell, Study, get_study
@@ -65,16 +65,18 @@ def reproduce(
     runs_dir: str | Path | None = None, batch_sizes: tuple[int, ...] | None = None, command: str = "",
     jobs: int = 1, train: bool = True, equal_time: bool = False, equal_steps: bool = False,
     epochs: tuple[float, ...] = (), cells: tuple[str, ...] | None = None, log: Callable[[str], None] = print,
-) -> tuple[Path, Path | None]:
+) -> tuple[Path, Path | None] | None:
     """Run the missing cells of study ``name`` (records in ``out_dir/cells``; ``jobs`` cells at a time),
-    then write its report (``train=False``: the report of the cells recorded so far, training nothing).
+    then write its report and return its paths (``train=False``: the report of the cells recorded so far, training nothing).
     Cells whose method or recipe preset this version lacks are skipped with a line each. ``equal_time``: then
     each non-BYOL cell again, for the wall time BYOL's cell took at the same seed (baselines only).
 
     ``epochs``: a scale ladder, every cell at each of these lengths, the shortest for every cell and seed
     first (the equal wall time cells after all of them); the report's tables are at the longest, and its
     "Scale ladder" section follows each claim's margin over every length recorded in ``out_dir/cells``.
-    ``cells``: train only the cells of these keys (the report shows whatever is recorded)."""
+    ``cells``: train only the cells of these keys (the report shows whatever is recorded). A report already in
+    ``out_dir`` that another command wrote is then kept (returns None): its command names the lengths and
+    comparisons the report is about, which a run of a few cells would otherwise replace with its own."""
     out_dir = Path(out_dir)
     ladder = rungs(scale, epochs)
     scale = ladder[-1]
@@ -99,6 +101,10 @@ def reproduce(
             by_length.setdefault(length, {}).update(recs)
         study = dataclasses.replace(study, cells=(*study.cells, *dict.fromkeys(
             dataclasses.replace(c, budget=None) for c, _, _ in timed)))  # one row per cell (its budget is per seed)
+    kept = report_command(out_dir / f"{study.stem}.md") if keys is not None else None
+    if kept is not None and kept != (command or kept):
+        log(f"{study.stem}.md kept: it is the report of `{kept}`; run that with --report-only to see these cells in it")
+        return None
     return write_report(study, by_length.get(scale.epochs, {}), out_dir,
                         command=command or f"byol reproduce {name}", scale=scale.describe(), seeds=seeds,
                         ladder=by_length)

@@ -173,6 +173,16 @@ def provenance_line(records: dict[str, list[dict[str, Any]]]) -> str:
     return f"- code: **the records come from {len(commits)} different commits** ({listed}); compare rows with care"
 
 
+def report_command(md: Path) -> str | None:
+    """The command a report written by :func:`write_report` names (None: no such file or line)."""
+    if not md.is_file():
+        return None
+    for line in md.read_text().splitlines():
+        if line.startswith("- command: `") and line.endswith("`"):
+            return line[len("- command: `"):-1]
+    return None
+
+
 def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir: Path, *, command: str,
                  scale: dict[str, Any], seeds: tuple[int, ...],
                  ladder: dict[float, dict[str, list[dict[str, Any]]]] | None = None) -> tuple[Path, Path | None]:

@@ -318,7 +318,8 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
     With ``jobs`` > 1 each cell runs in its own process with ``cpus // jobs`` threads (on 2 cores about the
     same throughput as one cell at a time for the small CNN, docs/guide.md). Records are the same either way
     (tested): a cell's id and result do not depend on where it ran. A Ctrl-C reaches every running cell,
-    which saves and resumes on the next sweep (the interrupt path is tested for one process only)."""
+    which saves and resumes on the next sweep; no queued cell starts after it
+    (:func:`byol.reproduce.pool.run_bounded`)."""
     # one job per record: two cells of one config (a study's variants share their reference cell) train once
     first: dict[Path, Job] = {}
     for j in todo:
@@ -337,22 +338,20 @@ def run_jobs(todo: list[Job], cells_dir: Path, runs_dir: Path, *, jobs: int = 1,
     import concurrent.futures as cf
     import multiprocessing as mp
 
+    from byol.reproduce.pool import run_bounded
     from byol.run.files import code_changed
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def done(job: Job, record: dict[str, Any]) -> None:
+        cell, seed, scale = job
+        log(_done_line(tags[job], cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
+        if (changed := code_changed(record.get("provenance") or {})) is not None:
+            log(changed)
+
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_record_in_worker, c, sc, s, cells_dir, runs_dir, threads, tags[(c, s, sc)]): (c, s, sc)
-                   for c, s, sc in todo}
-        try:
-            for fut in cf.as_completed(futures):
-                cell, seed, scale = futures[fut]
-                record = fut.result()
-                log(_done_line(tags[futures[fut]], cell, seed, record, f"{cell_id(cell, scale, seed)}.json"))
-                if (changed := code_changed(record.get("provenance") or {})) is not None:
-                    log(changed)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # running cells stop at their step boundary and save
-            raise
+        run_bounded(pool, ((j, _record_in_worker, (j[0], j[2], j[1], cells_dir, runs_dir, threads, tags[j]))
+                           for j in todo), jobs, done)
 
 
 def run_ladder(
