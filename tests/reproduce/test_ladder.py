@@ -106,6 +106,8 @@ def _ladder(*verdicts, lengths=(3.0, 10.0, 30.0)):
     ((UNMEASURED, HOLDS, HOLDS), "holds from 10 epochs on (every length measured)"),
     ((HOLDS, FAILS, UNMEASURED), "does not hold up to 10 epochs (the longest run); it held at 3 epochs"),
     ((UNMEASURED, UNMEASURED, UNMEASURED), "not measured yet"),
+    ((HOLDS, UNMEASURED, UNMEASURED), "holds at 3 epochs (the only length measured)"),
+    ((FAILS, UNMEASURED, UNMEASURED), "does not hold up to 3 epochs (the longest run)"),
 ])
 def test_holds_from(verdicts, sentence):
     assert holds_from(_ladder(*verdicts)) == sentence

@@ -90,15 +90,17 @@ def _ep(e: float) -> str:
 
 def holds_from(rungs: list[Rung]) -> str:
     """"holds from N epochs on" (the shortest length from which it holds at every longer one measured,
-    outside noise) or "does not hold up to N epochs (the longest run)", with what the shorter rungs said."""
+    outside noise; "holds at N epochs (the only length measured)" for a single rung) or "does not hold up to N epochs (the longest run)", with what the shorter rungs said."""
     measured = [r for r in rungs if r.verdict != UNMEASURED]
     if not measured:
         return "not measured yet"
     start = len(measured)
     while start > 0 and measured[start - 1].verdict == HOLDS:
         start -= 1
+    if len(measured) == 1 and start == 0:  # one rung says nothing about "from N on"
+        return f"holds at {_ep(measured[0].epochs)} (the only length measured)"
     if start < len(measured):
-        every = " (every length measured)" if start == 0 and len(measured) > 1 else ""
+        every = " (every length measured)" if start == 0 else ""
         return f"holds from {_ep(measured[start].epochs)} on{every}"
     last = measured[-1]
     out = f"does not hold up to {_ep(last.epochs)} (the longest run)"
