@@ -67,7 +67,8 @@ def reproduce(
     epochs: tuple[float, ...] = (), cells: tuple[str, ...] | None = None, log: Callable[[str], None] = print,
 ) -> tuple[Path, Path | None] | None:
     """Run the missing cells of study ``name`` (records in ``out_dir/cells``; ``jobs`` cells at a time),
-    then write its report and return its paths (``train=False``: the report of the cells recorded so far, training nothing).
+    then write its report and return its paths (``train=False``: the report of the cells recorded so far,
+    training nothing).
     Cells whose method or recipe preset this version lacks are skipped with a line each. ``equal_time``: then
     each non-BYOL cell again, for the wall time BYOL's cell took at the same seed (baselines only).
 
@@ -101,8 +102,8 @@ def reproduce(
             by_length.setdefault(length, {}).update(recs)
         study = dataclasses.replace(study, cells=(*study.cells, *dict.fromkeys(
             dataclasses.replace(c, budget=None) for c, _, _ in timed)))  # one row per cell (its budget is per seed)
-    kept = report_command(out_dir / f"{study.stem}.md") if keys is not None else None
-    if kept is not None and kept != (command or kept):
+    kept = report_command(out_dir / f"{study.stem}.md") if keys is not None and command else None
+    if kept is not None and kept != command:
         log(f"{study.stem}.md kept: it is the report of `{kept}`; run that with --report-only to see these cells in it")
         return None
     return write_report(study, by_length.get(scale.epochs, {}), out_dir,

@@ -90,7 +90,8 @@ def _ep(e: float) -> str:
 
 def holds_from(rungs: list[Rung]) -> str:
     """"holds from N epochs on" (the shortest length from which it holds at every longer one measured,
-    outside noise; "holds at N epochs (the only length measured)" for a single rung) or "does not hold up to N epochs (the longest run)", with what the shorter rungs said."""
+    outside noise; "holds at N epochs (the only length measured)" for a single rung) or "does not hold up to
+    N epochs (the longest run)", with what the shorter rungs said."""
     measured = [r for r in rungs if r.verdict != UNMEASURED]
     if not measured:
         return "not measured yet"

@@ -25,9 +25,10 @@ def run_bounded(executor: cf.Executor, calls: Iterable[tuple[K, Callable[..., An
     running: dict[cf.Future, K] = {}
 
     def submit_next() -> None:
-        for key, fn, args in pending:
+        call = next(pending, None)
+        if call is not None:
+            key, fn, args = call
             running[executor.submit(fn, *args)] = key
-            return
 
     try:
         for _ in range(max(1, jobs)):
