@@ -206,6 +206,7 @@ def test_unknown_cells_are_a_one_line_error(capsys):
 def _fake_trainer(monkeypatch, calls):
     """``record_cell`` without training: kNN = 40 + (epochs x a per-cell slope) + seed, written as a record."""
     import byol.reproduce.runner as runner
+    import byol.run.files as files
 
     slope = {"tau-1": 0.5, "tau-cosine": 1.0, "random-init": 0.0}
 
@@ -214,7 +215,7 @@ def _fake_trainer(monkeypatch, calls):
         calls.append((cell.key, seed, scale.epochs, cfg.train.epochs, cfg.optim.batch_size, cfg.train.budget))
         record = {**_rec(seed, 40.0 + slope.get(cell.key, 0.1) * scale.epochs + seed, epochs=cfg.train.epochs),
                   "method": cell.method, "label": cell.label, "scale": scale.describe(),
-                  "pretrain_seconds": 10.0 * scale.epochs + seed}
+                  "pretrain_seconds": 10.0 * scale.epochs + seed, "provenance": {"cpu": files.cpu_model()}}
         write_record(cells_dir / f"{cell_id(cell, scale, seed)}.json", record)
         return record
 
@@ -328,6 +329,26 @@ def test_equal_time_cells_follow_byols_seconds_at_each_length(split_folder, tmp_
     assert "| BYOL >= SimCLR (linear, equal wall time) | +0.00 (n=1), holds | +0.00 (n=1), holds |" in text
     # kNN: BYOL 40 + 0.1 e, SimCLR 40 + 0.1 e at equal steps (a tie holds)
     assert "| BYOL >= MoCo v2 (kNN, equal steps) | - | - |" in text
+
+
+def test_equal_time_cells_need_byols_record_timed_on_this_machine(split_folder, tmp_path, monkeypatch, capsys):
+    import byol.run.files as files
+
+    calls = []
+    _fake_trainer(monkeypatch, calls)
+    out = tmp_path / "t"
+    args = ("baselines", "--equal-time", "--epochs", "1", "--seeds", "0", "--cells", "byol", "simclr")
+    monkeypatch.setattr(files, "cpu_model", lambda: "CPU A")
+    assert _cli(split_folder, out, "baselines", "--epochs", "1", "--seeds", "0", "--cells", "byol") == 0
+    monkeypatch.setattr(files, "cpu_model", lambda: "CPU B")  # BYOL's seconds were measured on CPU A
+    assert _cli(split_folder, out, *args) == 0
+    assert [c[0] for c in calls] == ["byol", "simclr"]  # no simclr@time
+    assert ("1 epoch, seed 0: equal wall time cells not trained (BYOL's record ran on CPU A, this machine is "
+            "CPU B: its seconds are no budget here") in capsys.readouterr().out
+    assert "| SimCLR, BYOL's wall time | not run yet |" in (out / "baselines.md").read_text()
+    monkeypatch.setattr(files, "cpu_model", lambda: "CPU A")  # back on the machine that timed BYOL
+    assert _cli(split_folder, out, *args) == 0
+    assert [c[0] for c in calls] == ["byol", "simclr", "simclr@time"]
 
 
 def test_a_tiny_ladder_trains_and_reports_both_lengths(split_folder, tmp_path):

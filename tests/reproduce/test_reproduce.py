@@ -223,6 +223,22 @@ def test_records_say_which_code_made_them(split_folder, tmp_path):
     assert "unknown (not recorded): 1" in line
 
 
+def test_a_table_from_several_machines_or_precisions_says_so():
+    from byol.reproduce.report import machines_line
+
+    amx = {"provenance": {"cpu": "Xeon"}, "precision": "bf16 autocast"}
+    one = {"a": [amx, dict(amx)]}
+    assert machines_line(one) == "- machine: Xeon, bf16 autocast"
+    mixed = {**one, "b": [{"provenance": {"cpu": "EPYC"}, "precision": "fp32"},
+                          {"provenance": {"cpu": "Xeon", "cuda": "A100"}, "precision": "bf16 autocast"}]}
+    line = machines_line(mixed)
+    assert "the records come from 3 machines or precisions" in line
+    assert "(A100, bf16 autocast: 1; EPYC, fp32: 1; Xeon, bf16 autocast: 2)" in line
+    assert machines_line({"a": [{"precision": "fp32"}]}) == "- machine: unknown machine, fp32"
+    assert machines_line({**one, "r": [{"method": "random-init", "provenance": {"cpu": "EPYC"}}]}) == (
+        "- machine: Xeon, bf16 autocast")  # nothing trained: no precision, and its machine does not matter
+
+
 @pytest.fixture
 def train_val_folder(split_folder, tmp_path):
     """The generated set with its evaluation split named ``val/`` (a folder with train/ + val/, no test/)."""

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from byol.config import find_preset
 from byol.train.config import build_config
+from byol.reproduce.ladder import epochs_phrase
 from byol.reproduce.report import report_command, summarize, write_report
-from byol.reproduce.recipes import available, equal_time_cells
+from byol.reproduce.recipes import available, equal_time_cells, timed_elsewhere
 from byol.reproduce.runner import Scale, cell_id, load_records, run_jobs, run_ladder
 from byol.reproduce.studies import STUDY_NAMES, Cell, Study, get_study
 
@@ -95,7 +96,7 @@ def reproduce(
     found = rungs(scale, tuple(recorded_lengths(cells_dir) | {r.epochs for r in ladder})) if scale.epochs else ladder
     by_length = load_records([(c, s, r) for r in found for c in avail for s in seeds], cells_dir)
     if study.extra.get("equal_time"):
-        timed = _equal_time_jobs(trained, ladder, by_length)
+        timed = _equal_time_jobs(trained, ladder, by_length, log=log)
         run_ladder(timed, cells_dir, runs, jobs=jobs, train=train, log=log)
         timed = _equal_time_jobs(avail, found, by_length)
         for length, recs in load_records(timed, cells_dir).items():
@@ -112,13 +113,31 @@ def reproduce(
 
 
 def _equal_time_jobs(cells: tuple[Cell, ...], ladder: tuple[Scale, ...],
-                     by_length: dict[float | None, dict[str, list[dict]]]) -> list[tuple[Cell, int, Scale]]:
-    """The equal wall time cells of ``cells`` at each rung, for the seconds of BYOL's record there."""
+                     by_length: dict[float | None, dict[str, list[dict]]],
+                     log: Callable[[str], None] | None = None) -> list[tuple[Cell, int, Scale]]:
+    """The equal wall time cells of ``cells`` at each rung, for the seconds of BYOL's record there. With
+    ``log`` (the cells to train), a BYOL record timed on another machine gives no cells, and a line why."""
     out = []
     for r in ladder:
         byol = {int(rec["seed"]): rec for rec in by_length.get(r.epochs, {}).get("byol", [])}
+        if log is not None:
+            byol = {s: rec for s, rec in byol.items() if not _timed_elsewhere(rec, r, s, log)}
         out += [(c, s, r) for c, s in equal_time_cells(cells, byol)]
     return out
+
+
+def _timed_elsewhere(record: dict, scale: Scale, seed: int, log: Callable[[str], None]) -> bool:
+    import torch
+
+    from byol.run.files import cpu_model
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    why = timed_elsewhere(record, cpu_model(), gpu)
+    if why:
+        length = epochs_phrase(scale.epochs) if scale.epochs else f"budget {scale.budget}"
+        log(f"{length}, seed {seed}: equal wall time cells not trained ({why}: its seconds are no budget here; "
+            "run them on that machine, or delete BYOL's record to time it again here)")
+    return why is not None
 
 
 def run_studies_cells(

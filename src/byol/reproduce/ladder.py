@@ -84,7 +84,8 @@ def ladder(study: Study, by_length: dict[float, Records], chance: float) -> list
     return [(c, [rung(study, c, e, by_length[e], chance) for e in lengths]) for c in study.claims]
 
 
-def _ep(e: float) -> str:
+def epochs_phrase(e: float) -> str:
+    """``1 epoch``, ``2.5 epochs``."""
     return f"{e:g} epoch" + ("" if e == 1 else "s")
 
 
@@ -99,15 +100,15 @@ def holds_from(rungs: list[Rung]) -> str:
     while start > 0 and measured[start - 1].verdict == HOLDS:
         start -= 1
     if len(measured) == 1 and start == 0:  # one rung says nothing about "from N on"
-        return f"holds at {_ep(measured[0].epochs)} (the only length measured)"
+        return f"holds at {epochs_phrase(measured[0].epochs)} (the only length measured)"
     if start < len(measured):
         every = " (every length measured)" if start == 0 else ""
-        return f"holds from {_ep(measured[start].epochs)} on{every}"
+        return f"holds from {epochs_phrase(measured[start].epochs)} on{every}"
     last = measured[-1]
-    out = f"does not hold up to {_ep(last.epochs)} (the longest run)"
+    out = f"does not hold up to {epochs_phrase(last.epochs)} (the longest run)"
     if last.verdict == NOISE:
         out += "; within the seed spread there"
-    held = [_ep(r.epochs).split()[0] for r in measured if r.verdict == HOLDS]
+    held = [epochs_phrase(r.epochs).split()[0] for r in measured if r.verdict == HOLDS]
     return out + (f"; it held at {', '.join(held)} epochs" if held else "")
 
 
@@ -125,7 +126,7 @@ def section(study: Study, by_length: dict[float, Records], chance: float, png: P
     rows = ladder(study, by_length, chance)
     lengths = sorted(by_length)
     wall = sum(float(r.get("wall_seconds", 0.0)) for recs in by_length.values() for rs in recs.values() for r in rs)
-    at = f" The tables above are at {_ep(table_epochs)}." if table_epochs else ""
+    at = f" The tables above are at {epochs_phrase(table_epochs)}." if table_epochs else ""
     lines = ["## Scale ladder", "",
              f"Records at {', '.join(f'{e:g}' for e in lengths)} epochs ({wall / 60:.1f} min of wall time in all).{at} "
              "Each claim's margin against training length: points by which it holds (positive) or fails "
@@ -133,7 +134,7 @@ def section(study: Study, by_length: dict[float, Records], chance: float, png: P
              "(n seeds). *Within noise*: |mean| < std. A collapse claim's margin is chance + 10 minus the cell's "
              "kNN; it also holds when the collapse monitor fired on most seeds. Lengths without a cell's records "
              "show -.", "",
-             "| claim | " + " | ".join(_ep(e) for e in lengths) + " |", "|" + "---|" * (len(lengths) + 1),
+             "| claim | " + " | ".join(epochs_phrase(e) for e in lengths) + " |", "|" + "---|" * (len(lengths) + 1),
              *[f"| {c.text} | " + " | ".join(_cell(r) for r in rs) + " |" for c, rs in rows], ""]
     lines += [f"- {c.text}: {holds_from(rs)}" for c, rs in rows] + [""]
     if png is not None:

@@ -82,6 +82,17 @@ def equal_time_cells(cells: tuple[Cell, ...], byol_records: dict[int, dict[str, 
     return out
 
 
+def timed_elsewhere(record: dict[str, Any], cpu: str, gpu: str | None) -> str | None:
+    """Why the seconds of BYOL's ``record`` are no wall time budget on this machine (None: they are one): it
+    ran on another CPU model or GPU, where the same seconds buy another number of steps (and on a CPU maybe
+    another precision: ``train.amp=auto`` is bf16 autocast with AMX, fp32 without)."""
+    p = record.get("provenance") or {}
+    if p.get("cuda"):
+        return None if p["cuda"] == gpu else f"BYOL's record ran on {p['cuda']}, this machine has {gpu or 'no GPU'}"
+    there = p.get("cpu")
+    return None if there == cpu else f"BYOL's record ran on {there or 'an unrecorded CPU'}, this machine is {cpu}"
+
+
 def length_overrides(cell: Cell, epochs: float | None, budget: str | None) -> list[str]:
     """The ``train.epochs`` / ``train.budget`` overrides of a cell at a scale of ``epochs`` or ``budget``."""
     if cell.budget:

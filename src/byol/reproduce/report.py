@@ -173,6 +173,25 @@ def provenance_line(records: dict[str, list[dict[str, Any]]]) -> str:
     return f"- code: **the records come from {len(commits)} different commits** ({listed}); compare rows with care"
 
 
+def machines_line(records: dict[str, list[dict[str, Any]]]) -> str:
+    """Where the table's records ran: one CPU (or GPU) and precision, or each with its number of records and a
+    warning. Seconds differ between machines, and so may results: ``train.amp=auto`` trains in bf16 autocast
+    on a CPU with AMX, in fp32 on one without. Random-init records (nothing trained) are left out."""
+    machines: dict[str, int] = {}
+    for rs in records.values():
+        for r in rs:
+            if r.get("method") == "random-init":
+                continue
+            p = r.get("provenance") or {}
+            key = f"{p.get('cuda') or p.get('cpu') or 'unknown machine'}, {r.get('precision') or 'unknown precision'}"
+            machines[key] = machines.get(key, 0) + 1
+    if len(machines) <= 1:
+        return f"- machine: {next(iter(machines), 'none')}"
+    listed = "; ".join(f"{k}: {n}" for k, n in sorted(machines.items()))
+    return (f"- machine: **the records come from {len(machines)} machines or precisions** ({listed}); wall times "
+            "are not comparable across them, and results may differ with the precision")
+
+
 def report_command(md: Path) -> str | None:
     """The command a report written by :func:`write_report` names (None: no such file or line)."""
     if not md.is_file():
@@ -211,7 +230,7 @@ def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir
         f"- total wall time of the records: {wall / 60:.1f} min" + (f"; {study.metric_note}" if study.metric_note else ""),
         "- mean ± sample std over seeds; drops are in points from the reference row of the same method; the paper's "
         "column is ImageNet linear top-1 of a ResNet-50, so compare directions, not values",
-        provenance_line(records), "",
+        provenance_line(records), machines_line(records), "",
         table(dataclasses.replace(study, cells=tuple(c for c in study.cells if c.series != EQUAL_TIME)), res), "",
         *equal_time_section(study, res), "## The paper's claims, checked", "", *claims_lines(study, res, chance, len(by_length) >= 2), "",
     ]
