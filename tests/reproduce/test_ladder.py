@@ -146,6 +146,22 @@ def test_the_report_adds_the_ladder_section_and_plot_with_two_lengths_or_more(tm
     assert plain.read_text() == md.read_text()
 
 
+def test_the_ladder_shows_only_the_lengths_where_a_claim_is_measured(tmp_path):
+    # tau-1 and random-init at 3 and 30 epochs; at 10 only a cell no claim reads with tau-1 (tau 0.9, shared
+    # with another study, say): that length is no column, and its records count in no total
+    by_length = {3.0: _tau_records(3.0, -5.0), 10.0: {"tau-0.9": [_rec(0, 50.0, epochs=10.0)]},
+                 30.0: _tau_records(30.0, 0.0)}
+    scale = {"preset": "tiny", "epochs": 30.0, "eval_train": None}
+    text = write_report(TAU, by_length[30.0], tmp_path, command="c", scale=scale, seeds=(0, 1),
+                        ladder=by_length)[0].read_text()
+    assert "| claim | 3 epochs | 30 epochs |" in text and "Records at 3, 30 epochs (8.0 min" in text
+    short = {3.0: _tau_records(3.0, -5.0), 10.0: {"tau-0.9": [_rec(0, 50.0, epochs=10.0)]}}
+    text = write_report(TAU, short[3.0], tmp_path / "s", command="c", scale={**scale, "epochs": 3.0}, seeds=(0, 1),
+                        ladder=short)[0].read_text()  # one length measured: its margins, and the sentence
+    assert "| claim | 3 epochs |\n|---|---|\n" in text and "Records at 3 epochs (4.0 min" in text
+    assert "beats random init (kNN): does not hold up to 3 epochs (the longest run)" in text
+
+
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
@@ -167,7 +183,8 @@ def test_the_committed_reports_come_out_unchanged(stem, tmp_path, monkeypatch):
     scale = dataclasses.replace(_committed_scale(), preset="docs/results/cifar10-cpu.yaml")
     epochs = tuple(float(e) for e in re.search(r"--epochs ([\d. ]+?) --", command).group(1).split())
     batches = re.search(r"--batch-sizes ([\d ]+?)(?: --|$)", command)
-    md, _ = reproduce(name, scale, seeds=(0, 1), out_dir=tmp_path, command=command, train=False, epochs=epochs,
+    seeds = tuple(int(x) for x in re.search(r"--seeds ([\d ]+?) --", command).group(1).split())
+    md, _ = reproduce(name, scale, seeds=seeds, out_dir=tmp_path, command=command, train=False, epochs=epochs,
                       equal_time="--equal-time" in command, equal_steps="--equal-steps" in command,
                       batch_sizes=tuple(int(b) for b in batches.group(1).split()) if batches else None,
                       log=lambda _: None)

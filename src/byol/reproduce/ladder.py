@@ -84,6 +84,13 @@ def ladder(study: Study, by_length: dict[float, Records], chance: float) -> list
     return [(c, [rung(study, c, e, by_length[e], chance) for e in lengths]) for c in study.claims]
 
 
+def claim_lengths(study: Study, by_length: dict[float, Records], chance: float) -> list[float]:
+    """The lengths at which at least one claim of ``study`` is measured (records of another study's cells
+    that share a config, e.g. BYOL's at a length this study never ran, measure none)."""
+    rows = ladder(study, by_length, chance)
+    return [e for i, e in enumerate(sorted(by_length)) if any(rs[i].verdict != UNMEASURED for _, rs in rows)]
+
+
 def epochs_phrase(e: float) -> str:
     """``1 epoch``, ``2.5 epochs``."""
     return f"{e:g} epoch" + ("" if e == 1 else "s")
