@@ -224,7 +224,7 @@ def test_records_say_which_code_made_them(split_folder, tmp_path):
 
 
 def test_a_table_from_several_machines_or_precisions_says_so():
-    from byol.reproduce.report import machines_line
+    from byol.reproduce.report import machines_line, mixed_lengths_lines
 
     amx = {"provenance": {"cpu": "Xeon"}, "precision": "bf16 autocast"}
     one = {"a": [amx, dict(amx)]}
@@ -237,6 +237,10 @@ def test_a_table_from_several_machines_or_precisions_says_so():
     assert machines_line({"a": [{"precision": "fp32"}]}) == "- machine: unknown machine, fp32"
     assert machines_line({**one, "r": [{"method": "random-init", "provenance": {"cpu": "EPYC"}}]}) == (
         "- machine: Xeon, bf16 autocast")  # nothing trained: no precision, and its machine does not matter
+    assert mixed_lengths_lines({3.0: one, 10.0: mixed}) == [
+        "- at 10 epochs the records come from 3 machines or precisions (A100, bf16 autocast: 1; EPYC, fp32: 1; "
+        "Xeon, bf16 autocast: 2)", ""]
+    assert mixed_lengths_lines({3.0: one}) == []
 
 
 @pytest.fixture

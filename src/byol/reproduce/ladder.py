@@ -128,8 +128,9 @@ def _cell(r: Rung) -> str:
 
 
 def section(study: Study, by_length: dict[float, Records], chance: float, png: Path | None,
-            table_epochs: float | None = None) -> list[str]:
-    """The report's "Scale ladder" section: a table claim x length, a sentence per claim, the plot."""
+            table_epochs: float | None = None, extra: list[str] | None = None) -> list[str]:
+    """The report's "Scale ladder" section: a table claim x length, a sentence per claim, ``extra`` lines,
+    the plot."""
     rows = ladder(study, by_length, chance)
     lengths = sorted(by_length)
     wall = sum(float(r.get("wall_seconds", 0.0)) for recs in by_length.values() for rs in recs.values() for r in rs)
@@ -143,7 +144,7 @@ def section(study: Study, by_length: dict[float, Records], chance: float, png: P
              "show -.", "",
              "| claim | " + " | ".join(epochs_phrase(e) for e in lengths) + " |", "|" + "---|" * (len(lengths) + 1),
              *[f"| {c.text} | " + " | ".join(_cell(r) for r in rs) + " |" for c, rs in rows], ""]
-    lines += [f"- {c.text}: {holds_from(rs)}" for c, rs in rows] + [""]
+    lines += [f"- {c.text}: {holds_from(rs)}" for c, rs in rows] + [""] + (extra or [])
     if png is not None:
         lines += [f"![{study.title}: margins against length]({png.name})", ""]
     return lines

@@ -173,23 +173,41 @@ def provenance_line(records: dict[str, list[dict[str, Any]]]) -> str:
     return f"- code: **the records come from {len(commits)} different commits** ({listed}); compare rows with care"
 
 
-def machines_line(records: dict[str, list[dict[str, Any]]]) -> str:
-    """Where the table's records ran: one CPU (or GPU) and precision, or each with its number of records and a
-    warning. Seconds differ between machines, and so may results: ``train.amp=auto`` trains in bf16 autocast
-    on a CPU with AMX, in fp32 on one without. Random-init records (nothing trained) are left out."""
-    machines: dict[str, int] = {}
+def machines(records: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """``"CPU (or GPU), precision"`` -> the number of records that ran there. Random-init records (nothing
+    trained) are left out."""
+    out: dict[str, int] = {}
     for rs in records.values():
         for r in rs:
             if r.get("method") == "random-init":
                 continue
             p = r.get("provenance") or {}
             key = f"{p.get('cuda') or p.get('cpu') or 'unknown machine'}, {r.get('precision') or 'unknown precision'}"
-            machines[key] = machines.get(key, 0) + 1
-    if len(machines) <= 1:
-        return f"- machine: {next(iter(machines), 'none')}"
-    listed = "; ".join(f"{k}: {n}" for k, n in sorted(machines.items()))
-    return (f"- machine: **the records come from {len(machines)} machines or precisions** ({listed}); wall times "
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def machines_line(records: dict[str, list[dict[str, Any]]]) -> str:
+    """Where the table's records ran: one CPU (or GPU) and precision, or each with its number of records and a
+    warning. Seconds differ between machines, and so may results: ``train.amp=auto`` trains in bf16 autocast
+    on a CPU with AMX, in fp32 on one without."""
+    found = machines(records)
+    if len(found) <= 1:
+        return f"- machine: {next(iter(found), 'none')}"
+    listed = "; ".join(f"{k}: {n}" for k, n in sorted(found.items()))
+    return (f"- machine: **the records come from {len(found)} machines or precisions** ({listed}); wall times "
             "are not comparable across them, and results may differ with the precision")
+
+
+def mixed_lengths_lines(by_length: dict[float, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """One line for each ladder length whose records come from more than one machine or precision."""
+    out = []
+    for e, records in sorted(by_length.items()):
+        found = machines(records)
+        if len(found) > 1:
+            listed = "; ".join(f"{k}: {n}" for k, n in sorted(found.items()))
+            out.append(f"- at {e:g} epochs the records come from {len(found)} machines or precisions ({listed})")
+    return out + ([""] if out else [])
 
 
 def report_command(md: Path) -> str | None:
@@ -241,7 +259,8 @@ def write_report(study: Study, records: dict[str, list[dict[str, Any]]], out_dir
         lines += [f"![{study.title}]({png.name})", ""]
     if columns:
         ladder_png = ladder_plot(study, columns, chance, out_dir / f"{study.stem}-ladder.png")
-        lines += ladder_section(study, columns, chance, ladder_png, scale.get("epochs"))
+        lines += ladder_section(study, columns, chance, ladder_png, scale.get("epochs"),
+                                extra=mixed_lengths_lines(columns))
     notes = out_dir / f"{study.stem}.notes.md"
     if notes.is_file():
         lines += ["## Discussion", "", notes.read_text().strip(), ""]
