@@ -187,6 +187,10 @@ def machines(records: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     return out
 
 
+def _listed(found: dict[str, int]) -> str:
+    return "(" + "; ".join(f"{k}: {n}" for k, n in sorted(found.items())) + ")"
+
+
 def machines_line(records: dict[str, list[dict[str, Any]]]) -> str:
     """Where the table's records ran: one CPU (or GPU) and precision, or each with its number of records and a
     warning. Seconds differ between machines, and so may results: ``train.amp=auto`` trains in bf16 autocast
@@ -194,8 +198,7 @@ def machines_line(records: dict[str, list[dict[str, Any]]]) -> str:
     found = machines(records)
     if len(found) <= 1:
         return f"- machine: {next(iter(found), 'none')}"
-    listed = "; ".join(f"{k}: {n}" for k, n in sorted(found.items()))
-    return (f"- machine: **the records come from {len(found)} machines or precisions** ({listed}); wall times "
+    return (f"- machine: **the records come from {len(found)} machines or precisions** {_listed(found)}; wall times "
             "are not comparable across them, and results may differ with the precision")
 
 
@@ -205,8 +208,7 @@ def mixed_lengths_lines(by_length: dict[float, dict[str, list[dict[str, Any]]]])
     for e, records in sorted(by_length.items()):
         found = machines(records)
         if len(found) > 1:
-            listed = "; ".join(f"{k}: {n}" for k, n in sorted(found.items()))
-            out.append(f"- at {e:g} epochs the records come from {len(found)} machines or precisions ({listed})")
+            out.append(f"- at {e:g} epochs the records come from {len(found)} machines or precisions {_listed(found)}")
     return out + ([""] if out else [])
 
 
