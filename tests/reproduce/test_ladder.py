@@ -363,6 +363,8 @@ def test_equal_time_cells_need_byols_record_timed_on_this_machine(split_folder, 
     assert ("1 epoch, seed 0: equal wall time cells not trained (BYOL's record ran on CPU A, this machine is "
             "CPU B: its seconds are no budget here") in capsys.readouterr().out
     assert "| SimCLR, BYOL's wall time | not run yet |" in (out / "baselines.md").read_text()
+    assert _cli(split_folder, out, *args, "--report-only") == 0  # trains nothing, so nothing to explain
+    assert "not trained" not in capsys.readouterr().out
     monkeypatch.setattr(files, "cpu_model", lambda: "CPU A")  # back on the machine that timed BYOL
     assert _cli(split_folder, out, *args) == 0
     assert [c[0] for c in calls] == ["byol", "simclr", "simclr@time"]

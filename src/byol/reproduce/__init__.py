@@ -96,7 +96,7 @@ def reproduce(
     found = rungs(scale, tuple(recorded_lengths(cells_dir) | {r.epochs for r in ladder})) if scale.epochs else ladder
     by_length = load_records([(c, s, r) for r in found for c in avail for s in seeds], cells_dir)
     if study.extra.get("equal_time"):
-        timed = _equal_time_jobs(trained, ladder, by_length, log=log)
+        timed = _equal_time_jobs(trained, ladder, by_length, log=log if train else None)  # --report-only: no lines
         run_ladder(timed, cells_dir, runs, jobs=jobs, train=train, log=log)
         timed = _equal_time_jobs(avail, found, by_length)
         for length, recs in load_records(timed, cells_dir).items():
