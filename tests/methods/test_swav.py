@@ -156,3 +156,26 @@ def test_the_equal_partition_spreads_the_assignments_and_plain_softmax_codes_con
     # measured: 16 and 1 of 16 prototypes, over 32 images
     assert _assignments_spread(3) >= 10
     assert _assignments_spread(0) <= 2  # every image drifts to the same prototype: collapse
+
+
+def test_code_entropy_is_one_for_uniform_codes_and_identical_prototypes_stay_there():
+    """``code_entropy`` against the entropy formula; prototypes that are all one vector score every image the
+    same, so its codes are uniform (entropy 1), the loss is log K, and no gradient separates them again:
+    the stuck state the training monitor reports as a code collapse."""
+    from byol.methods.swav import code_entropy
+
+    q = torch.softmax(torch.randn(6, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    ref = -(q.double().numpy() * np.log(q.double().numpy())).sum(1) / np.log(5)
+    np.testing.assert_allclose(code_entropy(q).numpy(), ref, rtol=1e-5)
+    assert code_entropy(torch.eye(5)).tolist() == [0.0] * 5
+    m = _swav()
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    healthy = m(x, x.flip(-1))["code_entropy"]
+    assert healthy.shape == (6,) and healthy.max() < 0.99
+    with torch.no_grad():
+        m.prototypes.weight.copy_(m.prototypes.weight[:1].expand(5, -1))
+    out = m(x, x.flip(-1))
+    torch.testing.assert_close(out["code_entropy"], torch.ones(6))
+    assert out["loss"].item() == pytest.approx(np.log(5), rel=1e-5)
+    out["loss"].backward()
+    assert m.prototypes.weight.grad.abs().max() < 1e-6

@@ -345,6 +345,20 @@ def test_collapse_warns_by_default_and_stops_on_request(labeled_images, tmp_path
     assert not (tmp_path / "checkpoints" / "last.pt").exists()  # nothing saved: ckpt_every is 1000
 
 
+def test_uniform_codes_stop_the_run_on_request_with_their_own_reason(labeled_images, tmp_path):
+    """A method's ``code_entropy`` (SwAV's codes) reaches the monitor: uniform codes with spread projections
+    are a collapse, named as such, and the stop happens on the first step past warmup."""
+    from byol.errors import TrainingError
+
+    t = _trainer(labeled_images[0], tmp_path, epochs=2, stop_on_collapse=True)
+    _forward_patched(t, lambda out: {**out, "code_entropy": torch.ones(out["proj"].shape[0])}, from_call=1)
+    with pytest.raises(TrainingError, match=r"^collapse at step 3 \(train.stop_on_collapse\): code collapse "
+                       r"suspected: the codes' mean normalized entropy is 1.0000 \(1 = uniform over the prototypes\)"):
+        t.fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["code_entropy"] for r in rows if "code_entropy" in r] == [1.0, 1.0]  # logged: steps 1 and 2
+
+
 def test_update_stats_off_logs_no_update_sizes(labeled_images, tmp_path):
     images, _ = labeled_images
     _trainer(images, tmp_path, epochs=1, update_stats=False).fit()

@@ -116,3 +116,26 @@ def test_dynamics_stats_against_numpy():
     assert dynamics_stats(z, target=-z)["target_cos_proj"] == pytest.approx(-1.0)
     both = step_stats({"proj": z, "pred": p}, lambda x: x)
     assert both["eff_rank"] == pytest.approx(_np_eff_rank(z.numpy()), rel=1e-5) and "target_cos_proj" not in both
+
+
+def test_uniform_codes_are_a_collapse_the_projections_spread_misses():
+    """SwAV's failure with spread projections: every code uniform over the prototypes. The monitor reads the
+    gathered mean of the method's per-sample ``code_entropy`` and names that collapse; spread projections
+    with peaked codes are not one, and a projection collapse keeps its own message."""
+    from byol.train.monitor import CODE_ENTROPY_LIMIT, collapse_reason, is_collapsed, step_stats
+
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    # two ranks' rows: this rank's alone are above the limit, the global batch's mean is just below it
+    halves = [torch.full((16,), CODE_ENTROPY_LIMIT + 0.004), torch.full((16,), CODE_ENTROPY_LIMIT - 0.006)]
+    other_rank = {2: z.flip(0), 1: halves[1]}  # a fake gather: this rank's rows, then another's
+    gathered = step_stats({"proj": z, "code_entropy": halves[0]}, lambda x: torch.cat([x, other_rank[x.dim()]]))
+    assert gathered["code_entropy"] == pytest.approx(CODE_ENTROPY_LIMIT - 0.001, abs=1e-6)
+    assert not is_collapsed(gathered) and collapse_reason(gathered) is None
+    uniform = step_stats({"proj": z, "code_entropy": torch.ones(32)}, lambda x: x)
+    assert uniform["z_std"] > 0.5 * uniform["z_std_ref"]  # the projections are spread
+    reason = collapse_reason(uniform)
+    assert is_collapsed(uniform) and reason.startswith("code collapse suspected: the codes' mean normalized "
+                                                       "entropy is 1.0000")
+    assert "code_entropy" not in step_stats({"proj": z}, lambda x: x)  # a method without codes: no key
+    point = step_stats({"proj": torch.ones(32, 16), "code_entropy": torch.ones(32)}, lambda x: x)
+    assert collapse_reason(point).startswith("representation collapse suspected")  # the projections first

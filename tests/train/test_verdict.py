@@ -106,6 +106,11 @@ def test_a_better_encoder_passes_unless_its_projections_collapsed():
     v = random_init_verdict(pixels, Constant(), images, labels, **KW, seed=0, collapse=collapsed)
     assert v["better"] and v["collapsed"] and not v["passed"]
     assert "projections collapsed (per-dimension std 0.0020" in verdict_lines(v)[-1]
+    codes = {"z_std": 0.2, "z_std_ref": 0.25, "code_entropy": 0.998}  # spread projections, uniform codes
+    v = random_init_verdict(pixels, Constant(), images, labels, **KW, seed=0, name="SwAV", collapse=codes)
+    assert v["better"] and v["collapsed"] and not v["passed"] and v["collapse"] == "code collapse suspected"
+    assert verdict_lines(v)[-1].startswith("warning: this run failed: its codes collapsed (mean normalized "
+                                           "entropy 0.9980 at the end")
 
 
 def test_the_recalibration_sees_only_bank_images(monkeypatch):

@@ -11,7 +11,8 @@ class Method(Protocol):
     """A method is an ``nn.Module`` over an injected backbone.
 
     - ``forward(view1, view2)`` returns a dict with a scalar ``loss`` and detached diagnostics
-      (``proj``: the online projections of view 1, used by the collapse monitor).
+      (``proj``: the online projections of view 1, used by the collapse monitor; optionally a per-sample
+      ``code_entropy`` in [0, 1], which the monitor also reads: SwAV's codes).
     - ``trainable_modules()`` names the modules the optimizer trains (never a target network).
     - ``after_step(step, total_steps)`` runs once per *optimizer* step, after ``optimizer.step()``
       (BYOL's EMA update goes here) and returns scalars to log, which the progress bar shows too (e.g.

@@ -14,6 +14,7 @@ Sinkhorn partition is computed over (section 4 / App., the small-batch recipe).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,14 @@ def sinkhorn(scores: Tensor, epsilon: float, iters: int) -> Tensor:
         q = q / (sum_over_ranks(q.sum(dim=0, keepdim=True)) * k)  # each prototype: 1/K of the global batch
         q = q / (q.sum(dim=1, keepdim=True) * n_rows)  # each sample: 1/B
     return q * n_rows
+
+
+@torch.no_grad()
+def code_entropy(codes: Tensor) -> Tensor:
+    """Per-sample entropy of codes [B, K] (rows summing to 1) divided by log K: 1 for a code uniform over the
+    prototypes (it says nothing about the image), 0 for a one-hot one. The training monitor reads its mean."""
+    q = codes.float()
+    return -(q * torch.log(q.clamp_min(1e-12))).sum(dim=1) / math.log(q.shape[1])
 
 
 def swapped_loss(scores: list[Tensor], codes: list[Tensor], temperature: float) -> Tensor:
@@ -152,7 +161,8 @@ class SwAV(nn.Module):
                 # DDP needs every trained parameter in the graph: a zero gradient, which with weight decay only
                 # rescales each prototype (LARS and SGD move it along itself), undone by the next normalisation
                 loss = loss + 0.0 * w.sum()
-        return {"loss": loss, "proj": z[:b].detach()}
+        # the codes' entropy: a second collapse signal, for the uniform codes the projections' spread misses
+        return {"loss": loss, "proj": z[:b].detach(), "code_entropy": code_entropy(codes[0])}
 
     @torch.no_grad()
     def _codes(self, i: int, scores: Tensor, z: Tensor) -> Tensor:

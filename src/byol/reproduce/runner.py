@@ -168,13 +168,14 @@ def evaluate(encoder: torch.nn.Module, train: ImageSet, test: ImageSet, *, size:
 
 
 def _collapse(run_dir: Path) -> dict[str, Any]:
-    """The collapse monitor's last reading of a run (per-dimension std of normalized projections)."""
+    """The collapse monitor's last reading of a run (projections' spread, codes' entropy)."""
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "z_std" in r]
     if not rows:
         return {"collapsed": False}
     last = rows[-1]
-    return {"collapsed": bool(is_collapsed(last)), "z_std": last["z_std"], "z_std_ref": last["z_std_ref"],
-            "eff_rank": last.get("eff_rank"), "final_loss": last.get("loss")}
+    out = {"collapsed": bool(is_collapsed(last)), "z_std": last["z_std"], "z_std_ref": last["z_std_ref"],
+           "eff_rank": last.get("eff_rank"), "final_loss": last.get("loss")}
+    return out | ({"code_entropy": last["code_entropy"]} if "code_entropy" in last else {})
 
 
 def _load_test(cfg: PretrainConfig) -> ImageSet:

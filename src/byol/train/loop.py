@@ -28,7 +28,7 @@ from byol.config import check_batch
 from byol.data.batches import BatchSource, TwoViews, ViewInputs
 from byol.data.sampler import BatchIterator
 from byol.errors import TrainingError
-from byol.train.monitor import COLLAPSE_ADVICE, is_collapsed, step_stats, snapshot, tracked_weights, update_ratios
+from byol.train.monitor import collapse_reason, step_stats, snapshot, tracked_weights, update_ratios
 from byol.optim.optimizers import set_lr
 from byol.train.replicas import Replicas
 from byol.run.checkpoints import numbered_name, restore_rng, rng_state, rotate, save_checkpoint
@@ -244,12 +244,12 @@ class Trainer:
             rec["skipped_steps"] = self.skipped_steps
         if "proj" in out:
             rec.update(step_stats(out, self.replicas.gather))
-            if st.step > st.warmup_steps and is_collapsed(rec) and self.o.stop_on_collapse:
-                raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): "
-                                 + COLLAPSE_ADVICE.format(**rec).split(". ")[0])
-            if st.step > st.warmup_steps and is_collapsed(rec) and not self._collapse_warned:
+            reason = collapse_reason(rec) if st.step > st.warmup_steps else None
+            if reason and self.o.stop_on_collapse:
+                raise self._halt(f"collapse at step {st.step} (train.stop_on_collapse): " + reason.split(". ")[0])
+            if reason and not self._collapse_warned:
                 if dist.is_main():
-                    warnings.warn(COLLAPSE_ADVICE.format(**rec), stacklevel=4)
+                    warnings.warn(reason, stacklevel=4)
                 self._collapse_warned = True
         if dist.is_main():
             logger.log(rec)

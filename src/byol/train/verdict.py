@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from byol.eval import extract_features, knn_eval
 from byol.eval.floor import VARIANTS, recalibrate_bn, stronger
 from byol.eval.splits import stratified_split
-from byol.train.monitor import is_collapsed, labeled_positions
+from byol.train.monitor import collapse_reason, labeled_positions
 
 K = 20  #: neighbours of the verdict's kNN classifier
 HELD_OUT = 0.1  #: share of the labeled training images held out as queries (stratified)
@@ -85,7 +85,8 @@ def random_init_verdict(
     floors = {VARIANTS[0]: round(acc[1], 2), VARIANTS[1]: round(acc[2], 2)}
     variant, floor = stronger(floors)
     gain, need = acc[0] - floor, margin(len(queries))
-    collapsed = collapse is not None and is_collapsed(collapse)
+    reason = collapse_reason(collapse) if collapse is not None else None
+    collapsed = reason is not None
     out = {"name": name, "encoder_knn": round(acc[0], 2), "random_init_knn": floor, "floor": variant,
            "random_init_variants": floors, "gain": round(gain, 2),
            "margin": round(need, 2), "better": bool(gain >= need), "collapsed": collapsed,
@@ -93,6 +94,10 @@ def random_init_verdict(
            "held_out": f"{HELD_OUT:.0%} of train", "seed": seed, "chance": round(100.0 / classes, 2)}
     if collapse is not None:
         out.update(z_std=collapse["z_std"], z_std_ref=collapse["z_std_ref"])
+        if "code_entropy" in collapse:
+            out["code_entropy"] = collapse["code_entropy"]
+    if reason is not None:
+        out["collapse"] = reason.split(": ", 1)[0]  # "representation collapse suspected" / "code collapse ..."
     return out
 
 
@@ -110,7 +115,11 @@ def verdict_lines(verdict: dict[str, Any]) -> list[str]:
         lines.append(f"warning: the {v['name']} encoder is not better than random init by the margin of "
                      f"{v['margin']:.1f} points on this data: its features do not help yet (train longer, look "
                      f"for collapse in metrics.jsonl, or adapt the recipe to these images)")
-    if v["collapsed"]:
+    if v["collapsed"] and v.get("collapse", "").startswith("code"):
+        lines.append(f"warning: this run failed: its codes collapsed (mean normalized entropy "
+                     f"{v['code_entropy']:.4f} at the end, 1 = every code uniform over the prototypes), so the "
+                     f"encoder stopped learning early whatever its kNN; see the collapse warning for what to try")
+    elif v["collapsed"]:
         lines.append(f"warning: this run failed: its projections collapsed (per-dimension std {v['z_std']:.4f} at "
                      f"the end, healthy is about {v['z_std_ref']:.4f}), so the encoder stopped learning early "
                      f"whatever its kNN; see the collapse warning for the usual causes")
